@@ -1,0 +1,1 @@
+"""Per-workspace PostgreSQL databases: strategies (snapshot, template, schema) and servers."""

@@ -1,0 +1,135 @@
+"""The error tree of sandbox.
+
+Every error the library raises on purpose is a :class:`SandboxError`. The CLI
+catches that one type, prints its message on one line and exits with its
+``exit_code``::
+
+    SandboxError                 exit 1  a check failed or sandbox refused for safety
+    ├── UsageError               exit 2  bad input; nothing was changed
+    │   ├── ConfigError                  sandbox.toml or an environment override is invalid
+    │   ├── InvalidName                  a workspace name does not match the contract's pattern
+    │   └── UnknownWorkspace             no workspace of that name is registered
+    ├── WorkspaceError           exit 1  a workspace operation was refused or failed
+    │   ├── UnsafeRemoval                rm refused: uncommitted changes or unmerged commits
+    │   └── HookFailed                   a setup or teardown command exited non-zero
+    ├── DatabaseError            exit 1  a database operation failed
+    ├── MigrationError           exit 1  the migration tool or coordinator failed
+    │   ├── MigrationConflict            revisions do not sit on main's head
+    │   └── GateFailed                   the merge gate found errors (carries the report)
+    └── ServiceUnavailable       exit 3  Docker, Postgres or copy-on-write storage is missing
+
+Third-party errors (docker, psycopg, git, subprocess) are translated where they
+are raised and chained with ``raise ... from exc``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class SandboxError(Exception):
+    """Base of every error sandbox raises on purpose."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message if not self.hint else f"{self.message} ({self.hint})"
+
+
+class UsageError(SandboxError):
+    """Raised for bad input: a usage error, a bad value, an unknown name."""
+
+    exit_code = 2
+
+
+class ConfigError(UsageError):
+    """Raised when sandbox.toml or an environment override is invalid."""
+
+    def __init__(self, message: str, *, file: str | None = None, key: str | None = None) -> None:
+        super().__init__(message)
+        self.file = file
+        self.key = key
+
+
+class InvalidName(UsageError):
+    """Raised when a workspace name does not match ``[A-Za-z0-9][A-Za-z0-9._-]{0,47}``."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(
+            f"invalid workspace name {name!r}: use 1-48 characters from A-Z a-z 0-9 . _ - "
+            "starting with a letter or digit"
+        )
+        self.name = name
+
+
+class UnknownWorkspace(UsageError):
+    """Raised when a command names a workspace the registry does not know."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"unknown workspace {name!r} (see `sandbox ls`)")
+        self.name = name
+
+
+class WorkspaceError(SandboxError):
+    """Raised when a workspace operation is refused or fails."""
+
+
+class UnsafeRemoval(WorkspaceError):
+    """Raised when rm would lose uncommitted changes or unmerged commits."""
+
+    def __init__(self, name: str, reasons: list[str]) -> None:
+        super().__init__(
+            f"refusing to remove workspace {name!r}: {'; '.join(reasons)}",
+            hint="commit or merge first, or pass --force",
+        )
+        self.name = name
+        self.reasons = reasons
+
+
+class HookFailed(WorkspaceError):
+    """Raised when a setup or teardown command exits non-zero."""
+
+    def __init__(self, name: str, command: str, code: int, log: str | None) -> None:
+        where = f"; log: {log}" if log else ""
+        super().__init__(f"workspace {name!r}: hook {command!r} exited {code}{where}")
+        self.name = name
+        self.command = command
+        self.code = code
+        self.log = log
+
+
+class DatabaseError(SandboxError):
+    """Raised when a database operation fails."""
+
+
+class MigrationError(SandboxError):
+    """Raised when the migration tool or the coordinator fails."""
+
+
+class MigrationConflict(MigrationError):
+    """Raised when a workspace's revisions do not sit on main's current head."""
+
+    def __init__(self, workspace: str | None, base_head: str | None, root: str | None, message: str) -> None:
+        super().__init__(message, hint=f"run `sandbox migrate rebase {workspace}`" if workspace else None)
+        self.workspace = workspace
+        self.base_head = base_head
+        self.root = root
+
+
+class GateFailed(MigrationError):
+    """Raised when the merge gate finds errors; ``report`` holds the findings."""
+
+    def __init__(self, message: str, report: Any) -> None:
+        super().__init__(message)
+        self.report = report
+
+
+class ServiceUnavailable(SandboxError):
+    """Raised when Docker, Postgres or copy-on-write storage is unavailable."""
+
+    exit_code = 3

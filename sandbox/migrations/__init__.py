@@ -1,0 +1,1 @@
+"""Migration coordination: the tool adapter, SQL lint, catalog diff and the merge gate."""
