@@ -1,0 +1,17 @@
+"""sandbox: parallel workspaces, each with its own git worktree, container and PostgreSQL database,
+plus a migration coordinator that gates merges.
+
+The public API is small: :class:`Sandbox` (one method per CLI command), :class:`Config`
+and the error tree in :mod:`sandbox.errors`.
+"""
+
+from .api import Sandbox
+from .config import Config, load as load_config
+from .errors import (ConfigError, DatabaseError, GateFailed, HookFailed, InvalidName, MigrationConflict,
+                     MigrationError, SandboxError, ServiceUnavailable, UnknownWorkspace, UnsafeRemoval,
+                     UsageError, WorkspaceError)
+
+__all__ = ["Sandbox", "Config", "load_config", "SandboxError", "UsageError", "ConfigError", "InvalidName",
+           "UnknownWorkspace", "WorkspaceError", "UnsafeRemoval", "HookFailed", "DatabaseError",
+           "MigrationError", "MigrationConflict", "GateFailed", "ServiceUnavailable"]
+__version__ = "0.1.0"

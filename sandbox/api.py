@@ -1,0 +1,591 @@
+"""``Sandbox``: the one orchestrator. Every CLI command is one call to a method here.
+
+Creating a workspace touches git, Docker, Postgres, storage and the registry. Each
+finished step pushes its undo onto an ``ExitStack``; the stack is dropped on
+success. The registry records ``creating → ready`` (or ``broken`` with the cause),
+so ``gc`` can finish the job after a crash.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import getpass
+import os
+import shutil
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+from . import config as config_mod
+from .checks import Check, OwnedResource
+from .config import Config
+from .databases.base import ConnInfo, Strategy
+from .envfile import remove_block, write_block
+from .errors import (ConfigError, HookFailed, SandboxError, ServiceUnavailable, UnknownWorkspace,
+                     UnsafeRemoval, UsageError, WorkspaceError)
+from .migrations.base import MigrationTool
+from .names import validate_name
+from .registry import Registry, RegistryPorts, WorkspaceRecord
+from .runtime.base import LABEL_PROJECT, Runtime, WorkspaceSpec
+from .runtime.none import HostRuntime
+from .worktrees import Worktrees, find_project_root
+
+Progress = Callable[[str], None]
+
+
+@dataclass
+class UpResult:
+    name: str
+    ok: bool
+    state: str
+    created: bool = False
+    error: str | None = None
+    exit_code: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class GcAction:
+    kind: str
+    id: str
+    workspace: str | None
+    action: str            # "remove", "mark-broken", "release", "kept"
+    detail: str = ""
+    done: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class PsqlCommand:
+    argv: list[str]
+    env: dict[str, str] = field(default_factory=dict)
+    workspace: str | None = None
+    in_workspace: bool = False
+
+
+def _pid_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class Sandbox:
+    """A project (one main checkout holding ``sandbox.toml``) and its workspaces."""
+
+    def __init__(self, config: Config, *, runtime: Runtime | None = None, strategy: Strategy | None = None,
+                 tool: MigrationTool | None = None, progress: Progress | None = None) -> None:
+        self.config = config
+        self.root = config.root
+        self.progress: Progress = progress or (lambda msg: None)
+        self._runtime = runtime
+        self._strategy = strategy
+        self._tool = tool
+        self._registry: Registry | None = None
+        self.git = Worktrees(self.root)
+
+    # -- construction ---------------------------------------------------------------------
+    @classmethod
+    def open(cls, project: Path | None = None, *, progress: Progress | None = None,
+             **kwargs: Any) -> "Sandbox":
+        """Find the project from ``project`` or the current directory and load its config."""
+        start = (project or Path.cwd()).resolve()
+        if project is not None and not start.is_dir():
+            raise UsageError(f"--project {project}: not a directory")
+        root = find_project_root(start)
+        if root is None:
+            raise UsageError(f"{start} is not inside a git checkout")
+        return cls(config_mod.load(root), progress=progress, **kwargs)
+
+    @property
+    def registry(self) -> Registry:
+        if self._registry is None:
+            if not (self.config.state_dir / "registry.db").exists():
+                raise UsageError(f"{self.root} is not initialised: run `sandbox init`")
+            self._registry = Registry(self.config.state_dir)
+        return self._registry
+
+    @property
+    def tool(self) -> MigrationTool:
+        if self._tool is None:
+            from .migrations.alembic import AlembicTool
+            self._tool = AlembicTool(self.config.migrations.config)
+        return self._tool
+
+    def runtime_for(self, kind: str) -> Runtime:
+        if kind == "none":
+            return HostRuntime()
+        if self._runtime is not None and self._runtime.name == kind:
+            return self._runtime
+        from .runtime.docker import DockerRuntime
+        self._runtime = DockerRuntime()
+        return self._runtime
+
+    @property
+    def db(self) -> Strategy:
+        if self._strategy is None:
+            from .databases.factory import make_strategy
+            self._strategy = make_strategy(self.config, self.registry, progress=self.progress)
+        return self._strategy
+
+    # -- helpers --------------------------------------------------------------------------------
+    def record(self, name: str) -> WorkspaceRecord:
+        validate_name(name)
+        rec = self.registry.get(name)
+        if rec is None:
+            raise UnknownWorkspace(name)
+        return rec
+
+    def _network(self, rec: WorkspaceRecord) -> str | None:
+        return rec.data.get("network")
+
+    def conninfo(self, name: str) -> ConnInfo:
+        rec = self.record(name)
+        return self.db.info(name, self._network(rec))
+
+    def _git_identity(self) -> dict[str, str]:
+        env: dict[str, str] = {}
+        reader = self.git.repo.config_reader()
+        for key, var in (("name", "GIT_{}_NAME"), ("email", "GIT_{}_EMAIL")):
+            try:
+                value = str(reader.get_value("user", key))
+            except Exception:  # noqa: BLE001 - unset identity is fine
+                continue
+            for who in ("AUTHOR", "COMMITTER"):
+                env[var.format(who)] = value
+        return env
+
+    def environment(self, rec: WorkspaceRecord, *, container: bool = False,
+                    db: ConnInfo | None = None) -> dict[str, str]:
+        ports = self.registry.ports(rec.name, "workspace")
+        env = {"SANDBOX_WORKSPACE": rec.name, "SANDBOX_PROJECT": self.config.project_name,
+               "SANDBOX_PATH": rec.path, "SANDBOX_BRANCH": rec.branch,
+               "SANDBOX_PORT": str(ports[0]) if ports else "",
+               "SANDBOX_PORTS": f"{ports[0]}-{ports[-1]}" if ports else ""}
+        if db is None:
+            try:
+                db = self.db.info(rec.name, self._network(rec))
+            except SandboxError:
+                db = None
+        if db is not None:
+            env.update(db.env(container=container))
+        env.update(self.config.workspace.env)
+        return env
+
+    def spec(self, rec: WorkspaceRecord, db: ConnInfo | None = None) -> WorkspaceSpec:
+        ws = self.config.workspace
+        env = {**self._git_identity(), **self.environment(rec, container=rec.runtime == "docker", db=db)}
+        return WorkspaceSpec(
+            project=self.config.project_id, name=rec.name, worktree=Path(rec.path),
+            git_common_dir=self.git.common_dir, image=ws.image, env=env,
+            ports=self.registry.ports(rec.name, "workspace"),
+            uid=int(os.environ.get("SUDO_UID", os.getuid())), gid=int(os.environ.get("SUDO_GID", os.getgid())),
+            memory=ws.memory, cpus=ws.cpus, pids=ws.pids,
+            labels={"dev.sandbox.project-name": self.config.project_name})
+
+    def _log_path(self, name: str, what: str) -> Path:
+        d = self.config.state_dir / "logs"
+        d.mkdir(parents=True, exist_ok=True)
+        return d / f"{name}.{what}.log"
+
+    def _run_hooks(self, rec: WorkspaceRecord, commands: Sequence[str], what: str,
+                   db: ConnInfo | None = None) -> None:
+        if not commands:
+            return
+        runtime = self.runtime_for(rec.runtime)
+        spec = self.spec(rec, db)
+        log = self._log_path(rec.name, what)
+        with log.open("a") as fh:
+            for command in commands:
+                self.progress(f"{rec.name}: {what}: {command}")
+                fh.write(f"$ {command}\n")
+
+                def sink(line: str) -> None:
+                    fh.write(line + "\n")
+                    fh.flush()
+                    self.progress(f"{rec.name}| {line}")
+
+                # Hook commands come from the committed config and are meant for a shell,
+                # like `npm ci && npm run build`; names never reach it.
+                code = runtime.exec(spec, ["sh", "-c", command], output=sink)
+                if code != 0:
+                    fh.write(f"[exit {code}]\n")
+                    raise HookFailed(rec.name, command, code, str(log))
+
+    # -- init ---------------------------------------------------------------------------------
+    def init(self, *, strategy: str | None = None, runtime: str | None = None,
+             migrations: str | None = None) -> dict[str, Any]:
+        """Write sandbox.toml if absent, create .sandbox/ and build the baseline."""
+        cfg_path = self.root / config_mod.CONFIG_FILE
+        wrote = False
+        if not self.git.has_commits():
+            raise UsageError("the repository has no commits yet: commit something first")
+        if not cfg_path.exists():
+            mig = migrations or "alembic.ini"
+            seed = '"db/seed.sql"'
+            text = config_mod.DEFAULT_TOML.format(runtime=runtime or "docker", strategy=strategy or "auto",
+                                                  migrations=mig, seed=seed)
+            # validate what we are about to write before writing anything
+            import tomllib
+            config_mod.parse(self.root, tomllib.loads(text))
+            cfg_path.write_text(text)
+            wrote = True
+            self.config = config_mod.load(self.root)
+        elif strategy or runtime or migrations:
+            self.progress("sandbox.toml exists: using it as it is (flags ignored)")
+        self.config.state_dir.mkdir(exist_ok=True)
+        self.git.ensure_excluded("/.sandbox/")
+        env_file = self.config.workspace.env_file
+        if not self.git.ignored(env_file):
+            # the managed block holds credentials: never let git pick it up
+            self.git.ensure_excluded(env_file)
+        self._registry = Registry(self.config.state_dir)
+        self.registry.set_meta("project_id", self.config.project_id)
+        self.build_baseline()
+        return {"config": str(cfg_path), "wrote_config": wrote, "strategy": self.db.name,
+                "state_dir": str(self.config.state_dir),
+                "baseline_head": self.registry.get_meta("baseline_head")}
+
+    # -- baseline ------------------------------------------------------------------------------
+    def _populate(self, tree: Path) -> Callable[[ConnInfo], None]:
+        def populate(conn: ConnInfo) -> None:
+            if self.tool.available(tree):
+                self.progress("baseline: running migrations to head")
+                self.tool.upgrade(tree, conn.url(), "heads")
+            self._run_seeds(tree, conn)
+        return populate
+
+    def _run_seeds(self, tree: Path, conn: ConnInfo) -> None:
+        import psycopg
+        from .errors import DatabaseError
+        dbc = self.config.database
+        for seed in dbc.seed:
+            path = tree / seed
+            if not path.exists():
+                if dbc.seed == config_mod.DatabaseConfig().seed:
+                    continue  # the default seed file is optional
+                raise ConfigError(f"sandbox.toml: [database] seed: {seed} does not exist", key="database.seed")
+            self.progress(f"baseline: seeding {seed}")
+            try:
+                with psycopg.connect(**conn.kwargs(), autocommit=True) as c:
+                    c.execute(path.read_text())  # type: ignore[arg-type] # trusted project file
+            except psycopg.Error as exc:
+                raise DatabaseError(f"seed {seed} failed: {exc.diag.message_primary or exc}") from exc
+        if dbc.seed_command:
+            self.progress(f"baseline: seed command {' '.join(dbc.seed_command)}")
+            env = {**os.environ, **conn.env()}
+            res = subprocess.run(list(dbc.seed_command), cwd=tree, env=env, capture_output=True, text=True)
+            if res.returncode != 0:
+                raise DatabaseError(f"seed command exited {res.returncode}: {res.stderr.strip()[-500:]}")
+
+    def main_heads(self) -> list[str]:
+        return self.tool.heads(self.root) if self.tool.available(self.root) else []
+
+    def build_baseline(self) -> None:
+        with self.registry.lock("baseline"):
+            self.progress("building the baseline database")
+            self.db.build_baseline(self._populate(self.root))
+            heads = self.main_heads()
+            self.registry.set_meta("baseline_head", heads[0] if heads else "")
+            self.registry.set_meta("baseline_commit", self.git.rev("HEAD"))
+
+    def db_baseline(self, *, refresh: bool = False, import_file: Path | None = None) -> dict[str, Any]:
+        """Rebuild the baseline from main, or load a dump into it."""
+        if import_file is not None:
+            if not import_file.is_file():
+                raise UsageError(f"--import {import_file}: no such file")
+            with self.registry.lock("baseline"):
+                self.progress(f"importing {import_file} as the baseline")
+                self.db.import_baseline(import_file.resolve())
+                self.registry.set_meta("baseline_head", "")
+                self.registry.set_meta("baseline_source", str(import_file.resolve()))
+        elif refresh or not self.db.has_baseline():
+            self.build_baseline()
+        return {"strategy": self.db.name, "baseline_head": self.registry.get_meta("baseline_head") or None,
+                "baseline_commit": self.registry.get_meta("baseline_commit")}
+
+    # -- up -----------------------------------------------------------------------------------
+    def up(self, names: Sequence[str], *, from_ref: str | None = None,
+           container: bool = True) -> list[UpResult]:
+        """Create workspaces (or start them again); several are created concurrently."""
+        for n in names:
+            validate_name(n)
+        if len(set(names)) != len(names):
+            raise UsageError("a workspace name is given twice")
+        main = self.git.main_branch()
+        if main in names:
+            raise UsageError(f"{main!r} is the main checkout's branch; pick another workspace name")
+        if from_ref is not None:
+            self.git.rev(from_ref)
+        self.registry  # noqa: B018 - fails early when not initialised
+        runtime = self.config.workspace.runtime if container else "none"
+        if len(names) == 1:
+            return [self._up_safe(names[0], from_ref, runtime)]
+        with ThreadPoolExecutor(max_workers=min(8, len(names))) as pool:
+            return list(pool.map(lambda n: self._up_safe(n, from_ref, runtime), names))
+
+    def _up_safe(self, name: str, from_ref: str | None, runtime: str) -> UpResult:
+        try:
+            return self._up_one(name, from_ref, runtime)
+        except SandboxError as exc:
+            rec = self.registry.get(name)
+            return UpResult(name, False, rec.state if rec else "absent", error=str(exc), exit_code=exc.exit_code)
+
+    def _up_one(self, name: str, from_ref: str | None, runtime_kind: str) -> UpResult:
+        with self.registry.lock(f"ws-{name}"):
+            rec = self.registry.get(name)
+            if rec is not None and rec.state in ("ready", "stopped"):
+                self.progress(f"{name}: starting")
+                self._start(rec)
+                return UpResult(name, True, "ready")
+            if rec is None:
+                path = self.config.worktrees_dir / name
+                rec = WorkspaceRecord(name=name, branch=name, path=str(path), state="creating",
+                                      runtime=runtime_kind, base_ref=from_ref, pid=os.getpid())
+                if not self.registry.insert(rec):
+                    raise WorkspaceError(f"workspace {name!r} appeared concurrently; retry")
+            else:
+                self.registry.set_state(name, "creating", rec.cause)
+            try:
+                self._create(rec, from_ref)
+            except HookFailed as exc:
+                self.registry.set_state(name, "broken", str(exc))
+                raise
+            except BaseException as exc:
+                self.registry.set_state(name, "broken", str(exc) or type(exc).__name__)
+                raise
+            self.registry.set_state(name, "ready")
+            return UpResult(name, True, "ready", created=True)
+
+    def _create(self, rec: WorkspaceRecord, from_ref: str | None) -> None:
+        name, path = rec.name, Path(rec.path)
+        runtime = self.runtime_for(rec.runtime)
+        with contextlib.ExitStack() as undo:
+            had_worktree = path.resolve() in self.git.registered()
+            self.progress(f"{name}: worktree {path}")
+            created_branch = self.git.add(path, rec.branch, from_ref or rec.base_ref)
+            if created_branch:
+                self.registry.update(name, branch_created=True)
+                undo.callback(self.git.delete_branch, rec.branch)
+            if not had_worktree:
+                undo.callback(self.git.remove, path)
+            self.git.copy_ignored(path, self.config.workspace.copy)
+            had_ports = bool(self.registry.ports(name, "workspace"))
+            self.registry.allocate(name, "workspace", self.config.workspace.ports,
+                                   base=self.config.workspace.port_base)
+            if not had_ports:
+                undo.callback(self.registry.release, name, "workspace")
+            network = runtime.ensure_network(self.config.project_id, name)
+            if network:
+                undo.callback(runtime.remove, self.config.project_id, name)
+            self.registry.update(name, data={**rec.data, "network": network})
+            rec = self.registry.get(name) or rec
+            self.progress(f"{name}: database ({self.db.name})")
+            had_db = self.db.exists(name)
+            db = self.db.create(name, network)
+            if not had_db:
+                undo.callback(self.db.drop, name)
+            self.registry.update(name, strategy=self.db.name)
+            write_block(path / self.config.workspace.env_file,
+                        self.environment(rec, container=rec.runtime == "docker", db=db))
+            if rec.runtime != "none":
+                self.progress(f"{name}: container")
+                runtime.up(self.spec(rec, db))
+            undo.pop_all()
+        self._run_hooks(rec, self.config.workspace.setup, "setup", db)
+
+    def _start(self, rec: WorkspaceRecord) -> None:
+        network = self._network(rec)
+        runtime = self.runtime_for(rec.runtime)
+        if network:
+            network = runtime.ensure_network(self.config.project_id, rec.name)
+        self.db.start(rec.name, network)
+        if rec.runtime != "none":
+            runtime.up(self.spec(rec))
+        self.registry.set_state(rec.name, "ready")
+
+    # -- inspection ------------------------------------------------------------------------------
+    def ls(self) -> list[dict[str, Any]]:
+        """Every workspace and its state (JSON shape of the contract; no secrets)."""
+        from .migrations.coordinator import Coordinator
+        coord = Coordinator(self)
+        out = []
+        for rec in self.registry.all():
+            try:
+                status = self.runtime_for(rec.runtime).status(self.config.project_id, rec.name) \
+                    if rec.runtime != "none" else "none"
+            except ServiceUnavailable:
+                status = "unknown"
+            url = None
+            if rec.strategy:
+                try:
+                    info = self.db.info(rec.name, self._network(rec))
+                    url = dataclasses.replace(info, password="").url().replace(":@", "@")
+                except SandboxError:
+                    url = None
+            ports = self.registry.ports(rec.name, "workspace")
+            out.append({"name": rec.name, "branch": rec.branch, "path": rec.path, "state": rec.state,
+                        "cause": rec.cause, "runtime": rec.runtime,
+                        "ports": [ports[0], ports[-1]] if ports else None,
+                        "container": {"status": status},
+                        "database": {"strategy": rec.strategy, "url": url},
+                        "migrations": coord.workspace_summary(rec)})
+        return out
+
+    def env(self, name: str) -> dict[str, str]:
+        """The workspace's environment as seen from the host."""
+        return self.environment(self.record(name), container=False)
+
+    def exec(self, name: str, argv: Sequence[str], *, interactive: bool = False) -> int:
+        """Run argv in the workspace and return its exit code."""
+        if not argv:
+            raise UsageError("no command given: sandbox exec NAME -- CMD...")
+        rec = self.record(name)
+        if rec.state == "creating":
+            raise WorkspaceError(f"workspace {name!r} is still being created")
+        runtime = self.runtime_for(rec.runtime)
+        if rec.runtime != "none" and runtime.status(self.config.project_id, name) != "running":
+            raise WorkspaceError(f"workspace {name!r} is not running: run `sandbox up {name}`")
+        spec = self.spec(rec)
+        return runtime.exec(spec, argv, env=spec.env, interactive=interactive)
+
+    def shell(self, name: str) -> int:
+        return self.exec(name, ["bash", "-l"] if self.record(name).runtime != "none"
+                         else [os.environ.get("SHELL", "/bin/bash")], interactive=True)
+
+    # -- stop / rm --------------------------------------------------------------------------------
+    def stop(self, name: str) -> None:
+        """Stop the containers; keep everything."""
+        rec = self.record(name)
+        with self.registry.lock(f"ws-{name}"):
+            if rec.runtime != "none":
+                self.runtime_for(rec.runtime).stop(self.config.project_id, name)
+            if rec.strategy:
+                self.db.stop(name)
+            if rec.state == "ready":
+                self.registry.set_state(name, "stopped")
+
+    def rm(self, name: str, *, force: bool = False, delete_branch: bool = False) -> dict[str, Any]:
+        """Remove the container, database and worktree (refuses to lose work unless force)."""
+        rec = self.record(name)
+        with self.registry.lock(f"ws-{name}"):
+            path = Path(rec.path)
+            reasons: list[str] = []
+            dirty = self.git.dirty(path)
+            if dirty:
+                reasons.append(f"{len(dirty)} uncommitted change(s) in {path}")
+            unmerged = self.git.unmerged(rec.branch)
+            if unmerged:
+                reasons.append(f"{len(unmerged)} commit(s) on {rec.branch!r} not on main")
+            if reasons and not force:
+                raise UnsafeRemoval(name, reasons)
+            hook_error = None
+            if self.config.workspace.teardown and rec.state in ("ready", "stopped", "broken") and path.exists():
+                try:
+                    if rec.state == "stopped":
+                        self._start(rec)
+                    self._run_hooks(rec, self.config.workspace.teardown, "teardown")
+                except SandboxError as exc:
+                    if not force:
+                        raise WorkspaceError(f"teardown failed, nothing removed: {exc}",
+                                             hint="fix it, or pass --force to remove anyway") from exc
+                    hook_error = str(exc)
+                    self.progress(f"{name}: teardown failed, continuing (--force): {exc}")
+            self.registry.set_state(name, "removing")
+            if rec.runtime != "none":
+                self.runtime_for(rec.runtime).remove(self.config.project_id, name)
+            self.db.drop(name)
+            self.git.remove(path)
+            if delete_branch:
+                self.git.delete_branch(rec.branch)
+            self.registry.delete(name)
+        return {"name": name, "removed": True, "branch_deleted": delete_branch, "teardown_error": hook_error}
+
+    # -- database commands -------------------------------------------------------------------------
+    def db_url(self, name: str) -> str:
+        return self.conninfo(name).url()
+
+    def db_reset(self, name: str) -> str:
+        rec = self.record(name)
+        with self.registry.lock(f"ws-{name}"):
+            self.progress(f"{name}: resetting the database to the baseline")
+            info = self.db.reset(name, self._network(rec))
+        return info.url()
+
+    def db_checkpoint(self, name: str, label: str) -> dict[str, Any]:
+        validate_name(label)
+        self.record(name)
+        with self.registry.lock(f"ws-{name}"):
+            cp = self.db.checkpoint(name, label)
+        return dataclasses.asdict(cp)
+
+    def db_restore(self, name: str, label: str) -> None:
+        validate_name(label)
+        rec = self.record(name)
+        with self.registry.lock(f"ws-{name}"):
+            if label not in [c.label for c in self.db.checkpoints(name)]:
+                raise UsageError(f"workspace {name!r} has no checkpoint {label!r}")
+            self.db.restore(name, label, self._network(rec))
+
+    def db_checkpoints(self, name: str) -> list[dict[str, Any]]:
+        self.record(name)
+        return [dataclasses.asdict(c) for c in self.db.checkpoints(name)]
+
+    def db_psql(self, name: str) -> PsqlCommand:
+        """How to run psql against the workspace's database (on the host, else in the workspace)."""
+        info = self.conninfo(name)
+        if shutil.which("psql"):
+            return PsqlCommand(["psql"], env={**os.environ, **info.env()}, workspace=name)
+        return PsqlCommand(["psql"], workspace=name, in_workspace=True)
+
+    # -- migrations -----------------------------------------------------------------------------------
+    def coordinator(self) -> Any:
+        from .migrations.coordinator import Coordinator
+        return Coordinator(self)
+
+    def migrate_status(self) -> dict[str, Any]:
+        return self.coordinator().status()
+
+    def migrate_check(self, name: str) -> Any:
+        return self.coordinator().check(name)
+
+    def migrate_rebase(self, name: str) -> dict[str, Any]:
+        return self.coordinator().rebase(name)
+
+    def merge(self, name: str, *, dry_run: bool = False, allow_destructive: str | None = None) -> Any:
+        return self.coordinator().merge(name, dry_run=dry_run, allow_destructive=allow_destructive)
+
+    def sync(self, name: str) -> dict[str, Any]:
+        return self.coordinator().sync(name)
+
+    # -- gc and doctor ---------------------------------------------------------------------------------
+    def gc(self, *, dry_run: bool = False) -> list[GcAction]:
+        """Find what the registry does not know, and repair what a crash left half-done."""
+        from .gc import collect
+        return collect(self, dry_run=dry_run)
+
+    def doctor(self) -> list[Check]:
+        from .doctor import run_checks
+        return run_checks(self)
+
+
+def user_name() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # noqa: BLE001
+        return str(os.getuid())
+
+
+__all__ = ["Sandbox", "UpResult", "GcAction", "PsqlCommand", "OwnedResource", "LABEL_PROJECT", "Iterator"]

@@ -1,0 +1,418 @@
+"""The ``sandbox`` command line: parse → one ``Sandbox`` call → render → exit code.
+
+Only :class:`~sandbox.errors.SandboxError` is caught; it becomes one line on
+stderr and its exit code. ``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any, Callable, NoReturn, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .api import Sandbox
+from .errors import SandboxError, UsageError
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
+                  help="Parallel workspaces, each with its own worktree, container and PostgreSQL database, "
+                       "and a migration gate before merge.")
+db_app = typer.Typer(no_args_is_help=True, help="A workspace's database: url, reset, checkpoints, psql, baseline.")
+migrate_app = typer.Typer(no_args_is_help=True, help="The migration coordinator: status, check, lint, rebase.")
+app.add_typer(db_app, name="db")
+app.add_typer(migrate_app, name="migrate")
+
+
+class _State:
+    project: Optional[Path] = None
+    debug: bool = False
+    quiet: bool = False
+
+
+state = _State()
+
+
+class Strategy(str, Enum):
+    auto = "auto"
+    snapshot = "snapshot"
+    template = "template"
+    schema = "schema"
+
+
+class RuntimeKind(str, Enum):
+    docker = "docker"
+    none = "none"
+
+
+class EnvFormat(str, Enum):
+    dotenv = "dotenv"
+    json = "json"
+    shell = "shell"
+
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+
+
+def _progress(msg: str) -> None:
+    if not state.quiet:
+        err.print(f"[dim]· {msg}[/dim]", markup=True, highlight=False)
+
+
+def _sandbox() -> Sandbox:
+    return Sandbox.open(state.project, progress=_progress)
+
+
+def _print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def _fail(exc: SandboxError) -> NoReturn:
+    if state.debug:
+        raise exc
+    err.print(f"error: {exc}", markup=False)
+    raise typer.Exit(exc.exit_code)
+
+
+@app.callback()
+def _root(
+    project: Annotated[Optional[Path], typer.Option("--project", help="The project's main checkout "
+                                                    "(default: found from the current directory).")] = None,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress lines.")] = False,
+) -> None:
+    state.project, state.debug, state.quiet = project, debug, quiet
+
+
+def _run(fn: Callable[[], Any]) -> Any:
+    try:
+        return fn()
+    except SandboxError as exc:
+        _fail(exc)
+
+
+@app.command()
+def init(
+    strategy: Annotated[Optional[Strategy], typer.Option(help="How workspace databases are cloned.")] = None,
+    runtime: Annotated[Optional[RuntimeKind], typer.Option(help="Where workspace commands run.")] = None,
+    migrations: Annotated[Optional[str], typer.Option(help="Path of alembic.ini in the repository.")] = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Write sandbox.toml if absent, create .sandbox/ and build the baseline database."""
+    def go() -> Any:
+        from . import config as config_mod
+        from .worktrees import find_project_root
+        start = (state.project or Path.cwd()).resolve()
+        root = find_project_root(start)
+        if root is None:
+            raise UsageError(f"{start} is not inside a git checkout")
+        if migrations is not None:
+            config_mod._check_inside(root, "migrations", "config", migrations, "--migrations")
+        if (root / config_mod.CONFIG_FILE).exists():
+            sb = Sandbox(config_mod.load(root), progress=_progress)
+        else:
+            sb = Sandbox(config_mod.parse(root, {}), progress=_progress)
+        return sb.init(strategy=strategy.value if strategy else None,
+                       runtime=runtime.value if runtime else None, migrations=migrations)
+    res = _run(go)
+    if json_:
+        _print_json(res)
+    else:
+        out.print(f"initialised: strategy {res['strategy']}, baseline at "
+                  f"{res['baseline_head'] or '(no migrations)'}; config {res['config']}")
+
+
+@app.command()
+def up(
+    names: Annotated[list[str], typer.Argument(help="Workspace names.")],
+    from_: Annotated[Optional[str], typer.Option("--from", help="Branch from this ref (default: main's tip).")] = None,
+    no_container: Annotated[bool, typer.Option("--no-container", help="Worktree and database only.")] = False,
+    json_: JsonOpt = False,
+) -> None:
+    """Create workspaces, or start them again if they exist. Several names are created concurrently."""
+    results = _run(lambda: _sandbox().up(names, from_ref=from_, container=not no_container))
+    if json_:
+        _print_json([r.to_json() for r in results])
+    else:
+        for r in results:
+            if r.ok:
+                out.print(f"{r.name}: {r.state}{' (created)' if r.created else ''}")
+            else:
+                err.print(f"error: {r.name}: {r.error}", markup=False)
+    failed = [r for r in results if not r.ok]
+    if failed:
+        raise typer.Exit(max(r.exit_code for r in failed))
+
+
+@app.command("ls")
+def ls_(json_: JsonOpt = False) -> None:
+    """Every workspace and its state."""
+    rows = _run(lambda: _sandbox().ls())
+    if json_:
+        _print_json(rows)
+        return
+    if not rows:
+        out.print("no workspaces (create one with `sandbox up NAME`)")
+        return
+    table = Table("name", "state", "branch", "container", "database", "migrations", "ports")
+    for r in rows:
+        m = r["migrations"]
+        mig = f"{len(m['new'])} new" + (f", {m['behind']} behind" if m["behind"] else "")
+        table.add_row(r["name"], r["state"] + (f" ({r['cause']})" if r.get("cause") else ""), r["branch"],
+                      r["container"]["status"], r["database"]["strategy"] or "-", mig,
+                      f"{r['ports'][0]}-{r['ports'][1]}" if r["ports"] else "-")
+    out.print(table)
+
+
+@app.command()
+def env(
+    name: str,
+    format: Annotated[EnvFormat, typer.Option("--format", help="Output format.")] = EnvFormat.dotenv,
+) -> None:
+    """The workspace's environment as seen from the host."""
+    from .envfile import render
+    data = _run(lambda: _sandbox().env(name))
+    if format is EnvFormat.json:
+        _print_json(data)
+    else:
+        sys.stdout.write(render(data, format.value))
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def exec(name: str, cmd: Annotated[list[str], typer.Argument(help="The command, after --.")]) -> None:
+    """Run CMD inside the workspace (its container, or the worktree) and return CMD's exit code."""
+    code = _run(lambda: _sandbox().exec(name, cmd))
+    raise typer.Exit(code)
+
+
+@app.command()
+def shell(name: str) -> None:
+    """An interactive shell in the workspace."""
+    raise typer.Exit(_run(lambda: _sandbox().shell(name)))
+
+
+@app.command()
+def stop(name: str) -> None:
+    """Stop the workspace's containers and keep everything."""
+    _run(lambda: _sandbox().stop(name))
+    out.print(f"{name}: stopped")
+
+
+@app.command()
+def rm(
+    name: str,
+    force: Annotated[bool, typer.Option("--force", help="Remove even with uncommitted or unmerged work.")] = False,
+    delete_branch: Annotated[bool, typer.Option("--delete-branch", help="Also delete the branch.")] = False,
+) -> None:
+    """Remove the workspace's container, database and worktree (refuses to lose work unless --force)."""
+    res = _run(lambda: _sandbox().rm(name, force=force, delete_branch=delete_branch))
+    out.print(f"{name}: removed" + (" (branch deleted)" if res["branch_deleted"] else " (branch kept)"))
+
+
+@app.command()
+def gc(
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only list what would be repaired.")] = False,
+    json_: JsonOpt = False,
+) -> None:
+    """Remove what the registry does not know, and repair what a crash left half-done."""
+    actions = _run(lambda: _sandbox().gc(dry_run=dry_run))
+    if json_:
+        _print_json([a.to_json() for a in actions])
+        return
+    if not actions:
+        out.print("nothing to collect")
+    for a in actions:
+        verb = a.action if dry_run or a.done else f"{a.action} (failed)"
+        out.print(f"{'would ' if dry_run else ''}{verb} {a.kind} {a.id}"
+                  + (f" [{a.workspace}]" if a.workspace else "") + (f": {a.detail}" if a.detail else ""))
+
+
+@app.command()
+def doctor(json_: JsonOpt = False) -> None:
+    """Check Docker, Postgres, copy-on-write storage, git and config, and say what to do about each."""
+    from .doctor import run_checks_standalone
+    checks = _run(lambda: run_checks_standalone(state.project, _progress))
+    if json_:
+        _print_json({"ok": all(c.ok for c in checks if c.required), "checks": [c.to_json() for c in checks]})
+    else:
+        for c in checks:
+            mark = "[green]ok[/green]" if c.ok else ("[red]FAIL[/red]" if c.required else "[yellow]warn[/yellow]")
+            out.print(f"{mark} {c.name}: {c.detail}", markup=True)
+            if not c.ok and c.fix:
+                out.print(f"     fix: {c.fix}", markup=False)
+    if not all(c.ok for c in checks if c.required):
+        raise typer.Exit(1)
+
+
+# -- db -----------------------------------------------------------------------------------------
+@db_app.command("url")
+def db_url(name: str) -> None:
+    """Print the workspace's database URL."""
+    out.print(_run(lambda: _sandbox().db_url(name)), markup=False)
+
+
+@db_app.command("reset")
+def db_reset(name: str) -> None:
+    """Make the workspace's database a fresh clone of the current baseline."""
+    _run(lambda: _sandbox().db_reset(name))
+    out.print(f"{name}: database reset to the baseline")
+
+
+@db_app.command("checkpoint")
+def db_checkpoint(name: str, label: str) -> None:
+    """Save the workspace's database as a named checkpoint."""
+    _run(lambda: _sandbox().db_checkpoint(name, label))
+    out.print(f"{name}: checkpoint {label} saved")
+
+
+@db_app.command("restore")
+def db_restore(name: str, label: str) -> None:
+    """Return the workspace's database to a named checkpoint."""
+    _run(lambda: _sandbox().db_restore(name, label))
+    out.print(f"{name}: restored checkpoint {label}")
+
+
+@db_app.command("checkpoints")
+def db_checkpoints(name: str, json_: JsonOpt = False) -> None:
+    """List the workspace's checkpoints."""
+    rows = _run(lambda: _sandbox().db_checkpoints(name))
+    if json_:
+        _print_json(rows)
+        return
+    for r in rows:
+        out.print(f"{r['label']}\t{r['created_at']}", markup=False)
+
+
+@db_app.command("psql")
+def db_psql(name: str) -> None:
+    """Open psql connected to the workspace's database."""
+    import subprocess
+    sb = _sandbox()
+    cmd = _run(lambda: sb.db_psql(name))
+    if cmd.in_workspace:
+        raise typer.Exit(_run(lambda: sb.exec(name, cmd.argv, interactive=True)))
+    raise typer.Exit(subprocess.call(cmd.argv, env=cmd.env))
+
+
+@db_app.command("baseline")
+def db_baseline(
+    refresh: Annotated[bool, typer.Option("--refresh", help="Rebuild from main (migrations plus seeds).")] = False,
+    import_: Annotated[Optional[Path], typer.Option("--import", help="Load a pg_dump file (plain or custom).")] = None,
+) -> None:
+    """Rebuild the baseline from main, or load a dump into it."""
+    res = _run(lambda: _sandbox().db_baseline(refresh=refresh, import_file=import_))
+    out.print(f"baseline ({res['strategy']}) at {res['baseline_head'] or '(no migration head)'}")
+
+
+# -- migrate ----------------------------------------------------------------------------------------
+def _render_report(report: Any, json_: bool) -> None:
+    data = report.to_json()
+    if json_:
+        _print_json(data)
+    else:
+        head = f"workspace {data['workspace']}: " if data.get("workspace") else ""
+        out.print(f"{head}{'ok' if data['ok'] else 'FAILED'}"
+                  + (f" (base {data['base_head']}, revisions {', '.join(data['revisions']) or '-'})"
+                     if data.get("workspace") else ""), markup=False)
+        for f in data["findings"]:
+            where = f" [{f['revision']}]" if f.get("revision") else ""
+            obj = f" {f['object']}" if f.get("object") else ""
+            out.print(f"  {f['severity']}: {f['rule']} ({f['kind']}){where}{obj}: {f['message']}", markup=False)
+            if f.get("affected_workspaces"):
+                out.print(f"      affects workspaces: {', '.join(f['affected_workspaces'])}", markup=False)
+            if f.get("suppressed"):
+                out.print(f"      allowed: {f['suppressed']}", markup=False)
+    if not data["ok"]:
+        raise typer.Exit(1)
+
+
+@migrate_app.command("status")
+def migrate_status(json_: JsonOpt = False) -> None:
+    """Per workspace: its new revisions, main's head, how far behind it is, conflicts."""
+    data = _run(lambda: _sandbox().migrate_status())
+    if json_:
+        _print_json(data)
+        return
+    out.print(f"main head: {data['main_head'] or '-'}" + (f" (HEADS: {', '.join(data['main_heads'])})"
+                                                           if len(data["main_heads"]) > 1 else ""), markup=False)
+    for w in data["workspaces"]:
+        out.print(f"{w['name']}: {len(w['new'])} new ({', '.join(w['new']) or '-'}), behind {w['behind']}"
+                  + (f"; {'; '.join(w['conflicts'])}" if w["conflicts"] else ""), markup=False)
+
+
+@migrate_app.command("check")
+def migrate_check(name: str, json_: JsonOpt = False) -> None:
+    """Run the merge gate's checks without merging."""
+    _render_report(_run(lambda: _sandbox().migrate_check(name)), json_)
+
+
+@migrate_app.command("lint")
+def migrate_lint(
+    file: Annotated[Optional[str], typer.Argument(help="A SQL file, or - for stdin (default).")] = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Lint raw PostgreSQL migration SQL; needs no workspace."""
+    from .migrations.lint import lint_report
+    def go() -> Any:
+        if file in (None, "-"):
+            text = sys.stdin.read()
+        else:
+            p = Path(file)
+            if not p.is_file():
+                raise UsageError(f"{file}: no such file")
+            try:
+                text = p.read_text()
+            except (OSError, UnicodeDecodeError) as exc:
+                raise UsageError(f"{file}: cannot read: {exc}") from exc
+        return lint_report(text)
+    _render_report(_run(go), json_)
+
+
+@migrate_app.command("rebase")
+def migrate_rebase(name: str) -> None:
+    """Move the workspace's new revisions onto main's current head and re-apply them to its database."""
+    res = _run(lambda: _sandbox().migrate_rebase(name))
+    out.print(res.get("message", "rebased"), markup=False)
+
+
+@app.command()
+def merge(
+    name: str,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Everything except the merge.")] = False,
+    allow_destructive: Annotated[Optional[str], typer.Option("--allow-destructive", metavar="REASON",
+                                 help="Let destructive findings through; the reason is recorded.")] = None,
+    json_: JsonOpt = False,
+) -> None:
+    """The gate, then the merge into main, then the baseline is brought forward. Merges are serialised."""
+    if allow_destructive is not None and not allow_destructive.strip():
+        _fail(UsageError("--allow-destructive needs a reason"))
+    _render_report(_run(lambda: _sandbox().merge(name, dry_run=dry_run, allow_destructive=allow_destructive)),
+                   json_)
+
+
+@app.command()
+def sync(name: str) -> None:
+    """Bring main's new commits and migrations into the workspace and its database."""
+    res = _run(lambda: _sandbox().sync(name))
+    out.print(res.get("message", "synced"), markup=False)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")
+    try:
+        app(standalone_mode=True)
+    except SandboxError as exc:  # only reached with --debug
+        raise exc
+
+
+if __name__ == "__main__":
+    main()

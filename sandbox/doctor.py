@@ -1,0 +1,68 @@
+"""``sandbox doctor``: what works, what does not, and what to do about it."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable
+
+from .checks import Check
+from .errors import SandboxError
+
+if TYPE_CHECKING:
+    from .api import Sandbox
+
+
+def _git_check() -> Check:
+    git = shutil.which("git")
+    if not git:
+        return Check("git", False, "git is not installed", "apt-get install git")
+    ver = subprocess.run([git, "--version"], capture_output=True, text=True).stdout.strip()
+    return Check("git", True, ver)
+
+
+def run_checks(sb: "Sandbox") -> list[Check]:
+    checks = [_git_check(), Check("config", True, f"{sb.config.config_file} is valid"
+                                  if sb.config.config_file and sb.config.config_file.exists()
+                                  else "no sandbox.toml: defaults (run `sandbox init`)")]
+    try:
+        checks += sb.runtime_for("docker").doctor()
+    except SandboxError as exc:
+        required = sb.config.workspace.runtime == "docker"
+        checks.append(Check("docker", False, str(exc), "scripts/install-docker", required=required))
+    try:
+        from .databases.factory import doctor_checks
+        checks += doctor_checks(sb.config)
+    except SandboxError as exc:
+        checks.append(Check("postgres", False, str(exc), "see `sandbox doctor` docs in README"))
+    if sb.tool.available(sb.root):
+        try:
+            heads = sb.tool.heads(sb.root)
+            ok = len(heads) <= 1
+            checks.append(Check("migrations", ok, f"alembic: {len(heads)} head(s) on main: {', '.join(heads) or '-'}",
+                                None if ok else "merge the heads on main (`alembic merge heads`)"))
+        except SandboxError as exc:
+            checks.append(Check("migrations", False, str(exc), "fix alembic.ini / the migrations folder"))
+    else:
+        checks.append(Check("migrations", True, f"no {sb.config.migrations.config}: migrations disabled",
+                            required=False))
+    if not (sb.config.state_dir / "registry.db").exists():
+        checks.append(Check("state", False, "not initialised", "run `sandbox init`", required=False))
+    return checks
+
+
+def run_checks_standalone(project: Path | None, progress: Callable[[str], None]) -> list[Check]:
+    """Doctor works outside a project too: then only git and the engines are checked."""
+    from .api import Sandbox
+    try:
+        sb = Sandbox.open(project, progress=progress)
+    except SandboxError as exc:
+        checks = [_git_check(), Check("project", False, str(exc), "run inside a git checkout, then `sandbox init`")]
+        try:
+            from .runtime.docker import DockerRuntime
+            checks += DockerRuntime().doctor()
+        except SandboxError as exc2:
+            checks.append(Check("docker", False, str(exc2), "scripts/install-docker"))
+        return checks
+    return run_checks(sb)

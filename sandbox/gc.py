@@ -1,0 +1,130 @@
+"""``sandbox gc``: compare what exists with the registry, and repair.
+
+* workspaces left ``creating`` by a killed ``up`` are rolled back (or marked
+  ``broken`` when the worktree already holds work), ``removing`` ones are finished;
+* labelled containers and networks, databases, roles, schemas, clusters and
+  snapshots that no registered workspace owns are removed: only things sandbox
+  created (labels, name prefixes, its own storage pool);
+* worktrees under the worktrees folder that no workspace owns are removed when clean,
+  and kept (and reported) when they hold uncommitted work;
+* ports held by unknown owners are released.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable
+
+from .errors import SandboxError, ServiceUnavailable
+
+if TYPE_CHECKING:
+    from .api import GcAction, Sandbox
+
+
+def _pid_alive(pid: int | None) -> bool:
+    from .api import _pid_alive as alive
+    return alive(pid)
+
+
+def collect(sb: "Sandbox", *, dry_run: bool = False) -> list["GcAction"]:
+    from .api import GcAction
+
+    actions: list[GcAction] = []
+
+    def act(action: GcAction, fn: Callable[[], None] | None) -> None:
+        actions.append(action)
+        if dry_run or fn is None:
+            return
+        try:
+            fn()
+            action.done = True
+        except SandboxError as exc:
+            action.detail = (action.detail + "; " if action.detail else "") + f"failed: {exc}"
+
+    reg = sb.registry
+    project = sb.config.project_id
+    main = sb.git.main_branch()
+
+    # 1. half-done registry rows
+    for rec in reg.all():
+        if rec.state == "creating" and not _pid_alive(rec.pid):
+            path = Path(rec.path)
+            work = sb.git.dirty(path) or (sb.git.unmerged(rec.branch, main) if rec.branch_created else [])
+            if work:
+                act(GcAction("workspace", rec.name, rec.name, "mark-broken",
+                             "interrupted while creating; its worktree holds work, kept for `sandbox up` to retry"),
+                    lambda rec=rec: reg.set_state(rec.name, "broken", "interrupted while creating"))
+            else:
+                act(GcAction("workspace", rec.name, rec.name, "remove", "interrupted while creating: rolled back"),
+                    lambda rec=rec: _rollback(sb, rec))
+        elif rec.state == "removing" and not _pid_alive(rec.pid):
+            act(GcAction("workspace", rec.name, rec.name, "remove", "interrupted while removing: finished"),
+                lambda rec=rec: _rollback(sb, rec, keep_branch=True))
+        elif rec.state in ("ready", "stopped") and not Path(rec.path).exists():
+            act(GcAction("workspace", rec.name, rec.name, "mark-broken", f"worktree {rec.path} is missing"),
+                lambda rec=rec: reg.set_state(rec.name, "broken", "worktree missing"))
+
+    def known() -> set[str]:
+        # rows rolled back above are gone unless this is a dry run
+        names = {r.name for r in reg.all()}
+        if dry_run:
+            names -= {a.id for a in actions if a.kind == "workspace" and a.action == "remove"}
+        return names
+
+    names = known()
+
+    # 2. runtime objects (containers, networks)
+    try:
+        runtime = sb.runtime_for(sb.config.workspace.runtime)
+        for res in runtime.owned(project):
+            if res.workspace not in names:
+                act(GcAction(res.kind, res.id, res.workspace, "remove", res.detail or "not in the registry"),
+                    lambda res=res: runtime.remove_owned(res))
+    except ServiceUnavailable as exc:
+        actions.append(GcAction("runtime", sb.config.workspace.runtime, None, "skipped", str(exc)))
+
+    # 3. databases, roles, schemas, clusters, snapshots
+    try:
+        db = sb.db
+        for res in db.owned():
+            stale = res.workspace is not None and res.workspace not in names
+            if stale or res.detail.startswith("stale"):
+                act(GcAction(res.kind, res.id, res.workspace, "remove", res.detail or "not in the registry"),
+                    lambda res=res: db.remove_owned(res))
+    except ServiceUnavailable as exc:
+        actions.append(GcAction("database", "server", None, "skipped", str(exc)))
+
+    # 4. worktrees nobody owns
+    wt_dir = sb.config.worktrees_dir
+    paths = {Path(r.path).resolve() for r in reg.all() if r.name in names}
+    for path, branch in sb.git.registered().items():
+        if path.is_relative_to(wt_dir) and path not in paths:
+            dirty = sb.git.dirty(path)
+            if dirty:
+                actions.append(GcAction("worktree", str(path), branch, "kept",
+                                        f"not in the registry but has {len(dirty)} uncommitted change(s)"))
+            else:
+                act(GcAction("worktree", str(path), branch, "remove", "not in the registry (branch kept)"),
+                    lambda path=path: sb.git.remove(path))
+    if not dry_run:
+        sb.git.prune()
+
+    # 5. ports
+    for owner, ports in reg.port_owners().items():
+        if owner not in names and not owner.startswith("_"):
+            act(GcAction("ports", f"{ports[0]}-{ports[-1]}", owner, "release", "owner not in the registry"),
+                lambda owner=owner: reg.release(owner))
+    return actions
+
+
+def _rollback(sb: "Sandbox", rec, keep_branch: bool = False) -> None:  # type: ignore[no-untyped-def]
+    if rec.runtime != "none":
+        try:
+            sb.runtime_for(rec.runtime).remove(sb.config.project_id, rec.name)
+        except ServiceUnavailable:
+            pass
+    sb.db.drop(rec.name)
+    sb.git.remove(Path(rec.path))
+    if rec.branch_created and not keep_branch and not sb.git.unmerged(rec.branch):
+        sb.git.delete_branch(rec.branch)
+    sb.registry.delete(rec.name)

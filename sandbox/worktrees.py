@@ -1,0 +1,194 @@
+"""Git worktrees and branches (GitPython); git errors become sandbox errors here."""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import git
+
+from .errors import UsageError, WorkspaceError
+
+
+def find_project_root(start: Path) -> Path | None:
+    """The main checkout owning ``start``: walks up to a git checkout; a worktree maps to its main."""
+    try:
+        repo = git.Repo(start, search_parent_directories=True)
+    except (git.InvalidGitRepositoryError, git.NoSuchPathError):
+        return None
+    common = Path(repo.git.rev_parse("--path-format=absolute", "--git-common-dir"))
+    main = common.parent if common.name == ".git" else Path(repo.working_tree_dir or start)
+    return main.resolve()
+
+
+class Worktrees:
+    """The main checkout and the worktrees sandbox creates from it."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        try:
+            self.repo = git.Repo(root)
+        except (git.InvalidGitRepositoryError, git.NoSuchPathError) as exc:
+            raise UsageError(f"{root} is not a git repository") from exc
+
+    # -- facts ----------------------------------------------------------------------------
+    @property
+    def common_dir(self) -> Path:
+        return Path(self.repo.git.rev_parse("--path-format=absolute", "--git-common-dir")).resolve()
+
+    def main_branch(self) -> str:
+        """The branch checked out in the main checkout."""
+        try:
+            return self.repo.active_branch.name
+        except TypeError as exc:
+            raise WorkspaceError("the main checkout has a detached HEAD; check out your main branch") from exc
+
+    def has_commits(self) -> bool:
+        try:
+            self.repo.head.commit
+            return True
+        except ValueError:
+            return False
+
+    def branch_exists(self, branch: str) -> bool:
+        return branch in [h.name for h in self.repo.heads]
+
+    def rev(self, ref: str) -> str:
+        try:
+            return self.repo.commit(ref).hexsha
+        except (git.BadName, ValueError, git.GitCommandError) as exc:
+            raise UsageError(f"unknown git ref {ref!r}") from exc
+
+    def registered(self) -> dict[Path, str | None]:
+        """Worktrees git knows about: path → branch (None when detached)."""
+        out: dict[Path, str | None] = {}
+        path: Path | None = None
+        for line in self.repo.git.worktree("list", "--porcelain").splitlines():
+            if line.startswith("worktree "):
+                path = Path(line[9:]).resolve()
+                out[path] = None
+            elif line.startswith("branch ") and path is not None:
+                out[path] = line[7:].removeprefix("refs/heads/")
+        return out
+
+    # -- lifecycle --------------------------------------------------------------------------
+    def add(self, path: Path, branch: str, from_ref: str | None) -> bool:
+        """Create (or reuse) the worktree at ``path`` on ``branch``; True if the branch was created."""
+        path = path.resolve()
+        known = self.registered()
+        if path in known:
+            if known[path] != branch:
+                raise WorkspaceError(f"{path} is a worktree of branch {known[path]!r}, not {branch!r}")
+            return False
+        for p, b in known.items():
+            if b == branch:
+                raise WorkspaceError(f"branch {branch!r} is already checked out at {p}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        created = False
+        try:
+            if self.branch_exists(branch):
+                self.repo.git.worktree("add", str(path), branch)
+            else:
+                start = from_ref or self.main_branch()
+                self.rev(start)
+                self.repo.git.worktree("add", "-b", branch, str(path), start)
+                created = True
+        except git.GitCommandError as exc:
+            raise WorkspaceError(f"git worktree add failed: {exc.stderr.strip()}") from exc
+        return created
+
+    def remove(self, path: Path) -> None:
+        path = path.resolve()
+        try:
+            if path in self.registered():
+                self.repo.git.worktree("remove", "--force", "--force", str(path))
+        except git.GitCommandError as exc:
+            raise WorkspaceError(f"git worktree remove failed: {exc.stderr.strip()}") from exc
+        if path.exists():
+            shutil.rmtree(path)
+        self.prune()
+
+    def prune(self) -> None:
+        try:
+            self.repo.git.worktree("prune")
+        except git.GitCommandError:
+            pass
+
+    def delete_branch(self, branch: str) -> None:
+        if self.branch_exists(branch):
+            try:
+                self.repo.git.branch("-D", branch)
+            except git.GitCommandError as exc:
+                raise WorkspaceError(f"cannot delete branch {branch!r}: {exc.stderr.strip()}") from exc
+
+    # -- safety -----------------------------------------------------------------------------
+    def dirty(self, path: Path, ignore: tuple[str, ...] = ()) -> list[str]:
+        """Uncommitted changes (porcelain lines), ignoring paths in ``ignore``."""
+        if not path.exists():
+            return []
+        out = subprocess.run(["git", "-C", str(path), "status", "--porcelain", "--untracked-files=all"],
+                             capture_output=True, text=True)
+        if out.returncode != 0:
+            return []
+        return [ln for ln in out.stdout.splitlines() if ln[3:] not in ignore]
+
+    def unmerged(self, branch: str, into: str | None = None) -> list[str]:
+        """Commits on ``branch`` that are not on main."""
+        if not self.branch_exists(branch):
+            return []
+        target = into or self.main_branch()
+        try:
+            out = self.repo.git.rev_list(f"{target}..{branch}")
+        except git.GitCommandError:
+            return []
+        return out.split()
+
+    # -- files --------------------------------------------------------------------------------
+    def copy_ignored(self, dest: Path, patterns: tuple[str, ...]) -> list[str]:
+        """Copy git-ignored files matching ``patterns`` (plus .worktreeinclude) into ``dest``."""
+        pats = list(patterns)
+        include = self.root / ".worktreeinclude"
+        if include.exists():
+            pats += [ln.strip() for ln in include.read_text().splitlines()
+                     if ln.strip() and not ln.lstrip().startswith("#")]
+        if not pats:
+            return []
+        ignored = subprocess.run(
+            ["git", "-C", str(self.root), "ls-files", "--others", "--ignored", "--exclude-standard",
+             "--directory", "--no-empty-directory"], capture_output=True, text=True).stdout.splitlines()
+        copied = []
+        for rel in ignored:
+            rel_clean = rel.rstrip("/")
+            if rel_clean.startswith(".sandbox"):
+                continue
+            if not any(fnmatch.fnmatch(rel_clean, p.strip("/")) or fnmatch.fnmatch(os.path.basename(rel_clean), p)
+                       for p in pats):
+                continue
+            src, dst = self.root / rel_clean, dest / rel_clean
+            if dst.exists():
+                continue
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            if src.is_dir():
+                shutil.copytree(src, dst, symlinks=True)
+            else:
+                shutil.copy2(src, dst)
+            copied.append(rel_clean)
+        return copied
+
+    def ensure_excluded(self, *patterns: str) -> None:
+        """Add patterns to ``.git/info/exclude`` (shared by all worktrees) if missing."""
+        exclude = self.common_dir / "info" / "exclude"
+        exclude.parent.mkdir(parents=True, exist_ok=True)
+        lines = exclude.read_text().splitlines() if exclude.exists() else []
+        missing = [p for p in patterns if p not in lines]
+        if missing:
+            with exclude.open("a") as fh:
+                if lines and lines[-1] != "":
+                    fh.write("\n")
+                fh.write("\n".join(missing) + "\n")
+
+    def ignored(self, rel: str) -> bool:
+        return subprocess.run(["git", "-C", str(self.root), "check-ignore", "-q", rel]).returncode == 0
