@@ -17,19 +17,19 @@ import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Sequence
 
 from . import config as config_mod
-from .checks import Check, OwnedResource
+from .checks import Check
 from .config import Config
 from .databases.base import ConnInfo, Strategy
-from .envfile import remove_block, write_block
+from .envfile import write_block
 from .errors import (ConfigError, HookFailed, SandboxError, ServiceUnavailable, UnknownWorkspace,
                      UnsafeRemoval, UsageError, WorkspaceError)
 from .migrations.base import MigrationTool
 from .names import validate_name
-from .registry import Registry, RegistryPorts, WorkspaceRecord
-from .runtime.base import LABEL_PROJECT, Runtime, WorkspaceSpec
+from .registry import Registry, WorkspaceRecord
+from .runtime.base import Runtime, WorkspaceSpec
 from .runtime.none import HostRuntime
 from .worktrees import Worktrees, find_project_root
 
@@ -587,5 +587,3 @@ def user_name() -> str:
     except Exception:  # noqa: BLE001
         return str(os.getuid())
 
-
-__all__ = ["Sandbox", "UpResult", "GcAction", "PsqlCommand", "OwnedResource", "LABEL_PROJECT", "Iterator"]

@@ -360,7 +360,7 @@ def migrate_lint(
     json_: JsonOpt = False,
 ) -> None:
     """Lint raw PostgreSQL migration SQL; needs no workspace."""
-    from .migrations.lint import lint_report
+    from .migrations.coordinator import lint_report
     def go() -> Any:
         if file in (None, "-"):
             text = sys.stdin.read()

@@ -1,0 +1,582 @@
+"""The migration coordinator: ordering, the additive policy, replay on a fresh
+clone, the merge queue, rebase and sync.
+
+Everything here works on two trees: the main checkout (``main``) and a
+workspace's worktree. A workspace's *new* revisions are those its tree has and
+main's does not. The gate proves, in order:
+
+1. ordering: main has one head, the new revisions form one linear chain whose
+   root revises main's head;
+2. additive (static): the offline SQL of each new revision, parsed by a real
+   PostgreSQL parser (``lint``);
+3. additive (dynamic): the revisions applied one by one to a fresh clone of the
+   baseline, with the catalog diffed around each (``catalog``).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..errors import MigrationError, SandboxError, UsageError, WorkspaceError
+from ..registry import WorkspaceRecord
+from .base import Revision
+from .findings import Finding, Report
+
+if TYPE_CHECKING:
+    from ..api import Sandbox
+
+
+def lint_report(sql: str) -> Report:
+    """``migrate lint``: lint raw SQL with no workspace."""
+    from .lint import lint_sql
+    report = Report()
+    report.extend(lint_sql(sql))
+    return report
+
+
+def _git(tree: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    res = subprocess.run(["git", "-C", str(tree), *args], capture_output=True, text=True)
+    if check and res.returncode != 0:
+        raise WorkspaceError(f"git {args[0]} failed in {tree}: {(res.stderr or res.stdout).strip()}")
+    return res
+
+
+def _created_tables(sql: str) -> set[str]:
+    """Tables a revision's SQL creates (schema-qualified; ``public`` by default)."""
+    import pglast
+    from pglast import ast
+
+    out: set[str] = set()
+    try:
+        stmts = pglast.parse_sql(sql)
+    except pglast.parser.ParseError:
+        return out
+    for raw in stmts:
+        stmt = raw.stmt
+        if isinstance(stmt, (ast.CreateStmt, ast.CreateTableAsStmt)):
+            rel = stmt.relation if isinstance(stmt, ast.CreateStmt) else stmt.into.rel
+            out.add(f"{rel.schemaname or 'public'}.{rel.relname}")
+    return out
+
+
+class Coordinator:
+    """Ordering, gate, rebase, merge queue and sync for one project."""
+
+    def __init__(self, sb: "Sandbox") -> None:
+        self.sb = sb
+        self.root = sb.root
+        self.tool = sb.tool
+        self.policy = sb.config.migrations.policy
+
+    # -- reading trees -------------------------------------------------------------------------
+    def enabled(self) -> bool:
+        return self.tool.available(self.root)
+
+    def _main(self) -> tuple[dict[str, Revision], list[str]]:
+        revs = self.tool.revisions(self.root)
+        return revs, self.tool.heads(self.root)
+
+    def _tree(self, rec: WorkspaceRecord) -> Path:
+        return Path(rec.path)
+
+    def new_revisions(self, rec: WorkspaceRecord, main_revs: dict[str, Revision]) -> list[Revision]:
+        """The workspace's revisions that main does not have, oldest first."""
+        tree = self._tree(rec)
+        if not tree.exists() or not self.tool.available(tree):
+            return []
+        revs = self.tool.revisions(tree)
+        new = {k: v for k, v in revs.items() if k not in main_revs}
+        ordered: list[Revision] = []
+        seen: set[str] = set()
+
+        def visit(rid: str) -> None:
+            if rid in seen or rid not in new:
+                return
+            seen.add(rid)
+            for d in new[rid].down_revisions:
+                visit(d)
+            ordered.append(new[rid])
+
+        for rid in sorted(new):
+            visit(rid)
+        return ordered
+
+    @staticmethod
+    def _roots(new: list[Revision]) -> list[Revision]:
+        ids = {r.id for r in new}
+        return [r for r in new if not any(d in ids for d in r.down_revisions)]
+
+    def _behind_count(self, main_revs: dict[str, Revision], main_head: str | None, base: str | None) -> int:
+        """How many main revisions lie after ``base`` up to main's head."""
+        if not main_head or base == main_head:
+            return 0
+        count, cur = 0, main_head
+        seen: set[str] = set()
+        while cur and cur != base and cur in main_revs and cur not in seen:
+            seen.add(cur)
+            count += 1
+            downs = main_revs[cur].down_revisions
+            cur = downs[0] if downs else None
+        return count
+
+    def workspace_summary(self, rec: WorkspaceRecord) -> dict[str, Any]:
+        empty = {"head": None, "base_head": None, "new": [], "behind": 0}
+        try:
+            if not self.enabled():
+                return empty
+            main_revs, main_heads = self._main()
+            main_head = main_heads[0] if len(main_heads) == 1 else None
+            tree = self._tree(rec)
+            if not tree.exists() or not self.tool.available(tree):
+                return {**empty, "base_head": main_head}
+            ws_heads = self.tool.heads(tree)
+            new = self.new_revisions(rec, main_revs)
+            roots = self._roots(new)
+            if roots:
+                base = roots[0].down_revisions[0] if roots[0].down_revisions else None
+            else:
+                base = ws_heads[0] if len(ws_heads) == 1 else None
+            return {"head": ws_heads[0] if len(ws_heads) == 1 else None, "heads": ws_heads,
+                    "base_head": main_head, "new": [r.id for r in new],
+                    "root_revises": base, "behind": self._behind_count(main_revs, main_head, base)}
+        except SandboxError as exc:
+            return {**empty, "error": str(exc)}
+
+    # -- status -----------------------------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        if not self.enabled():
+            return {"main_head": None, "main_heads": [], "baseline_head": None, "workspaces": [],
+                    "message": f"no {self.sb.config.migrations.config}: migrations are not coordinated"}
+        main_revs, main_heads = self._main()
+        rows = []
+        by_base: dict[str, list[str]] = {}
+        by_rev: dict[str, list[str]] = {}
+        for rec in self.sb.registry.all():
+            s = self.workspace_summary(rec)
+            s["name"] = rec.name
+            rows.append(s)
+            if s["new"]:
+                by_base.setdefault(str(s.get("root_revises")), []).append(rec.name)
+                for rid in s["new"]:
+                    by_rev.setdefault(rid, []).append(rec.name)
+        for s in rows:
+            conflicts: list[str] = []
+            heads = s.get("heads") or []
+            if len(heads) > 1:
+                conflicts.append(f"{len(heads)} heads in the workspace")
+            if s["new"] and s["behind"]:
+                conflicts.append(f"behind main by {s['behind']}: run `sandbox migrate rebase {s['name']}`")
+            peers = [n for n in by_base.get(str(s.get("root_revises")), []) if n != s["name"]]
+            if s["new"] and peers:
+                conflicts.append(f"builds on the same head as {', '.join(peers)}: whoever merges second must rebase")
+            for rid in s["new"]:
+                dup = [n for n in by_rev.get(rid, []) if n != s["name"]]
+                if dup:
+                    conflicts.append(f"revision id {rid} also created in {', '.join(dup)}")
+            s["conflicts"] = conflicts
+        return {"main_head": main_heads[0] if len(main_heads) == 1 else None, "main_heads": main_heads,
+                "baseline_head": self.sb.registry.get_meta("baseline_head") or None, "workspaces": rows}
+
+    # -- the gate -----------------------------------------------------------------------------------
+    def _ordering(self, rec: WorkspaceRecord, main_revs: dict[str, Revision], main_heads: list[str],
+                  new: list[Revision]) -> list[Finding]:
+        out: list[Finding] = []
+        name = rec.name
+
+        def f(rule: str, msg: str, rev: str | None = None) -> None:
+            out.append(Finding(rule=rule, kind="ordering", severity="error", message=msg, revision=rev))
+
+        if len(main_heads) > 1:
+            f("main-multiple-heads", f"main has {len(main_heads)} heads ({', '.join(main_heads)}); "
+              "merge them on main first")
+        tree = self._tree(rec)
+        ws_heads = self.tool.heads(tree)
+        if len(ws_heads) > 1:
+            f("multiple-heads", f"the workspace has {len(ws_heads)} heads ({', '.join(ws_heads)}); "
+              "its revisions must form one chain")
+        ws_revs = self.tool.revisions(tree)
+        for rid, rev in ws_revs.items():
+            if rid in main_revs and rev.down_revisions != main_revs[rid].down_revisions:
+                f("duplicate-revision-id", f"revision id {rid} exists on main with a different parent", rid)
+        for rev in new:
+            if rev.is_merge:
+                f("merge-revision", f"{rev.id} is a merge revision; rebase instead so the history stays linear "
+                  f"(`sandbox migrate rebase {name}`)", rev.id)
+        children: dict[str, list[str]] = {}
+        for rev in new:
+            for d in rev.down_revisions:
+                children.setdefault(d, []).append(rev.id)
+        for parent, kids in children.items():
+            if len(kids) > 1:
+                f("branch-point", f"{parent} has {len(kids)} children among the new revisions "
+                  f"({', '.join(kids)}); make them one chain", parent)
+        roots = self._roots(new)
+        if len(roots) > 1:
+            f("multiple-roots", f"the new revisions start from {len(roots)} roots "
+              f"({', '.join(r.id for r in roots)})")
+        main_head = main_heads[0] if len(main_heads) == 1 else None
+        for root in roots:
+            parent = root.down_revisions[0] if root.down_revisions else None
+            if main_head and parent != main_head and not root.is_merge:
+                behind = self._behind_count(main_revs, main_head, parent)
+                f("behind", f"{root.id} revises {parent or 'nothing'}, but main's head is {main_head} "
+                  f"({behind} revision(s) ahead): run `sandbox migrate rebase {name}`", root.id)
+        for other in self.sb.registry.all():
+            if other.name == name:
+                continue
+            theirs = {r.id for r in self.new_revisions(other, main_revs)}
+            for rev in new:
+                if rev.id in theirs:
+                    f("duplicate-revision-id", f"revision id {rev.id} was also created in workspace "
+                      f"{other.name!r}", rev.id)
+        return out
+
+    def _static(self, rec: WorkspaceRecord, new: list[Revision], report: Report) -> None:
+        from .lint import lint_sql, parse_suppressions
+        created: set[str] = set()
+        tree = self._tree(rec)
+        for rev in new:
+            try:
+                sql = self.tool.offline_sql(tree, rev.id)
+            except MigrationError as exc:
+                report.extra.setdefault("notes", []).append(
+                    f"{rev.id}: no offline SQL ({exc}); covered by the dynamic check only")
+                continue
+            supp = parse_suppressions(rev.path.read_text()) if rev.path.exists() else {}
+            report.extend(lint_sql(sql, revision=rev.id, suppressions=supp, created_before=created))
+            created |= _created_tables(sql)
+
+    def _dynamic(self, rec: WorkspaceRecord, new: list[Revision], report: Report,
+                 run_tests: bool = False) -> None:
+        from . import catalog
+        tree = self._tree(rec)
+        with self.sb.db.scratch(f"gate-{rec.name}") as conn:
+            schemas, rename = None, None
+            if conn.options and "search_path=" in conn.options:
+                schema = conn.options.split("search_path=", 1)[1].split()[0].strip('"')
+                schemas, rename = [schema], {schema: "public"}
+            before = catalog.snapshot(conn, schemas=schemas, rename=rename)
+            static_keys = {(f.rule, f.object, f.revision) for f in report.findings}
+            for rev in new:
+                try:
+                    self.tool.upgrade(tree, conn.url(), rev.id)
+                except MigrationError as exc:
+                    report.extend([Finding(rule="apply-failed", kind="apply", severity="error",
+                                           revision=rev.id, message=f"upgrade to {rev.id} failed on a fresh "
+                                           f"clone of the baseline: {exc}")])
+                    return
+                after = catalog.snapshot(conn, schemas=schemas, rename=rename)
+                for finding in catalog.diff(before, after, revision=rev.id):
+                    if (finding.rule, finding.object, finding.revision) not in static_keys:
+                        report.extend([finding])
+                before = after
+            if self.sb.config.migrations.roundtrip and new:
+                first = new[0]
+                target = first.down_revisions[0] if first.down_revisions else "base"
+                try:
+                    self.tool.downgrade(tree, conn.url(), target)
+                    self.tool.upgrade(tree, conn.url(), new[-1].id)
+                except MigrationError as exc:
+                    report.extend([Finding(rule="roundtrip-failed", kind="apply", severity="error",
+                                           revision=new[-1].id,
+                                           message=f"downgrade to {target} and upgrade again failed: {exc}")])
+            if run_tests and self.sb.config.migrations.test:
+                self._run_tests(rec, conn, report)
+
+    def _run_tests(self, rec: WorkspaceRecord, conn: Any, report: Report) -> None:
+        env = {**os.environ, **self.sb.environment(rec), **conn.env()}
+        for command in self.sb.config.migrations.test:
+            res = subprocess.run(["sh", "-c", command], cwd=rec.path, env=env, capture_output=True, text=True)
+            if res.returncode != 0:
+                tail = (res.stdout + res.stderr).strip().splitlines()[-5:]
+                report.extend([Finding(rule="tests-failed", kind="apply", severity="error",
+                                       message=f"test command {command!r} exited {res.returncode}: "
+                                       + " | ".join(tail))])
+                return
+
+    def _affected(self, rec: WorkspaceRecord, finding: Finding) -> tuple[str, ...]:
+        """Other workspaces whose code references the object, or whose database wrote data into it."""
+        if not finding.object:
+            return ()
+        parts = finding.object.split(".")
+        # a table is found by its name; a column by its name in a file that also names its table
+        needles = parts[1:] if len(parts) >= 2 else parts
+        migrations_dirs = self._migrations_dirs()
+        hits: list[str] = []
+        for other in self.sb.registry.all():
+            if other.name == rec.name or other.state not in ("ready", "stopped"):
+                continue
+            tree = Path(other.path)
+            if not tree.exists():
+                continue
+            args = ["grep", "-I", "-l", "-w", "-F", "--untracked", "--all-match"]
+            for needle in needles:
+                args += ["-e", needle]
+            args += ["--", "."]
+            args += [f":(exclude){d}" for d in migrations_dirs]
+            res = _git(tree, *args, check=False)
+            files = [ln for ln in res.stdout.splitlines() if ln]
+            # main's own code using the object is main's business; count files that differ from main
+            changed = set(_git(tree, "diff", "--name-only", self.sb.git.main_branch(), check=False).stdout.split())
+            changed |= set(_git(tree, "ls-files", "--others", "--exclude-standard", check=False).stdout.split())
+            if any(fl in changed for fl in files):
+                hits.append(other.name)
+                continue
+            if self._holds_more_rows(other, parts):
+                hits.append(other.name)
+        return tuple(hits)
+
+    def _migrations_dirs(self) -> list[str]:
+        dirs = set()
+        for rev in self.tool.revisions(self.root).values():
+            try:
+                dirs.add(str(rev.path.parent.relative_to(self.root)))
+            except ValueError:
+                continue
+        return sorted(dirs)
+
+    def _holds_more_rows(self, other: WorkspaceRecord, parts: list[str]) -> bool:
+        import psycopg
+        from psycopg import sql as q
+        if len(parts) < 2:
+            return False
+        schema, table = parts[0], parts[1]
+
+        def count(info: Any, use_schema: bool) -> int | None:
+            try:
+                with psycopg.connect(**info.kwargs(), connect_timeout=5) as c:
+                    ident = q.Identifier(schema, table) if use_schema else q.Identifier(table)
+                    row = c.execute(q.SQL("SELECT count(*) FROM {}").format(ident)).fetchone()
+                    return int(row[0]) if row else None
+            except (psycopg.Error, SandboxError):
+                return None
+
+        try:
+            info = self.sb.db.info(other.name, other.data.get("network"))
+        except SandboxError:
+            return False
+        use_schema = not info.options
+        mine = count(info, use_schema)
+        if mine is None:
+            return False
+        try:
+            base = count(self.sb.db.baseline(), use_schema)
+        except SandboxError:
+            base = None
+        return mine > (base or 0)
+
+    def _apply_policy(self, rec: WorkspaceRecord | None, report: Report, allow: str | None) -> list[Finding]:
+        out: list[Finding] = []
+        allowed: list[Finding] = []
+        for f in report.findings:
+            if f.kind in ("destructive", "lock") and self.policy == "off":
+                continue
+            if f.kind == "destructive":
+                if rec is not None and f.severity == "error":
+                    f = f.with_(affected_workspaces=self._affected(rec, f))
+                if self.policy == "warn" and f.severity == "error":
+                    f = f.with_(severity="warning")
+                if allow and f.severity == "error":
+                    f = f.with_(severity="warning", suppressed=f"--allow-destructive: {allow}")
+                    allowed.append(f)
+            out.append(f)
+        report.findings = out
+        return allowed
+
+    def check(self, name: str, *, dry_run_tests: bool = False, allow: str | None = None) -> Report:
+        """The gate's checks, without merging."""
+        rec = self.sb.record(name)
+        report = Report(workspace=name)
+        if not self.enabled():
+            report.extra["notes"] = [f"no {self.sb.config.migrations.config} on main: nothing to check"]
+            return report
+        main_revs, main_heads = self._main()
+        report.base_head = main_heads[0] if len(main_heads) == 1 else None
+        new = self.new_revisions(rec, main_revs)
+        report.revisions = [r.id for r in new]
+        report.extend(self._ordering(rec, main_revs, main_heads, new))
+        if new:
+            self._static(rec, new, report)
+            if report.ok or all(f.kind != "ordering" for f in report.findings):
+                self._dynamic(rec, new, report, run_tests=dry_run_tests)
+            else:
+                report.extra.setdefault("notes", []).append(
+                    "dynamic replay skipped: fix the ordering first")
+        elif dry_run_tests and self.sb.config.migrations.test:
+            with self.sb.db.scratch(f"gate-{rec.name}") as conn:
+                self._run_tests(rec, conn, report)
+        allowed = self._apply_policy(rec, report, allow)
+        if allowed:
+            report.extra["allowed"] = [f.rule + (f" {f.object}" if f.object else "") for f in allowed]
+        return report
+
+    # -- rebase / sync ---------------------------------------------------------------------------------
+    def _merge_main_into(self, rec: WorkspaceRecord) -> bool:
+        """Merge main into the workspace branch (in its worktree); True if anything came in."""
+        tree = self._tree(rec)
+        main = self.sb.git.main_branch()
+        if not _git(tree, "rev-list", f"HEAD..{main}").stdout.strip():
+            return False
+        dirty = self.sb.git.dirty(tree)
+        if dirty:
+            raise WorkspaceError(f"workspace {rec.name!r} has uncommitted changes; commit them before syncing",
+                                 hint=", ".join(ln[3:] for ln in dirty[:5]))
+        res = _git(tree, "merge", "--no-edit", main, check=False)
+        if res.returncode != 0:
+            conflicts = _git(tree, "diff", "--name-only", "--diff-filter=U", check=False).stdout.split()
+            _git(tree, "merge", "--abort", check=False)
+            raise WorkspaceError(f"merging {main} into {rec.branch!r} conflicts in "
+                                 f"{', '.join(conflicts) or 'some files'}; nothing was changed",
+                                 hint=f"resolve it in {tree} with `git merge {main}`")
+        return True
+
+    def _rewrite_root(self, rec: WorkspaceRecord) -> str | None:
+        """Point the root of the new revisions at main's head and commit; returns the old parent."""
+        main_revs, main_heads = self._main()
+        if len(main_heads) != 1:
+            raise MigrationError(f"main has {len(main_heads)} heads; merge them on main first")
+        head = main_heads[0]
+        new = self.new_revisions(rec, main_revs)
+        roots = self._roots(new)
+        if not roots:
+            return None
+        if len(roots) > 1:
+            raise MigrationError(f"the new revisions of {rec.name!r} start from {len(roots)} roots; "
+                                 "make them one chain first")
+        root = roots[0]
+        if root.is_merge:
+            raise MigrationError(f"{root.id} is a merge revision; rebase needs a linear chain")
+        old = root.down_revisions[0] if root.down_revisions else None
+        if old == head:
+            return None
+        self.tool.set_down_revision(root, head)
+        tree = self._tree(rec)
+        rel = str(root.path.relative_to(tree))
+        _git(tree, "add", "--", rel)
+        _git(tree, "commit", "-q", "-m", f"sandbox: rebase migration {root.id} onto {head}", "--", rel)
+        return old or "base"
+
+    def _rebuild_db(self, rec: WorkspaceRecord, label: str) -> str | None:
+        """Checkpoint, reset to the baseline, upgrade to the workspace's head."""
+        if not rec.strategy:
+            return None
+        cp = None
+        try:
+            cp = self.sb.db.checkpoint(rec.name, label).label
+        except SandboxError:
+            cp = None
+        info = self.sb.db.reset(rec.name, rec.data.get("network"))
+        tree = self._tree(rec)
+        if self.tool.available(tree):
+            self.tool.upgrade(tree, info.url(), "heads")
+        return cp
+
+    def rebase(self, name: str) -> dict[str, Any]:
+        rec = self.sb.record(name)
+        if not self.enabled():
+            raise UsageError(f"no {self.sb.config.migrations.config} on main: nothing to rebase")
+        with self.sb.registry.lock(f"ws-{name}"):
+            merged = self._merge_main_into(rec)
+            old = self._rewrite_root(rec)
+            if old is None and not merged:
+                return {"name": name, "rebased": False, "message": f"{name}: already on main's head"}
+            from ..registry import now
+            cp = self._rebuild_db(rec, "pre-rebase-" + now().replace(":", "").replace("+", "")[:17])
+        _, heads = self._main()
+        msg = f"{name}: " + (f"root moved from {old} onto {heads[0]}" if old else "main merged in")
+        msg += "; database reset to the baseline and upgraded" + (f" (previous data in checkpoint {cp})" if cp else "")
+        return {"name": name, "rebased": bool(old), "main_merged": merged, "checkpoint": cp, "message": msg}
+
+    def sync(self, name: str) -> dict[str, Any]:
+        rec = self.sb.record(name)
+        with self.sb.registry.lock(f"ws-{name}"):
+            merged = self._merge_main_into(rec)
+            old = self._rewrite_root(rec) if self.enabled() else None
+            cp = None
+            if merged or old:
+                if old:
+                    from ..registry import now
+                    cp = self._rebuild_db(rec, "pre-sync-" + now().replace(":", "").replace("+", "")[:17])
+                elif rec.strategy and self.tool.available(self._tree(rec)):
+                    # nothing of ours to move: bring the database forward in place, keeping its data
+                    self.tool.upgrade(self._tree(rec), self.sb.db.info(name, rec.data.get("network")).url(), "heads")
+        parts = [f"{name}: " + ("main merged in" if merged else "already up to date with main")]
+        if old:
+            parts.append(f"migration root moved from {old} onto main's head")
+            parts.append("database rebuilt" + (f" (previous data in checkpoint {cp})" if cp else ""))
+        elif merged:
+            parts.append("database upgraded in place")
+        return {"name": name, "merged": merged, "rebased": bool(old), "checkpoint": cp, "message": "; ".join(parts)}
+
+    # -- merge -------------------------------------------------------------------------------------------
+    def merge(self, name: str, *, dry_run: bool = False, allow_destructive: str | None = None) -> Report:
+        rec = self.sb.record(name)
+        git = self.sb.git
+        main = git.main_branch()
+        with self.sb.registry.lock("merge"):
+            dirty = git.dirty(Path(rec.path))
+            if dirty:
+                raise WorkspaceError(f"workspace {name!r} has {len(dirty)} uncommitted change(s); commit first")
+            main_dirty = [ln for ln in git.dirty(self.root) if not ln.startswith("??")]
+            if main_dirty:
+                raise WorkspaceError("the main checkout has uncommitted changes; merging would touch them",
+                                     hint=", ".join(ln[3:] for ln in main_dirty[:5]))
+            if self.enabled() and self.sb.config.migrations.auto_rebase:
+                st = self.workspace_summary(rec)
+                if st["new"] and st["behind"]:
+                    self.rebase(name)
+            report = self.check(name, dry_run_tests=True, allow=allow_destructive)
+            branch_sha = git.rev(rec.branch)
+            main_sha = git.rev(main)
+            if self.sb.config.migrations.merge == "ff" and \
+                    _git(self.root, "merge-base", "--is-ancestor", main_sha, branch_sha, check=False).returncode != 0:
+                report.extend([Finding(rule="branch-behind-main", kind="ordering", severity="error",
+                                       message=f"branch {rec.branch!r} does not contain main's latest commits; "
+                                       f"run `sandbox sync {name}` (merge = \"ff\")")])
+            if not report.ok or dry_run:
+                report.extra["dry_run"] = dry_run
+                return report
+            commit = self._git_merge(rec.branch, main_sha)
+            if allow_destructive:
+                allowed = report.extra.get("allowed", [])
+                self.sb.registry.record_allowance(name, report.revisions, allowed, allow_destructive,
+                                                  _who())
+            if self.enabled() and report.revisions:
+                self.sb.progress("bringing the baseline forward")
+                try:
+                    with self.sb.registry.lock("baseline"):
+                        self.sb.db.update_baseline(
+                            lambda conn: self.tool.upgrade(self.root, conn.url(), "heads"))
+                        heads = self.tool.heads(self.root)
+                        self.sb.registry.set_meta("baseline_head", heads[0] if heads else "")
+                except SandboxError as exc:
+                    report.extra["baseline_error"] = (f"merged, but the baseline could not be brought forward: "
+                                                      f"{exc}; run `sandbox db baseline --refresh`")
+            self.sb.registry.set_meta("baseline_commit", commit)
+            self.sb.registry.record_merge(name, report.base_head, report.revisions, commit)
+            report.merged = True
+            report.extra["commit"] = commit
+            return report
+
+    def _git_merge(self, branch: str, main_sha: str) -> str:
+        """Merge into the main checkout; on any failure main is put back exactly as it was."""
+        mode = self.sb.config.migrations.merge
+        args = ["merge", "--ff-only", branch] if mode == "ff" else \
+            ["merge", "--no-ff", "--no-edit", "-m", f"Merge workspace {branch} (sandbox)", branch]
+        res = _git(self.root, *args, check=False)
+        if res.returncode != 0:
+            _git(self.root, "merge", "--abort", check=False)
+            _git(self.root, "reset", "-q", "--keep", main_sha, check=False)
+            raise WorkspaceError(f"git merge of {branch!r} into main failed; main is unchanged: "
+                                 f"{(res.stderr or res.stdout).strip()[:300]}")
+        return self.sb.git.rev("HEAD")
+
+
+def _who() -> str:
+    from ..api import user_name
+    agent = os.environ.get("SANDBOX_AGENT") or os.environ.get("USER") or user_name()
+    return agent
+
