@@ -406,12 +406,26 @@ def sync(name: str) -> None:
 
 
 def main() -> None:
-    """Console-script entry point."""
+    """Console-script entry point: usage errors become one line and exit 2."""
+    from typer._click import exceptions as click_exc
+
     os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")
     try:
-        app(standalone_mode=True)
-    except SandboxError as exc:  # only reached with --debug
-        raise exc
+        code = app(standalone_mode=False)
+    except click_exc.UsageError as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":
+            err.print(exc.format_message(), markup=False)
+            sys.exit(2)
+        where = f" (see `{exc.ctx.command_path} --help`)" if exc.ctx else ""
+        err.print(f"error: {exc.format_message()}{where}", markup=False)
+        sys.exit(2)
+    except click_exc.ClickException as exc:
+        err.print(f"error: {exc.format_message()}", markup=False)
+        sys.exit(exc.exit_code)
+    except click_exc.Abort:
+        err.print("aborted", markup=False)
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":
