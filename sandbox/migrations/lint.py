@@ -1,0 +1,819 @@
+"""Static analysis of PostgreSQL migration SQL: what breaks other workspaces, what locks.
+
+``lint_sql`` parses the SQL once with pglast (libpg_query, PostgreSQL's own parser) and walks
+the statements in order, keeping a little state: the tables created so far (statements on them
+are harmless: nobody uses a new table yet), the columns added so far, the current default schema
+(``SET search_path``), whether ``lock_timeout`` is set and whether a transaction block is open.
+
+Each statement is classified as
+
+* **destructive** (``kind="destructive"``, an error under the default policy): code in another
+  workspace that still uses the old schema breaks, or existing data can make it fail;
+* **lock** (``kind="lock"``, a warning): it takes a heavy lock or rewrites a live table;
+* **apply** (``kind="apply"``, an error): it cannot run at all (syntax error, ``CONCURRENTLY``
+  inside a transaction block);
+* or additive, which produces nothing.
+
+Every rule is listed in :data:`RULES` and documented in ``docs/migration-rules.md``. Inline
+suppressions (``-- sandbox: allow drop-column reason: ...``) turn a finding into a visible,
+non-blocking warning that carries its reason.
+"""
+
+from __future__ import annotations
+
+import re
+from bisect import bisect_left
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Iterable, Iterator, Mapping
+
+from pglast import ast, parse_sql
+from pglast.enums import (
+    AlterTableType as AT,
+    ConstrType,
+    ObjectType as OT,
+    TransactionStmtKind,
+    VariableSetKind,
+)
+from pglast.parser import ParseError, scan
+
+from sandbox.migrations.findings import Finding, Kind, default_severity
+
+__all__ = ["RULES", "Rule", "lint_sql", "parse_suppressions"]
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A lint rule: a stable id, the kind of its findings and how to do the change safely."""
+
+    id: str
+    kind: Kind
+    summary: str
+    safe_alternative: str
+
+
+def _rules(*rules: Rule) -> Mapping[str, Rule]:
+    return MappingProxyType({r.id: r for r in rules})
+
+
+_D: Kind = "destructive"
+_L: Kind = "lock"
+_A: Kind = "apply"
+
+RULES: Mapping[str, Rule] = _rules(
+    # -- destructive: other workspaces' code or existing data breaks ---------------------------
+    Rule("drop-table", _D, "DROP TABLE on an existing table",
+         "stop every reader and writer first, then drop it in a later migration"),
+    Rule("drop-column", _D, "ALTER TABLE ... DROP COLUMN",
+         "stop reading and writing the column everywhere (ORM: ignore it), then drop it in a later migration"),
+    Rule("drop-view", _D, "DROP VIEW",
+         "stop querying the view everywhere first, then drop it in a later migration"),
+    Rule("drop-materialized-view", _D, "DROP MATERIALIZED VIEW",
+         "stop querying it everywhere first, then drop it in a later migration"),
+    Rule("drop-type", _D, "DROP TYPE / DROP DOMAIN",
+         "move every column and function off the type first, then drop it in a later migration"),
+    Rule("drop-function", _D, "DROP FUNCTION / PROCEDURE / AGGREGATE / ROUTINE",
+         "stop calling it everywhere first, then drop it in a later migration"),
+    Rule("drop-schema", _D, "DROP SCHEMA",
+         "move or drop its objects one by one, each after its users are gone"),
+    Rule("drop-sequence", _D, "DROP SEQUENCE",
+         "remove defaults and code that call nextval() on it first, then drop it later"),
+    Rule("drop-extension", _D, "DROP EXTENSION",
+         "remove every use of its types and functions first, then drop it later"),
+    Rule("drop-database", _D, "DROP DATABASE",
+         "never drop a database from a migration"),
+    Rule("drop-default", _D, "ALTER COLUMN ... DROP DEFAULT on an existing column",
+         "make every writer set the column explicitly first, then drop the default later"),
+    Rule("rename-table", _D, "ALTER TABLE ... RENAME TO",
+         "create the new table (or a view under the new name), write to both, move readers, then drop the old"),
+    Rule("rename-column", _D, "ALTER TABLE ... RENAME COLUMN",
+         "add the new column, write to both, backfill, move readers, then drop the old column"),
+    Rule("rename-view", _D, "ALTER VIEW / MATERIALIZED VIEW ... RENAME TO",
+         "create the view under the new name, move readers, then drop the old one"),
+    Rule("rename-type", _D, "ALTER TYPE / DOMAIN ... RENAME TO",
+         "create the new type, migrate columns to it, then drop the old one"),
+    Rule("rename-schema", _D, "ALTER SCHEMA ... RENAME TO",
+         "create the new schema, move objects one by one with expand/contract"),
+    Rule("rename-function", _D, "ALTER FUNCTION / PROCEDURE ... RENAME TO",
+         "create the function under the new name, move callers, then drop the old one"),
+    Rule("rename-enum-value", _D, "ALTER TYPE ... RENAME VALUE",
+         "ADD VALUE the new label, move data and code to it, and keep the old label"),
+    Rule("set-schema", _D, "ALTER ... SET SCHEMA (moves an object to another schema)",
+         "create the object in the new schema (or a view there), move users, then drop the old"),
+    Rule("narrow-column-type", _D, "ALTER COLUMN ... TYPE that may narrow or cast incompatibly",
+         "add a column of the new type, dual-write, backfill in batches, move readers, drop the old column"),
+    Rule("set-not-null", _D, "ALTER COLUMN ... SET NOT NULL on an existing column",
+         "make every writer set the column, backfill, ADD CHECK (col IS NOT NULL) NOT VALID, VALIDATE it, "
+         "then SET NOT NULL (PostgreSQL 12+ skips the scan)"),
+    Rule("add-column-not-null-without-default", _D,
+         "ADD COLUMN ... NOT NULL without a DEFAULT on an existing table",
+         "add the column with a constant DEFAULT (cheap since PostgreSQL 11), or nullable then backfill and SET NOT NULL"),
+    Rule("add-unique-constraint", _D, "a new UNIQUE constraint or unique index on an existing table",
+         "deduplicate and make every writer respect it, CREATE UNIQUE INDEX CONCURRENTLY, "
+         "then ADD CONSTRAINT ... UNIQUE USING INDEX"),
+    Rule("add-exclusion-constraint", _D, "a new EXCLUDE constraint on an existing table",
+         "clean the data and make every writer respect it first; expect an ACCESS EXCLUSIVE index build"),
+    Rule("add-check-constraint", _D, "a new CHECK constraint on an existing table",
+         "make every writer satisfy it first, ADD it NOT VALID, then VALIDATE CONSTRAINT in a later migration"),
+    Rule("truncate", _D, "TRUNCATE of an existing table",
+         "delete the rows in batches with a WHERE clause, or drop the table after its users are gone"),
+    Rule("unfiltered-update", _D, "UPDATE without WHERE on an existing table",
+         "backfill in batches keyed on the primary key (WHERE id BETWEEN ...), outside the schema migration"),
+    Rule("unfiltered-delete", _D, "DELETE without WHERE on an existing table",
+         "delete in batches with a WHERE clause, outside the schema migration"),
+    # -- lock: heavy locks or rewrites of a live table -----------------------------------------
+    Rule("create-index-non-concurrently", _L, "CREATE INDEX without CONCURRENTLY on an existing table",
+         "CREATE INDEX CONCURRENTLY outside a transaction block (alembic: autocommit_block())"),
+    Rule("drop-index-non-concurrently", _L, "DROP INDEX without CONCURRENTLY",
+         "DROP INDEX CONCURRENTLY outside a transaction block (alembic: autocommit_block())"),
+    Rule("add-foreign-key-validated", _L, "ADD FOREIGN KEY without NOT VALID on an existing table",
+         "ADD CONSTRAINT ... FOREIGN KEY ... NOT VALID, then VALIDATE CONSTRAINT in a later migration"),
+    Rule("add-check-validated", _L, "ADD CHECK without NOT VALID on an existing table",
+         "ADD CONSTRAINT ... CHECK (...) NOT VALID, then VALIDATE CONSTRAINT in a later migration"),
+    Rule("add-primary-key", _L, "ADD PRIMARY KEY on an existing table without USING INDEX",
+         "CREATE UNIQUE INDEX CONCURRENTLY, then ADD CONSTRAINT ... PRIMARY KEY USING INDEX"),
+    Rule("volatile-default", _L,
+         "ADD COLUMN whose default is evaluated per row (volatile function, serial, identity)",
+         "add the column without a default (or with a constant), SET DEFAULT after, backfill in batches"),
+    Rule("add-stored-generated-column", _L, "ADD COLUMN ... GENERATED ALWAYS AS (...) STORED on an existing table",
+         "add a plain column, fill it with a trigger and a batched backfill"),
+    Rule("rewriting-type-change", _L, "ALTER COLUMN ... TYPE that widens but may rewrite the table",
+         "add a column of the new type, dual-write, backfill in batches, swap; or accept the lock on a small table"),
+    Rule("set-logged-unlogged", _L, "ALTER TABLE ... SET LOGGED / SET UNLOGGED",
+         "do it in a maintenance window, or create a new table and copy in batches"),
+    Rule("vacuum-full", _L, "VACUUM FULL",
+         "use pg_repack or pg_squeeze, or plain VACUUM"),
+    Rule("cluster", _L, "CLUSTER",
+         "use pg_repack, or run it in a maintenance window"),
+    Rule("reindex-non-concurrently", _L, "REINDEX without CONCURRENTLY",
+         "REINDEX ... CONCURRENTLY (PostgreSQL 12+) outside a transaction block"),
+    Rule("refresh-matview-non-concurrently", _L, "REFRESH MATERIALIZED VIEW without CONCURRENTLY",
+         "add a unique index on the view and REFRESH MATERIALIZED VIEW CONCURRENTLY"),
+    Rule("lock-table", _L, "an explicit LOCK TABLE on an existing table",
+         "avoid explicit locks in migrations; if needed, SET lock_timeout first and keep the transaction short"),
+    Rule("missing-lock-timeout", _L,
+         "a heavy lock on an existing table without a prior SET lock_timeout",
+         "start the migration with SET lock_timeout = '5s' (and retry on timeout)"),
+    # -- apply: it cannot run ------------------------------------------------------------------
+    Rule("syntax-error", _A, "SQL that PostgreSQL cannot parse",
+         "fix the SQL; check it with `sandbox migrate lint`"),
+    Rule("cannot-run-in-transaction", _A,
+         "CONCURRENTLY index operations or VACUUM inside a transaction block",
+         "run it outside the transaction (alembic: with op.get_context().autocommit_block())"),
+)
+
+
+# --------------------------------------------------------------------------------------------
+# Suppressions
+# --------------------------------------------------------------------------------------------
+
+_MARKED = re.compile(r"(?:--|#|/\*)\s*sandbox:\s*allow\b(?P<body>[^\n]*)", re.IGNORECASE)
+_UNMARKED = re.compile(r"sandbox:\s*allow\b(?P<body>[^\n]*)", re.IGNORECASE)
+_REASON = re.compile(r"\breason\s*[:=]", re.IGNORECASE)
+_RULE_ID = re.compile(r"^(?:\*|[a-z0-9][a-z0-9-]*)$")
+
+
+def _parse_body(body: str, found: dict[str, str], unreasoned: set[str]) -> None:
+    body = body.strip()
+    if body.endswith("*/"):
+        body = body[:-2].rstrip()
+    m = _REASON.search(body)
+    ids_part, reason = (body[:m.start()], body[m.end():].strip()) if m else (body, "")
+    ids = [t.lower() for t in re.split(r"[\s,]+", ids_part.strip()) if t]
+    ids = [t for t in ids if _RULE_ID.match(t)]
+    for rule_id in ids:
+        if not reason:
+            unreasoned.add(rule_id)
+        elif rule_id in found and reason not in found[rule_id].split("; "):
+            found[rule_id] = f"{found[rule_id]}; {reason}"
+        else:
+            found[rule_id] = reason
+
+
+def _suppressions_in(text: str, *, marked: bool = True) -> tuple[dict[str, str], set[str]]:
+    found: dict[str, str] = {}
+    unreasoned: set[str] = set()
+    for m in (_MARKED if marked else _UNMARKED).finditer(text):
+        _parse_body(m.group("body"), found, unreasoned)
+    return found, unreasoned - found.keys()
+
+
+def parse_suppressions(text: str) -> dict[str, str]:
+    """Suppressions written in comments of SQL (``--``, ``/* */``) or Python (``#``) text.
+
+    ``-- sandbox: allow drop-column, rename-column reason: dropping after backfill #123`` maps
+    each rule id to its reason; ``*`` stands for every rule. A suppression without a reason is
+    ignored (``lint_sql`` says so in the message of the finding it did not suppress).
+    """
+    return _suppressions_in(text)[0]
+
+
+# --------------------------------------------------------------------------------------------
+# Facts about PostgreSQL the rules rely on
+# --------------------------------------------------------------------------------------------
+
+# Functions whose value changes per row. A column added with one of these as its default makes
+# PostgreSQL rewrite the table; a non-volatile default (a constant, now(), CURRENT_TIMESTAMP) is
+# evaluated once and stored in the catalog since PostgreSQL 11, so it is cheap.
+_VOLATILE_FUNCTIONS = frozenset({
+    "random", "random_normal", "setseed", "gen_random_uuid", "gen_random_bytes", "uuidv4", "uuidv7",
+    "uuid_generate_v1", "uuid_generate_v1mc", "uuid_generate_v4", "uuid_generate_v7",
+    "clock_timestamp", "timeofday", "nextval", "txid_current", "pg_current_xact_id",
+})
+# Built-ins that are immutable or stable: safe in a default. Any other function (user-defined
+# ones default to VOLATILE) is reported as possibly volatile.
+_NON_VOLATILE_FUNCTIONS = frozenset({
+    "now", "transaction_timestamp", "statement_timestamp", "current_setting", "timezone",
+    "lower", "upper", "concat", "concat_ws", "coalesce", "nullif", "greatest", "least",
+    "to_json", "to_jsonb", "json_build_object", "jsonb_build_object", "json_build_array",
+    "jsonb_build_array", "array", "make_interval", "make_date", "make_timestamp",
+    "make_timestamptz", "date_trunc", "to_timestamp", "to_date", "to_char", "md5", "abs",
+    "length", "replace", "substring", "trim", "btrim", "ltrim", "rtrim", "format", "current_date",
+    "current_schema", "current_user", "session_user", "inet_client_addr", "pg_backend_pid",
+    "int4range", "int8range", "numrange", "tsrange", "tstzrange", "daterange",
+})
+_SERIAL_TYPES = frozenset({"serial", "serial2", "serial4", "serial8", "smallserial", "bigserial"})
+
+# Target types of ALTER COLUMN TYPE that only widen what they can hold (from a narrower type of
+# the same family). They still take ACCESS EXCLUSIVE, and rewrite the table unless the change is
+# binary-coercible (varchar(n) -> varchar(m>n) / text, cidr -> inet).
+_WIDE_TYPES = frozenset({"text", "citext", "int8", "float8", "timestamptz", "jsonb"})
+_WIDE_WITHOUT_MODIFIER = frozenset({"varchar", "numeric", "varbit"})
+
+# ALTER TABLE subcommands that take less than ACCESS EXCLUSIVE (SHARE UPDATE EXCLUSIVE).
+_LIGHT_ALTER = frozenset({AT.AT_ValidateConstraint, AT.AT_SetStatistics, AT.AT_SetOptions,
+                          AT.AT_ResetOptions, AT.AT_ClusterOn, AT.AT_DropCluster,
+                          AT.AT_AttachPartition, AT.AT_DetachPartitionFinalize})
+
+_ALEMBIC_VERSION = "alembic_version"
+
+
+# --------------------------------------------------------------------------------------------
+# The linter
+# --------------------------------------------------------------------------------------------
+
+def lint_sql(sql: str, *, revision: str | None = None,
+             suppressions: Mapping[str, str] | None = None,
+             created_before: Iterable[str] = ()) -> list[Finding]:
+    """Findings for one migration's SQL, in statement order.
+
+    ``suppressions`` (rule id or ``*`` -> reason) are merged with those written in the SQL's own
+    comments. ``created_before`` names tables (``t`` or ``schema.t``) created by earlier,
+    not yet merged migrations: like tables created in this SQL, they are nobody's yet.
+    A parse error gives a single ``syntax-error`` finding instead of an exception.
+    """
+    try:
+        stmts = parse_sql(sql)
+    except ParseError as exc:
+        return [_syntax_error(sql, exc, revision)]
+    tokens = scan(sql)
+    inline, unreasoned = _suppressions_in(
+        "\n".join(sql[t.start:t.end + 1] for t in tokens if t.name in ("SQL_COMMENT", "C_COMMENT")),
+        marked=False)
+    allowed = {**inline, **(suppressions or {})}
+    linter = _Linter(sql, revision, [t.start for t in tokens if t.name not in ("SQL_COMMENT", "C_COMMENT")],
+                     created_before)
+    for raw in stmts:
+        linter.statement(raw)
+    return [_apply_suppression(f, allowed, unreasoned) for f in linter.findings]
+
+
+def _apply_suppression(f: Finding, allowed: Mapping[str, str], unreasoned: set[str]) -> Finding:
+    if f.kind not in ("destructive", "lock"):
+        return f
+    reason = allowed.get(f.rule) or allowed.get("*")
+    if reason:
+        return f.with_(severity="warning", suppressed=reason)
+    if f.rule in unreasoned or "*" in unreasoned:
+        return f.with_(message=f"{f.message} (a `sandbox: allow {f.rule}` comment was ignored: it has no reason)")
+    return f
+
+
+def _syntax_error(sql: str, exc: ParseError, revision: str | None) -> Finding:
+    pos = exc.args[1] if len(exc.args) > 1 and isinstance(exc.args[1], int) else None
+    text = exc.args[0] if exc.args else str(exc)
+    if pos is None:
+        return Finding(rule="syntax-error", kind="apply", severity="error", revision=revision,
+                       message=f"the SQL does not parse: {text}")
+    pos = max(0, min(pos, len(sql)))
+    line = sql.count("\n", 0, pos) + 1
+    col = pos - (sql.rfind("\n", 0, pos) + 1) + 1
+    start, end = sql.rfind("\n", 0, pos) + 1, sql.find("\n", pos)
+    snippet = sql[start:end if end >= 0 else len(sql)].strip() or None
+    return Finding(rule="syntax-error", kind="apply", severity="error", revision=revision,
+                   statement=snippet,
+                   message=f"the SQL does not parse: {text} at line {line}, column {col} (character {pos})")
+
+
+def _names(items: Iterable[Any]) -> list[str]:
+    return [i.sval for i in items if isinstance(i, ast.String)]
+
+
+def _walk(node: Any) -> Iterator[Any]:
+    """Every node below ``node`` (depth first), for scanning expressions."""
+    if isinstance(node, (tuple, list)):
+        for item in node:
+            yield from _walk(item)
+    elif isinstance(node, ast.Node):
+        yield node
+        for slot in node:
+            yield from _walk(getattr(node, slot))
+
+
+@dataclass
+class _Linter:
+    sql: str
+    revision: str | None
+    token_starts: list[int]
+    created_before: Iterable[str]
+    findings: list[Finding] = field(default_factory=list)
+    schema: str = "public"
+    created: set[str] = field(default_factory=set)        # "schema.name" of relations, types, functions
+    new_columns: set[str] = field(default_factory=set)    # "schema.table.column" added here
+    lock_timeout: bool = False
+    timeout_reported: bool = False
+    in_transaction: bool = False
+    text: str = ""                                        # the current statement
+
+    def __post_init__(self) -> None:
+        for name in self.created_before:
+            self.created.add(name if "." in name else f"public.{name}")
+
+    # -- plumbing ------------------------------------------------------------------------------
+    def statement(self, raw: ast.RawStmt) -> None:
+        start = raw.stmt_location or 0
+        end = start + raw.stmt_len if raw.stmt_len else len(self.sql)
+        # Leading comments belong to the statement's span; skip to its first real token.
+        i = bisect_left(self.token_starts, start)
+        if i < len(self.token_starts) and self.token_starts[i] < end:
+            start = self.token_starts[i]
+        self.text = self.sql[start:end].strip()
+        handler = getattr(self, "_" + type(raw.stmt).__name__, None)
+        if handler is not None:
+            handler(raw.stmt)
+
+    def add(self, rule_id: str, obj: str | None, detail: str) -> None:
+        rule = RULES[rule_id]
+        self.findings.append(Finding(
+            rule=rule_id, kind=rule.kind, severity=default_severity(rule.kind), revision=self.revision,
+            statement=self.text, object=obj, message=f"{detail}; instead: {rule.safe_alternative}"))
+
+    def qualify(self, names: Iterable[str]) -> str:
+        parts = list(names)
+        return ".".join(parts) if len(parts) > 1 else f"{self.schema}.{parts[0]}"
+
+    def rel(self, rv: ast.RangeVar) -> str:
+        return f"{rv.schemaname or self.schema}.{rv.relname}"
+
+    def is_new(self, qualified: str) -> bool:
+        return qualified in self.created
+
+    def is_bookkeeping(self, rv: ast.RangeVar | None) -> bool:
+        return rv is not None and rv.relname == _ALEMBIC_VERSION
+
+    def heavy_lock(self, obj: str, what: str) -> None:
+        """A write-blocking lock on an existing object: it must be bounded by lock_timeout."""
+        if self.lock_timeout or self.timeout_reported:
+            return
+        self.timeout_reported = True
+        self.add("missing-lock-timeout", obj,
+                 f"{what} waits for a lock on {obj} with no lock_timeout set; while it waits behind any "
+                 "long-running query, every other query on the table queues behind it")
+
+    def needs_no_transaction(self, what: str, obj: str | None) -> None:
+        if self.in_transaction:
+            self.add("cannot-run-in-transaction", obj,
+                     f"{what} cannot run inside a transaction block (BEGIN ... COMMIT): the migration fails")
+
+    # -- session and transaction state ---------------------------------------------------------
+    def _TransactionStmt(self, node: ast.TransactionStmt) -> None:
+        if node.kind in (TransactionStmtKind.TRANS_STMT_BEGIN, TransactionStmtKind.TRANS_STMT_START):
+            self.in_transaction = True
+        elif node.kind in (TransactionStmtKind.TRANS_STMT_COMMIT, TransactionStmtKind.TRANS_STMT_ROLLBACK,
+                           TransactionStmtKind.TRANS_STMT_PREPARE):
+            self.in_transaction = False
+
+    def _VariableSetStmt(self, node: ast.VariableSetStmt) -> None:
+        name = (node.name or "").lower()
+        setting = node.kind == VariableSetKind.VAR_SET_VALUE
+        if name == "lock_timeout":
+            self.lock_timeout = setting and not self._is_zero(node.args)
+        elif name == "search_path":
+            self.schema = "public"
+            for arg in (node.args or ()) if setting else ():
+                value = getattr(getattr(arg, "val", None), "sval", None)
+                if value and value != "$user":
+                    self.schema = value
+                    break
+
+    @staticmethod
+    def _is_zero(args: Any) -> bool:
+        if not args:
+            return True
+        val = getattr(args[0], "val", None)
+        raw = getattr(val, "ival", None) if isinstance(val, ast.Integer) else getattr(val, "sval", None)
+        return str(raw).strip() in ("0", "0ms", "0s")
+
+    def _SelectStmt(self, node: ast.SelectStmt) -> None:
+        # SELECT set_config('lock_timeout', '5s', false) is the function form of SET.
+        for n in _walk(node.targetList):
+            if isinstance(n, ast.FuncCall) and _names(n.funcname)[-1:] == ["set_config"] and n.args:
+                first = getattr(n.args[0], "val", None)
+                if isinstance(first, ast.String) and first.sval == "lock_timeout":
+                    self.lock_timeout = not self._is_zero(n.args[1:2])
+
+    # -- creations (tracked, never reported) ---------------------------------------------------
+    def _CreateStmt(self, node: ast.CreateStmt) -> None:
+        self.created.add(self.rel(node.relation))
+
+    def _CreateTableAsStmt(self, node: ast.CreateTableAsStmt) -> None:
+        self.created.add(self.rel(node.into.rel))
+
+    def _ViewStmt(self, node: ast.ViewStmt) -> None:
+        self.created.add(self.rel(node.view))
+
+    def _CreateSeqStmt(self, node: ast.CreateSeqStmt) -> None:
+        self.created.add(self.rel(node.sequence))
+
+    def _CompositeTypeStmt(self, node: ast.CompositeTypeStmt) -> None:
+        self.created.add(self.rel(node.typevar))
+
+    def _CreateEnumStmt(self, node: ast.CreateEnumStmt) -> None:
+        self.created.add(self.qualify(_names(node.typeName)))
+
+    def _CreateDomainStmt(self, node: ast.CreateDomainStmt) -> None:
+        self.created.add(self.qualify(_names(node.domainname)))
+
+    def _CreateFunctionStmt(self, node: ast.CreateFunctionStmt) -> None:
+        if not node.replace:
+            self.created.add(self.qualify(_names(node.funcname)))
+
+    def _CreateSchemaStmt(self, node: ast.CreateSchemaStmt) -> None:
+        if node.schemaname:
+            self.created.add(f"schema:{node.schemaname}")
+
+    # -- indexes -------------------------------------------------------------------------------
+    def _IndexStmt(self, node: ast.IndexStmt) -> None:
+        table = self.rel(node.relation)
+        if node.idxname:
+            self.created.add(f"{node.relation.schemaname or self.schema}.{node.idxname}")
+        if node.concurrent:
+            self.needs_no_transaction("CREATE INDEX CONCURRENTLY", table)
+        if self.is_new(table):
+            return
+        if node.unique:
+            self.add("add-unique-constraint", table,
+                     f"a unique index on existing table {table} fails if current rows hold duplicates, and "
+                     "inserts from other workspaces' code that write duplicates start failing")
+        if not node.concurrent:
+            self.heavy_lock(table, "CREATE INDEX")
+            self.add("create-index-non-concurrently", table,
+                     f"CREATE INDEX without CONCURRENTLY blocks all writes to {table} until the index is built")
+
+    def _ReindexStmt(self, node: ast.ReindexStmt) -> None:
+        concurrent = any(getattr(p, "defname", "") == "concurrently" for p in node.params or ())
+        obj = self.rel(node.relation) if node.relation else node.name
+        if concurrent:
+            self.needs_no_transaction("REINDEX CONCURRENTLY", obj)
+        elif not (obj and self.is_new(obj)):
+            self.heavy_lock(obj or "?", "REINDEX")
+            self.add("reindex-non-concurrently", obj,
+                     f"REINDEX without CONCURRENTLY blocks writes to the table and locks out queries using {obj}")
+
+    # -- drops ---------------------------------------------------------------------------------
+    def _DropStmt(self, node: ast.DropStmt) -> None:
+        kind = node.removeType
+        for obj_node in node.objects or ():
+            self._drop_one(kind, obj_node, node)
+
+    def _drop_one(self, kind: OT, obj_node: Any, node: ast.DropStmt) -> None:
+        if kind == OT.OBJECT_SCHEMA:
+            name = obj_node.sval
+            if f"schema:{name}" not in self.created:
+                self.add("drop-schema", name,
+                         f"DROP SCHEMA {name} removes every object in it at once; code still using them breaks")
+            return
+        if kind == OT.OBJECT_EXTENSION:
+            name = obj_node.sval
+            self.add("drop-extension", name,
+                     f"DROP EXTENSION {name} removes its types and functions; code and columns using them break")
+            return
+        if isinstance(obj_node, ast.TypeName):
+            names = _names(obj_node.names)
+        elif isinstance(obj_node, ast.ObjectWithArgs):
+            names = _names(obj_node.objname)
+        elif isinstance(obj_node, (tuple, list)):
+            names = _names(obj_node)
+        else:
+            return
+        if not names:
+            return
+        obj = self.qualify(names)
+        if self.is_new(obj) or names[-1] == _ALEMBIC_VERSION:
+            return
+        if kind in (OT.OBJECT_TABLE, OT.OBJECT_FOREIGN_TABLE):
+            self.heavy_lock(obj, "DROP TABLE")
+            self.add("drop-table", obj,
+                     f"DROP TABLE {obj} deletes its data, and code in other workspaces that still reads or writes it fails")
+        elif kind == OT.OBJECT_VIEW:
+            self.add("drop-view", obj, f"DROP VIEW {obj}: queries in other workspaces that still read it fail")
+        elif kind == OT.OBJECT_MATVIEW:
+            self.heavy_lock(obj, "DROP MATERIALIZED VIEW")
+            self.add("drop-materialized-view", obj,
+                     f"DROP MATERIALIZED VIEW {obj}: queries in other workspaces that still read it fail")
+        elif kind in (OT.OBJECT_TYPE, OT.OBJECT_DOMAIN):
+            self.add("drop-type", obj, f"DROP TYPE {obj}: columns, casts and code that still use the type break")
+        elif kind in (OT.OBJECT_FUNCTION, OT.OBJECT_PROCEDURE, OT.OBJECT_ROUTINE, OT.OBJECT_AGGREGATE):
+            self.add("drop-function", obj, f"dropping {obj}: callers in other workspaces (and triggers) fail")
+        elif kind == OT.OBJECT_SEQUENCE:
+            self.add("drop-sequence", obj, f"DROP SEQUENCE {obj}: defaults and code calling nextval() on it fail")
+        elif kind == OT.OBJECT_INDEX:
+            if node.concurrent:
+                self.needs_no_transaction("DROP INDEX CONCURRENTLY", obj)
+            else:
+                self.heavy_lock(obj, "DROP INDEX")
+                self.add("drop-index-non-concurrently", obj,
+                         f"DROP INDEX {obj} without CONCURRENTLY takes an ACCESS EXCLUSIVE lock on its table, "
+                         "blocking reads and writes")
+
+    def _DropdbStmt(self, node: ast.DropdbStmt) -> None:
+        self.add("drop-database", node.dbname, f"DROP DATABASE {node.dbname} deletes everything in it")
+
+    # -- renames -------------------------------------------------------------------------------
+    def _RenameStmt(self, node: ast.RenameStmt) -> None:
+        kind = node.renameType
+        if kind in (OT.OBJECT_TABLE, OT.OBJECT_FOREIGN_TABLE, OT.OBJECT_VIEW, OT.OBJECT_MATVIEW):
+            obj = self.rel(node.relation)
+            if self.is_new(obj):
+                self.created.add(f"{node.relation.schemaname or self.schema}.{node.newname}")
+                return
+            self.heavy_lock(obj, "ALTER ... RENAME")
+            if kind in (OT.OBJECT_VIEW, OT.OBJECT_MATVIEW):
+                self.add("rename-view", obj,
+                         f"renaming {obj} to {node.newname}: queries in other workspaces that use the old name fail")
+            else:
+                self.add("rename-table", obj,
+                         f"renaming {obj} to {node.newname}: code in other workspaces that uses the old name fails")
+        elif kind in (OT.OBJECT_COLUMN, OT.OBJECT_ATTRIBUTE):
+            table = self.rel(node.relation)
+            column = f"{table}.{node.subname}"
+            if self.is_new(table) or column in self.new_columns:
+                return
+            self.heavy_lock(table, "ALTER TABLE ... RENAME COLUMN")
+            self.add("rename-column", column,
+                     f"renaming {column} to {node.newname}: code in other workspaces that uses the old name fails")
+        elif kind in (OT.OBJECT_TYPE, OT.OBJECT_DOMAIN):
+            obj = self.qualify(_names(node.object))
+            if not self.is_new(obj):
+                self.add("rename-type", obj, f"renaming type {obj} to {node.newname}: code and casts using the old name fail")
+        elif kind == OT.OBJECT_SCHEMA:
+            if f"schema:{node.subname}" not in self.created:
+                self.add("rename-schema", node.subname,
+                         f"renaming schema {node.subname} to {node.newname}: every qualified reference to it breaks")
+        elif kind in (OT.OBJECT_FUNCTION, OT.OBJECT_PROCEDURE, OT.OBJECT_ROUTINE):
+            obj = self.qualify(_names(node.object.objname))
+            if not self.is_new(obj):
+                self.add("rename-function", obj, f"renaming {obj} to {node.newname}: callers of the old name fail")
+
+    def _AlterEnumStmt(self, node: ast.AlterEnumStmt) -> None:
+        if node.oldVal is None:
+            return                                         # ADD VALUE is additive
+        obj = self.qualify(_names(node.typeName))
+        if not self.is_new(obj):
+            self.add("rename-enum-value", obj,
+                     f"renaming enum label {node.oldVal!r} of {obj} to {node.newVal!r}: "
+                     "code that writes or compares the old label fails")
+
+    def _AlterObjectSchemaStmt(self, node: ast.AlterObjectSchemaStmt) -> None:
+        if node.relation is not None:
+            obj = self.rel(node.relation)
+        elif isinstance(node.object, ast.ObjectWithArgs):
+            obj = self.qualify(_names(node.object.objname))
+        elif isinstance(node.object, (tuple, list)):
+            obj = self.qualify(_names(node.object))
+        else:
+            return
+        if self.is_new(obj):
+            return
+        if node.relation is not None:
+            self.heavy_lock(obj, "ALTER ... SET SCHEMA")
+        self.add("set-schema", obj,
+                 f"moving {obj} to schema {node.newschema}: code that names it by its old schema fails")
+
+    # -- data changes --------------------------------------------------------------------------
+    def _TruncateStmt(self, node: ast.TruncateStmt) -> None:
+        for rv in node.relations or ():
+            table = self.rel(rv)
+            if self.is_new(table) or self.is_bookkeeping(rv):
+                continue
+            self.heavy_lock(table, "TRUNCATE")
+            self.add("truncate", table, f"TRUNCATE {table} deletes every row and takes an ACCESS EXCLUSIVE lock")
+
+    def _UpdateStmt(self, node: ast.UpdateStmt) -> None:
+        table = self.rel(node.relation)
+        if node.whereClause is None and not self.is_new(table) and not self.is_bookkeeping(node.relation):
+            self.add("unfiltered-update", table,
+                     f"UPDATE of every row of {table} in one transaction locks all rows and bloats the table "
+                     "while other workspaces' code writes to it")
+
+    def _DeleteStmt(self, node: ast.DeleteStmt) -> None:
+        table = self.rel(node.relation)
+        if node.whereClause is None and not self.is_new(table) and not self.is_bookkeeping(node.relation):
+            self.add("unfiltered-delete", table, f"DELETE without WHERE removes every row of {table}")
+
+    # -- maintenance and explicit locks --------------------------------------------------------
+    def _VacuumStmt(self, node: ast.VacuumStmt) -> None:
+        if not node.is_vacuumcmd:
+            return                                         # ANALYZE
+        names = [self.rel(r.relation) for r in node.rels or () if getattr(r, "relation", None)]
+        obj = names[0] if names else None
+        self.needs_no_transaction("VACUUM", obj)
+        if any(getattr(o, "defname", "") == "full" for o in node.options or ()):
+            if not names or not all(self.is_new(n) for n in names):
+                self.heavy_lock(obj or "every table", "VACUUM FULL")
+                self.add("vacuum-full", obj,
+                         f"VACUUM FULL rewrites {obj or 'every table'} under an ACCESS EXCLUSIVE lock")
+
+    def _ClusterStmt(self, node: ast.ClusterStmt) -> None:
+        obj = self.rel(node.relation) if node.relation else None
+        if obj is None or not self.is_new(obj):
+            self.heavy_lock(obj or "every clustered table", "CLUSTER")
+            self.add("cluster", obj, f"CLUSTER rewrites {obj or 'every clustered table'} under an ACCESS EXCLUSIVE lock")
+
+    def _LockStmt(self, node: ast.LockStmt) -> None:
+        tables = [self.rel(rv) for rv in node.relations or ()]
+        existing = [t for t in tables if not self.is_new(t)]
+        if existing:
+            self.heavy_lock(existing[0], "LOCK TABLE")
+            self.add("lock-table", existing[0],
+                     f"LOCK TABLE {', '.join(existing)} blocks other sessions until the migration commits")
+
+    def _RefreshMatViewStmt(self, node: ast.RefreshMatViewStmt) -> None:
+        obj = self.rel(node.relation)
+        if not node.concurrent and not self.is_new(obj):
+            self.heavy_lock(obj, "REFRESH MATERIALIZED VIEW")
+            self.add("refresh-matview-non-concurrently", obj,
+                     f"REFRESH MATERIALIZED VIEW {obj} without CONCURRENTLY blocks every read of it until done")
+
+    def _CreateTrigStmt(self, node: ast.CreateTrigStmt) -> None:
+        table = self.rel(node.relation)
+        if not self.is_new(table):
+            self.heavy_lock(table, "CREATE TRIGGER")
+
+    # -- ALTER TABLE ---------------------------------------------------------------------------
+    def _AlterTableStmt(self, node: ast.AlterTableStmt) -> None:
+        if node.objtype not in (OT.OBJECT_TABLE, OT.OBJECT_MATVIEW, OT.OBJECT_FOREIGN_TABLE):
+            return
+        table = self.rel(node.relation)
+        if self.is_new(table):
+            return
+        for cmd in node.cmds or ():
+            if cmd.subtype in _LIGHT_ALTER:
+                continue
+            if cmd.subtype == AT.AT_DetachPartition and getattr(cmd.def_, "concurrent", False):
+                self.needs_no_transaction("DETACH PARTITION CONCURRENTLY", table)
+                continue
+            self.heavy_lock(table, "ALTER TABLE")
+            handler = getattr(self, "_at_" + cmd.subtype.name[3:], None)
+            if handler is not None:
+                handler(table, cmd)
+
+    def _at_AddColumn(self, table: str, cmd: ast.AlterTableCmd) -> None:
+        col: ast.ColumnDef = cmd.def_
+        column = f"{table}.{col.colname}"
+        self.new_columns.add(column)
+        constraints = list(col.constraints or ())
+        types = _names(col.typeName.names) if col.typeName else []
+        typ = types[-1].lower() if types else ""
+        default = next((c for c in constraints if c.contype == ConstrType.CONSTR_DEFAULT), None)
+        identity = next((c for c in constraints if c.contype == ConstrType.CONSTR_IDENTITY), None)
+        generated = next((c for c in constraints if c.contype == ConstrType.CONSTR_GENERATED), None)
+        not_null = col.is_not_null or any(c.contype in (ConstrType.CONSTR_NOTNULL, ConstrType.CONSTR_PRIMARY)
+                                          for c in constraints)
+        if typ in _SERIAL_TYPES:
+            self.add("volatile-default", column,
+                     f"adding {typ} column {column} fills every existing row from a sequence: "
+                     f"the whole of {table} is rewritten under an ACCESS EXCLUSIVE lock")
+        elif identity is not None:
+            self.add("volatile-default", column,
+                     f"adding identity column {column} fills every existing row: "
+                     f"the whole of {table} is rewritten under an ACCESS EXCLUSIVE lock")
+        elif generated is not None and generated.generated_kind != "v":
+            self.add("add-stored-generated-column", column,
+                     f"adding stored generated column {column} computes it for every row: "
+                     f"{table} is rewritten under an ACCESS EXCLUSIVE lock")
+        elif default is not None:
+            volatile = self._volatile(default.raw_expr)
+            if volatile:
+                self.add("volatile-default", column,
+                         f"the default of {column} calls {volatile}, evaluated per row: "
+                         f"{table} is rewritten under an ACCESS EXCLUSIVE lock")
+        elif not_null:
+            self.add("add-column-not-null-without-default", column,
+                     f"adding NOT NULL column {column} without a default fails if {table} has rows, and inserts "
+                     "from other workspaces' code (which does not know the column) fail")
+        for c in constraints:
+            if c.contype == ConstrType.CONSTR_PRIMARY:
+                self.add("add-primary-key", table,
+                         f"adding a primary key on {table} builds a unique index under an ACCESS EXCLUSIVE lock")
+            elif c.contype == ConstrType.CONSTR_FOREIGN:
+                ref = self.rel(c.pktable) if c.pktable else "?"
+                self.add("add-foreign-key-validated", column,
+                         f"an inline REFERENCES on new column {column} is validated at once: it scans {table} "
+                         f"while blocking writes to it and to {ref}")
+            elif c.contype == ConstrType.CONSTR_UNIQUE:
+                self.add("add-unique-constraint", column,
+                         f"a unique column on existing table {table} builds its index under an ACCESS EXCLUSIVE "
+                         "lock and fails if existing rows would duplicate")
+
+    @staticmethod
+    def _volatile(expr: Any) -> str | None:
+        """The name of a function in ``expr`` that is (or may be) volatile, else None."""
+        for n in _walk(expr):
+            if isinstance(n, ast.FuncCall):
+                name = (_names(n.funcname) or ["?"])[-1].lower()
+                if name in _VOLATILE_FUNCTIONS:
+                    return f"{name}()"
+                if name not in _NON_VOLATILE_FUNCTIONS:
+                    return f"{name}() (volatility unknown; user functions default to VOLATILE)"
+        return None
+
+    def _at_DropColumn(self, table: str, cmd: ast.AlterTableCmd) -> None:
+        column = f"{table}.{cmd.name}"
+        if column not in self.new_columns:
+            self.add("drop-column", column,
+                     f"dropping {column}: code in other workspaces that still reads or writes it fails "
+                     "(ORMs select every column they know)")
+
+    def _at_ColumnDefault(self, table: str, cmd: ast.AlterTableCmd) -> None:
+        column = f"{table}.{cmd.name}"
+        if cmd.def_ is None and column not in self.new_columns:
+            self.add("drop-default", column,
+                     f"dropping the default of {column}: inserts from code that omits the column now store "
+                     "NULL, or fail if it is NOT NULL")
+
+    def _at_SetNotNull(self, table: str, cmd: ast.AlterTableCmd) -> None:
+        column = f"{table}.{cmd.name}"
+        if column not in self.new_columns:
+            self.add("set-not-null", column,
+                     f"SET NOT NULL on {column} scans {table} under an ACCESS EXCLUSIVE lock, fails on existing "
+                     "NULLs, and inserts from code that omits the column start failing")
+
+    def _at_AlterColumnType(self, table: str, cmd: ast.AlterTableCmd) -> None:
+        column = f"{table}.{cmd.name}"
+        col: ast.ColumnDef = cmd.def_
+        tn = col.typeName
+        names = _names(tn.names)
+        typ = names[-1].lower() if names else "?"
+        shown = typ + (f"({','.join(str(getattr(m.val, 'ival', '?')) for m in tn.typmods)})" if tn.typmods else "")
+        using = col.raw_default is not None
+        wide = not using and not tn.arrayBounds and (
+            typ in _WIDE_TYPES or (typ in _WIDE_WITHOUT_MODIFIER and not tn.typmods))
+        if wide or column in self.new_columns:
+            self.add("rewriting-type-change", column,
+                     f"changing {column} to {shown} holds an ACCESS EXCLUSIVE lock on {table} and rewrites it "
+                     "(plus its indexes) unless the change is binary-coercible, e.g. varchar(n) to text")
+        elif using:
+            self.add("narrow-column-type", column,
+                     f"changing {column} to {shown} USING a conversion rewrites {table} and changes the values "
+                     "and type that code in other workspaces reads and writes")
+        else:
+            self.add("narrow-column-type", column,
+                     f"changing {column} to {shown} may truncate or reject existing values and breaks code that "
+                     f"writes the old range; the old type is unknown here, so if this only widens, suppress "
+                     "it with a reason")
+
+    def _at_AddConstraint(self, table: str, cmd: ast.AlterTableCmd) -> None:
+        c: ast.Constraint = cmd.def_
+        name = f" {c.conname}" if c.conname else ""
+        if c.contype == ConstrType.CONSTR_CHECK:
+            self.add("add-check-constraint", table,
+                     f"CHECK constraint{name} on {table} rejects writes from other workspaces' code that "
+                     "violate it (and fails now if existing rows do)")
+            if not c.skip_validation:
+                self.add("add-check-validated", table,
+                         f"CHECK constraint{name} without NOT VALID scans all of {table} under an ACCESS EXCLUSIVE lock")
+        elif c.contype == ConstrType.CONSTR_FOREIGN:
+            if not c.skip_validation:
+                ref = self.rel(c.pktable) if c.pktable else "?"
+                self.add("add-foreign-key-validated", table,
+                         f"FOREIGN KEY{name} without NOT VALID scans {table} while blocking writes to it and to {ref}")
+        elif c.contype == ConstrType.CONSTR_UNIQUE and not c.indexname:
+            self.add("add-unique-constraint", table,
+                     f"UNIQUE constraint{name} on {table} builds its index under an ACCESS EXCLUSIVE lock, fails "
+                     "on existing duplicates, and rejects duplicate writes from other workspaces' code")
+        elif c.contype == ConstrType.CONSTR_PRIMARY and not c.indexname:
+            self.add("add-primary-key", table,
+                     f"PRIMARY KEY{name} on {table} builds a unique index (and checks NOT NULL) under an "
+                     "ACCESS EXCLUSIVE lock")
+        elif c.contype == ConstrType.CONSTR_EXCLUSION:
+            self.add("add-exclusion-constraint", table,
+                     f"EXCLUDE constraint{name} on {table} builds its index under an ACCESS EXCLUSIVE lock and "
+                     "rejects conflicting writes from other workspaces' code")
+
+    def _at_SetLogged(self, table: str, cmd: ast.AlterTableCmd) -> None:
+        self.add("set-logged-unlogged", table, f"SET LOGGED rewrites {table} under an ACCESS EXCLUSIVE lock")
+
+    def _at_SetUnLogged(self, table: str, cmd: ast.AlterTableCmd) -> None:
+        self.add("set-logged-unlogged", table,
+                 f"SET UNLOGGED rewrites {table} under an ACCESS EXCLUSIVE lock (and its data is lost on a crash)")
