@@ -1,0 +1,330 @@
+"""AlembicTool against real alembic projects in git repositories and a real PostgreSQL."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+from urllib.parse import quote
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from alembic_project import INITIAL_REVISION, add_revision, git_commit, make_alembic_project
+from sandbox.errors import MigrationError
+from sandbox.migrations.alembic import AlembicTool, rewrite_down_revision, scrub_secrets
+from sandbox.migrations.base import MigrationTool, Revision
+
+ADD_BIO = 'op.add_column("users", sa.Column("bio", sa.Text()))'
+DROP_BIO = 'op.drop_column("users", "bio")'
+
+
+@pytest.fixture
+def tool() -> AlembicTool:
+    return AlembicTool()
+
+
+@pytest.fixture
+def project(git_repo: Path) -> Path:
+    make_alembic_project(git_repo)
+    return git_repo
+
+
+@pytest.fixture
+def db(local_pg):  # type: ignore[no-untyped-def]
+    """A fresh empty database; yields its URL."""
+    name = f"t_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(local_pg.url(), autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    yield local_pg.url(name)
+    with psycopg.connect(local_pg.url(), autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def worktree(repo: Path, name: str) -> Path:
+    path = repo.parent / name
+    subprocess.run(["git", "-C", str(repo), "worktree", "add", "-q", "-b", name, str(path)], check=True)
+    return path
+
+
+def query(url: str, text: str) -> list[tuple]:
+    with psycopg.connect(url) as conn:
+        return conn.execute(text).fetchall()
+
+
+# -- the revision graph -----------------------------------------------------------------------
+
+def test_is_a_migration_tool(tool: AlembicTool) -> None:
+    assert isinstance(tool, AlembicTool)
+    _: MigrationTool = tool   # structural check for mypy
+    assert tool.name == "alembic"
+
+
+def test_available(tool: AlembicTool, project: Path, tmp_path: Path) -> None:
+    assert tool.available(project)
+    assert not tool.available(tmp_path)
+    (tmp_path / "alembic.ini").write_text("[alembic]\nsqlalchemy.url = x\n")
+    assert not tool.available(tmp_path)
+
+
+def test_linear_history(tool: AlembicTool, project: Path) -> None:
+    p1 = add_revision(project, "a1", INITIAL_REVISION, ADD_BIO, DROP_BIO, message="add bio")
+    add_revision(project, "a2", "a1", 'op.execute("CREATE TABLE tags (id int)")', message="tags")
+
+    revs = tool.revisions(project)
+    assert set(revs) == {INITIAL_REVISION, "a1", "a2"}
+    assert revs["a1"] == Revision("a1", (INITIAL_REVISION,), p1, "add bio")
+    assert revs[INITIAL_REVISION].down_revisions == ()
+    assert tool.heads(project) == ["a2"]
+    assert tool.branch_points(project) == []
+    assert [r.id for r in tool.chain(project, None, "a2")] == [INITIAL_REVISION, "a1", "a2"]
+    assert [r.id for r in tool.chain(project, INITIAL_REVISION, "a2")] == ["a1", "a2"]
+    assert tool.chain(project, "a2", "a2") == []
+
+
+def test_branched_history_and_merge(tool: AlembicTool, project: Path) -> None:
+    add_revision(project, "b1", INITIAL_REVISION, ADD_BIO)
+    add_revision(project, "c1", INITIAL_REVISION, 'op.execute("CREATE TABLE c (id int)")')
+    add_revision(project, "c2", "c1", 'op.execute("CREATE TABLE c2 (id int)")')
+    assert tool.heads(project) == ["b1", "c2"]
+    assert tool.branch_points(project) == [INITIAL_REVISION]
+    assert [r.id for r in tool.chain(project, INITIAL_REVISION, "c2")] == ["c1", "c2"]
+    # base on another branch: what head's history has and base's lacks
+    assert [r.id for r in tool.chain(project, "b1", "c2")] == ["c1", "c2"]
+
+    add_revision(project, "m1", ("b1", "c2"), "pass", message="merge")
+    assert tool.heads(project) == ["m1"]
+    assert tool.revisions(project)["m1"].is_merge
+    ids = [r.id for r in tool.chain(project, None, "m1")]
+    assert ids[0] == INITIAL_REVISION and ids[-1] == "m1"
+    assert ids.index("c1") < ids.index("c2")
+    merge_sql = tool.offline_sql(project, "m1")
+    assert "Running upgrade b1, c2 -> m1" in merge_sql
+
+
+def test_chain_unknown_revision(tool: AlembicTool, project: Path) -> None:
+    with pytest.raises(MigrationError, match="zzz"):
+        tool.chain(project, None, "zzz")
+
+
+def test_new_revisions_in_a_worktree(tool: AlembicTool, project: Path) -> None:
+    ws = worktree(project, "ws-a")
+    add_revision(ws, "f2", "f1", 'op.execute("CREATE TABLE f2 (id int)")', commit=True)
+    add_revision(ws, "f1", INITIAL_REVISION, ADD_BIO, commit=True)
+    add_revision(project, "e1", INITIAL_REVISION, 'op.execute("CREATE TABLE e (id int)")', commit=True)
+
+    new = tool.new_revisions(project, ws)
+    assert [r.id for r in new] == ["f1", "f2"]
+    assert all(r.path.is_relative_to(ws) for r in new)
+    assert tool.heads(project) == ["e1"]
+    assert tool.heads(ws) == ["f2"]
+    assert [r.id for r in tool.new_revisions(ws, project)] == ["e1"]
+
+
+def test_config_paths_resolve_against_the_tree_not_the_cwd(
+        tool: AlembicTool, project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    (elsewhere / "migrations" / "versions").mkdir(parents=True)   # a decoy in the CWD
+    monkeypatch.chdir(elsewhere)
+    assert set(tool.revisions(project)) == {INITIAL_REVISION}
+
+
+def test_config_in_a_subdirectory(project: Path) -> None:
+    sub = project / "db"
+    (sub / "alembic.ini").write_text((project / "alembic.ini").read_text())
+    (project / "migrations").rename(sub / "migrations")
+    assert set(AlembicTool("db/alembic.ini").revisions(project)) == {INITIAL_REVISION}
+
+
+# -- offline SQL ------------------------------------------------------------------------------
+
+def test_offline_sql(tool: AlembicTool, project: Path) -> None:
+    add_revision(project, "a1", INITIAL_REVISION, ADD_BIO, DROP_BIO)
+    add_revision(project, "a2", "a1", 'op.execute("CREATE INDEX ix_users_email ON users (email)")')
+
+    root = tool.offline_sql(project, INITIAL_REVISION)
+    assert "CREATE TABLE users" in root and "CREATE TABLE posts" in root
+
+    one = tool.offline_sql(project, "a1")
+    assert "ALTER TABLE users ADD COLUMN bio TEXT" in one
+    assert "CREATE TABLE users" not in one and "ix_users_email" not in one
+    assert "ix_users_email" in tool.offline_sql(project, "a2")
+    assert os.environ.get("DATABASE_URL") != "postgresql://sandbox@localhost/offline"
+
+
+def test_offline_sql_unknown_revision(tool: AlembicTool, project: Path) -> None:
+    with pytest.raises(MigrationError):
+        tool.offline_sql(project, "nope")
+
+
+# -- running against PostgreSQL ---------------------------------------------------------------
+
+def test_upgrade_downgrade_current(tool: AlembicTool, project: Path, db: str) -> None:
+    add_revision(project, "a1", INITIAL_REVISION, ADD_BIO, DROP_BIO)
+    assert tool.current(project, db) == []
+
+    tool.upgrade(project, db)
+    assert tool.current(project, db) == ["a1"]
+    assert ("bio",) in query(db, "SELECT column_name FROM information_schema.columns "
+                                 "WHERE table_name = 'users'")
+    with psycopg.connect(db) as conn:   # the project's seed applies to the migrated schema
+        conn.execute((project / "db" / "seed.sql").read_text())
+
+    tool.downgrade(project, db, INITIAL_REVISION)
+    assert tool.current(project, db) == [INITIAL_REVISION]
+    assert ("bio",) not in query(db, "SELECT column_name FROM information_schema.columns "
+                                     "WHERE table_name = 'users'")
+    tool.upgrade(project, db, "a1")
+    tool.downgrade(project, db, "base")
+    assert tool.current(project, db) == []
+
+
+def test_search_path_option_puts_the_version_table_in_that_schema(
+        tool: AlembicTool, project: Path, db: str) -> None:
+    with psycopg.connect(db, autocommit=True) as conn:
+        conn.execute("CREATE SCHEMA ws_a")
+    ws_url = db + "?options=" + quote("-csearch_path=ws_a", safe="")
+
+    tool.upgrade(project, ws_url)
+    assert query(db, "SELECT table_schema FROM information_schema.tables "
+                     "WHERE table_name IN ('alembic_version', 'users') ORDER BY 1") == [("ws_a",), ("ws_a",)]
+    assert tool.current(project, ws_url) == [INITIAL_REVISION]
+    assert tool.current(project, db) == []   # public has no version table
+
+
+def test_calls_leave_the_process_as_they_found_it(
+        tool: AlembicTool, project: Path, db: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATABASE_URL", "postgresql://someone-else/db")
+    path_before = list(sys.path)
+    root_handlers = list(logging.getLogger().handlers)
+    tool.upgrade(project, db)
+    tool.revisions(project)
+    assert os.environ["DATABASE_URL"] == "postgresql://someone-else/db"
+    assert sys.path == path_before
+    assert logging.getLogger().handlers == root_handlers   # env.py's fileConfig did not run
+
+
+def test_two_trees_do_not_share_stale_project_modules(
+        tool: AlembicTool, project: Path, local_pg) -> None:  # type: ignore[no-untyped-def]
+    env_py = project / "migrations" / "env.py"
+    env_py.write_text("from myapp.settings import TABLE\n" + env_py.read_text())
+    (project / "myapp").mkdir()
+    (project / "myapp" / "__init__.py").write_text("")
+    (project / "myapp" / "settings.py").write_text('TABLE = "from_main"\n')
+    add_revision(project, "a1", INITIAL_REVISION,
+                 'from myapp.settings import TABLE\nop.execute(f"CREATE TABLE {TABLE} (id int)")')
+    git_commit(project, [env_py, project / "myapp", *(project / "migrations" / "versions").glob("a1_*")],
+               "myapp")
+    ws = worktree(project, "ws-b")
+    (ws / "myapp" / "settings.py").write_text('TABLE = "from_ws"\n')
+
+    urls = []
+    for tree in (project, ws, project):
+        name = f"t_{uuid.uuid4().hex[:10]}"
+        with psycopg.connect(local_pg.url(), autocommit=True) as conn:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        urls.append(local_pg.url(name))
+        tool.upgrade(tree, urls[-1])
+        assert "myapp" not in sys.modules and "myapp.settings" not in sys.modules
+    tables = [{r[0] for r in query(u, "SELECT tablename FROM pg_tables WHERE tablename LIKE 'from_%'")}
+              for u in urls]
+    assert tables == [{"from_main"}, {"from_ws"}, {"from_main"}]
+
+
+def test_failures_become_migration_errors_without_the_password(
+        tool: AlembicTool, project: Path, db: str, local_pg) -> None:  # type: ignore[no-untyped-def]
+    add_revision(project, "bad1", INITIAL_REVISION, 'op.execute("SELEC nonsense")')
+    with pytest.raises(MigrationError) as info:
+        tool.upgrade(project, db)
+    assert "syntax error" in str(info.value)
+    assert info.value.__cause__ is not None
+    assert f":{local_pg.password}@" not in str(info.value)
+
+    wrong = db.replace(f":{local_pg.password}@", ":Sup3r-s3cret%25pw@")
+    for call in (lambda: tool.upgrade(project, wrong), lambda: tool.current(project, wrong)):
+        with pytest.raises(MigrationError) as info:
+            call()
+        assert "Sup3r" not in str(info.value) and "s3cret" not in str(info.value)
+        assert info.value.__cause__ is not None
+
+
+def test_broken_env_py_is_a_migration_error(tool: AlembicTool, project: Path, db: str) -> None:
+    (project / "migrations" / "env.py").write_text("import no_such_module_here\n")
+    with pytest.raises(MigrationError, match="no_such_module_here"):
+        tool.upgrade(project, db)
+
+
+def test_scrub_secrets() -> None:
+    text = "could not connect to postgresql+psycopg://bob:hunter2@db:5432/x (password=hunter2 host=db)"
+    scrubbed = scrub_secrets(text, "postgresql://bob:hunter2@db/x")
+    assert "hunter2" not in scrubbed
+    assert "postgresql+psycopg://bob:***@db:5432/x" in scrubbed
+
+
+# -- rewriting down_revision ------------------------------------------------------------------
+
+def _changed_lines(before: bytes, after: bytes) -> list[tuple[bytes, bytes]]:
+    b, a = before.splitlines(keepends=True), after.splitlines(keepends=True)
+    assert len(a) == len(b)
+    return [(x, y) for x, y in zip(b, a) if x != y]
+
+
+def test_set_down_revision_plain_style(tool: AlembicTool, project: Path) -> None:
+    add_revision(project, "a1", INITIAL_REVISION, ADD_BIO)
+    path = add_revision(project, "b1", INITIAL_REVISION, 'op.execute("CREATE TABLE b (id int)")',
+                        typed=False)
+    assert tool.heads(project) == ["a1", "b1"]
+    before = path.read_bytes()
+
+    tool.set_down_revision(tool.revisions(project)["b1"], "a1")
+    after = path.read_bytes()
+    assert _changed_lines(before, after) == [
+        (f"Revises: {INITIAL_REVISION}\n".encode(), b"Revises: a1\n"),
+        (f"down_revision = '{INITIAL_REVISION}'\n".encode(), b"down_revision = 'a1'\n")]
+    assert tool.heads(project) == ["b1"]
+    assert tool.revisions(project)["b1"].down_revisions == ("a1",)
+
+
+def test_set_down_revision_typed_style_keeps_every_other_byte(tool: AlembicTool, project: Path) -> None:
+    add_revision(project, "a1", INITIAL_REVISION, ADD_BIO)
+    path = project / "migrations" / "versions" / "b2_typed.py"
+    text = (
+        '"""typed revision — ünïcode before the value\r\n\r\n'
+        f'Revision ID: b2\r\nRevises: {INITIAL_REVISION}\r\nCreate Date: 2024-01-01\r\n\r\n"""\r\n'
+        "from typing import Sequence, Union\r\n\r\nfrom alembic import op\r\n\r\n"
+        "# a comment mentioning down_revision = 'ba5e0001' and Revises: ba5e0001\r\n"
+        'revision: str = "b2"\r\n'
+        f'down_revision: Union[str, None] = "{INITIAL_REVISION}"  # the parent\r\n'
+        "branch_labels: Union[str, Sequence[str], None] = None\r\n"
+        "depends_on: Union[str, Sequence[str], None] = None\r\n\r\n\r\n"
+        "def upgrade() -> None:\r\n    op.execute(\"CREATE TABLE b2 (id int)\")  # Revises: x\r\n\r\n\r\n"
+        "def downgrade() -> None:\r\n    pass\r\n")
+    path.write_bytes(text.encode("utf-8"))
+    assert tool.heads(project) == ["a1", "b2"]
+
+    tool.set_down_revision(tool.revisions(project)["b2"], "a1")
+    expected = (text.replace(f"Revises: {INITIAL_REVISION}\r\nCreate", "Revises: a1\r\nCreate")
+                .replace(f'None] = "{INITIAL_REVISION}"  # the parent', 'None] = "a1"  # the parent'))
+    assert path.read_bytes() == expected.encode("utf-8")
+    assert tool.heads(project) == ["b2"]
+
+
+def test_rewrite_down_revision_of_a_root_and_of_a_merge() -> None:
+    root = b'"""root\n\nRevision ID: r\nRevises: \n"""\nrevision = "r"\ndown_revision = None\n'
+    assert rewrite_down_revision(root, "p") == (
+        b'"""root\n\nRevision ID: r\nRevises: p\n"""\nrevision = "r"\ndown_revision = "p"\n')
+    merge = b'"""m\n\nRevises: a, b\n"""\ndown_revision = (\n    "a",\n    "b",\n)\nx = 1\n'
+    assert rewrite_down_revision(merge, "c") == b'"""m\n\nRevises: c\n"""\ndown_revision = "c"\nx = 1\n'
+    with pytest.raises(ValueError):
+        rewrite_down_revision(b"revision = 'x'\n", "c")
+
+
+def test_set_down_revision_on_a_file_without_one(tool: AlembicTool, tmp_path: Path) -> None:
+    path = tmp_path / "x.py"
+    path.write_text("revision = 'x'\n")
+    with pytest.raises(MigrationError):
+        tool.set_down_revision(Revision("x", (), path), "y")
