@@ -1,0 +1,448 @@
+"""Runtime ``docker``: one hardened container per workspace, with git working inside it.
+
+Each workspace ``NAME`` of project ``P`` gets a container and a bridge network, both named
+``sandbox-P-NAME`` and labelled ``dev.sandbox.project``/``workspace``/``role``. The worktree and
+the main repository's ``.git`` are bind-mounted at their host paths, so the absolute path in the
+worktree's ``.git`` file resolves inside the container too, and commits made inside land on the
+workspace's branch. The container runs as the invoking host user, drops every capability, cannot
+gain privileges, and publishes the workspace's port block 1:1 on 127.0.0.1.
+
+Errors from the docker SDK are translated here: an unreachable engine or a missing image is
+:class:`ServiceUnavailable` (exit 3), anything else :class:`WorkspaceError`.
+"""
+
+from __future__ import annotations
+
+import codecs
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import docker
+import docker.errors
+import docker.types
+import requests.exceptions
+
+from ..checks import Check, OwnedResource
+from ..errors import SandboxError, ServiceUnavailable, WorkspaceError
+from .base import LABEL_PROJECT, LABEL_ROLE, LABEL_WORKSPACE, OutputSink, WorkspaceSpec
+
+__all__ = [
+    "BUILD_HINT",
+    "INSTALL_HINT",
+    "ROLE_NETWORK",
+    "ROLE_WORKSPACE",
+    "ClientFactory",
+    "DockerRuntime",
+    "connect",
+    "resource_name",
+]
+
+ClientFactory = Callable[[], docker.DockerClient]
+
+ROLE_WORKSPACE = "workspace"
+ROLE_NETWORK = "network"
+INSTALL_HINT = "run scripts/install-docker"
+BUILD_HINT = "run scripts/build-images"
+DEFAULT_IMAGES = ("sandbox/workspace:bookworm", "sandbox/postgres:15")
+
+# The container's main process: it only keeps the container alive; `exec` does the work.
+KEEPALIVE = ["sleep", "infinity"]
+STOP_TIMEOUT = 5  # seconds; tini forwards SIGTERM to sleep, so this is rarely reached
+
+
+def resource_name(project: str, name: str) -> str:
+    """The name of a workspace's container and of its network."""
+    return f"sandbox-{project}-{name}"
+
+
+def connect(client_factory: ClientFactory | None = None) -> docker.DockerClient:
+    """A client of a Docker engine that answers, or :class:`ServiceUnavailable`.
+
+    ``client_factory`` defaults to ``docker.from_env`` (``DOCKER_HOST`` etc.).
+    """
+    factory = client_factory or docker.from_env
+    try:
+        client = factory()
+        client.ping()
+    except (docker.errors.DockerException, requests.exceptions.RequestException, OSError) as exc:
+        raise ServiceUnavailable(f"Docker engine not reachable: {_reason(exc)}", hint=INSTALL_HINT) from exc
+    return client
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, docker.errors.APIError):
+        return str(exc.explanation or exc)
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+@contextmanager
+def _translated(what: str) -> Iterator[None]:
+    """Re-raise docker SDK errors as sandbox errors, naming what was being done."""
+    try:
+        yield
+    except SandboxError:
+        raise
+    except docker.errors.APIError as exc:  # before RequestException: APIError is an HTTPError too
+        raise WorkspaceError(f"{what}: {_reason(exc)}") from exc
+    except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
+        raise ServiceUnavailable(f"{what}: Docker engine not reachable: {_reason(exc)}",
+                                 hint=INSTALL_HINT) from exc
+    except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+        raise WorkspaceError(f"{what}: {_reason(exc)}") from exc
+
+
+def _with_safe_directory(env: Mapping[str, str]) -> dict[str, str]:
+    """``env`` plus ``safe.directory=*`` through GIT_CONFIG_* (keeps entries already there).
+
+    Git refuses repositories owned by another uid ("dubious ownership"); the mounted
+    repository may be owned by someone other than the container's user.
+    """
+    out = dict(env)
+    try:
+        count = int(out.get("GIT_CONFIG_COUNT", "0"))
+    except ValueError:
+        count = 0
+    out[f"GIT_CONFIG_KEY_{count}"] = "safe.directory"
+    out[f"GIT_CONFIG_VALUE_{count}"] = "*"
+    out["GIT_CONFIG_COUNT"] = str(count + 1)
+    return out
+
+
+class DockerRuntime:
+    """Runs each workspace in its own container on a Docker engine (docker SDK)."""
+
+    name = "docker"
+
+    def __init__(self, client_factory: ClientFactory | None = None, *,
+                 images: Sequence[str] | None = None) -> None:
+        """``client_factory`` builds the client on first use (default ``docker.from_env``).
+
+        ``images`` are the tags ``doctor`` checks (default: the configured workspace and
+        postgres images, honouring SANDBOX_WORKSPACE_IMAGE / SANDBOX_POSTGRES_IMAGE).
+        """
+        self._factory = client_factory
+        self._client: docker.DockerClient | None = None
+        self._lock = threading.Lock()
+        if images is None:
+            images = (os.environ.get("SANDBOX_WORKSPACE_IMAGE") or DEFAULT_IMAGES[0],
+                      os.environ.get("SANDBOX_POSTGRES_IMAGE") or DEFAULT_IMAGES[1])
+        self.images = tuple(images)
+
+    @property
+    def client(self) -> docker.DockerClient:
+        """The engine's client, connected on first use (:class:`ServiceUnavailable` if none)."""
+        with self._lock:
+            if self._client is None:
+                self._client = connect(self._factory)
+            return self._client
+
+    # -- labels and lookups -----------------------------------------------------------------------
+    @staticmethod
+    def _labels(project: str, name: str, role: str, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+        return {**(extra or {}), LABEL_PROJECT: project, LABEL_WORKSPACE: name, LABEL_ROLE: role}
+
+    def _container(self, project: str, name: str) -> Any | None:
+        """The workspace's container, or None. Refuses a same-named container sandbox did not make."""
+        cname = resource_name(project, name)
+        with _translated(f"looking up container {cname}"):
+            try:
+                container = self.client.containers.get(cname)
+            except docker.errors.NotFound:
+                return None
+        labels = container.labels or {}
+        if labels.get(LABEL_PROJECT) != project or labels.get(LABEL_WORKSPACE) != name:
+            raise WorkspaceError(f"a container named {cname} exists but was not created by sandbox",
+                                 hint=f"remove it: docker rm -f {cname}")
+        return container
+
+    def _networks(self, netname: str) -> list[Any]:
+        """Networks named exactly ``netname`` (the engine's name filter matches substrings)."""
+        return [n for n in self.client.networks.list(names=[netname]) if n.name == netname]
+
+    # -- Runtime protocol -------------------------------------------------------------------------
+    def ensure_network(self, project: str, name: str) -> str | None:
+        return self._ensure_network(project, name, None)
+
+    def _ensure_network(self, project: str, name: str, extra_labels: Mapping[str, str] | None) -> str:
+        netname = resource_name(project, name)
+        with _translated(f"creating network {netname}"):
+            if self._networks(netname):
+                return netname
+            try:
+                self.client.networks.create(netname, driver="bridge",
+                                            labels=self._labels(project, name, ROLE_NETWORK, extra_labels))
+            except docker.errors.APIError:
+                if not self._networks(netname):   # unless another process created it meanwhile
+                    raise
+        return netname
+
+    def up(self, spec: WorkspaceSpec) -> None:
+        netname = self._ensure_network(spec.project, spec.name, spec.labels)
+        container = self._container(spec.project, spec.name)
+        if container is None:
+            if self._create(spec, netname):
+                return
+            # Another process created it meanwhile: start theirs, like any existing container.
+            container = self._container(spec.project, spec.name)
+            if container is None:
+                raise WorkspaceError(f"container {resource_name(spec.project, spec.name)} vanished "
+                                     "while being created")
+        if container.status != "running":
+            with _translated(f"starting container {container.name}"):
+                container.start()
+
+    def _create(self, spec: WorkspaceSpec, netname: str) -> bool:
+        """Create and start the container; False if a container of that name appeared meanwhile."""
+        cname = resource_name(spec.project, spec.name)
+        client = self.client
+        with _translated(f"checking image {spec.image}"):
+            try:
+                client.images.get(spec.image)
+            except docker.errors.ImageNotFound as exc:
+                raise ServiceUnavailable(f"Docker image {spec.image} is missing", hint=BUILD_HINT) from exc
+        worktree, common = str(spec.worktree), str(spec.git_common_dir)
+        if not os.path.isabs(worktree) or not os.path.isabs(common):
+            raise WorkspaceError(f"workspace {spec.name!r}: worktree and git dir must be absolute paths")
+        mounts = [docker.types.Mount(target=worktree, source=worktree, type="bind")]
+        # A worktree nested in .git, or .git inside the worktree, is covered by the other mount.
+        if not (common + os.sep).startswith(worktree + os.sep) and common != worktree:
+            mounts.append(docker.types.Mount(target=common, source=common, type="bind"))
+        env = {"HOME": "/tmp", **spec.env}
+        env = _with_safe_directory(env)
+        kwargs: dict[str, Any] = {
+            "image": spec.image,
+            "command": KEEPALIVE,
+            "name": cname,
+            "detach": True,
+            "init": True,
+            "user": f"{spec.uid}:{spec.gid}",
+            "working_dir": worktree,
+            "environment": env,
+            "labels": self._labels(spec.project, spec.name, ROLE_WORKSPACE, spec.labels),
+            "mounts": mounts,
+            "network": netname,
+            "ports": {f"{p}/tcp": ("127.0.0.1", p) for p in spec.ports},
+            "privileged": False,
+            "cap_drop": ["ALL"],
+            "security_opt": ["no-new-privileges"],
+            "pids_limit": spec.pids,
+            "mem_limit": spec.memory,
+            "nano_cpus": self._nano_cpus(spec.cpus),
+        }
+        with _translated(f"creating container {cname}"):
+            try:
+                container = client.containers.create(**kwargs)
+            except docker.errors.APIError as exc:
+                if exc.status_code == 409:   # name taken: created concurrently
+                    return False
+                raise
+        try:
+            with _translated(f"starting container {cname}"):
+                container.start()
+        except SandboxError:
+            # Leave nothing half-made: a retry (maybe with other ports) creates it afresh.
+            try:
+                container.remove(force=True, v=True)
+            except docker.errors.DockerException:
+                pass
+            raise
+        return True
+
+    def _nano_cpus(self, cpus: float) -> int:
+        """``cpus`` as nano-CPUs, capped at the engine's CPU count (the engine refuses more)."""
+        try:
+            ncpu = int(self.client.info().get("NCPU") or 0)
+        except (docker.errors.DockerException, requests.exceptions.RequestException, ValueError):
+            ncpu = 0
+        if ncpu > 0:
+            cpus = min(cpus, float(ncpu))
+        return max(int(cpus * 1e9), 10_000_000)
+
+    def stop(self, project: str, name: str) -> None:
+        container = self._container(project, name)
+        if container is None or container.status not in ("running", "restarting", "paused"):
+            return
+        with _translated(f"stopping container {container.name}"):
+            try:
+                container.stop(timeout=STOP_TIMEOUT)
+            except docker.errors.NotFound:
+                pass
+
+    def remove(self, project: str, name: str) -> None:
+        cname = resource_name(project, name)
+        container = self._container(project, name)
+        if container is not None:
+            with _translated(f"removing container {cname}"):
+                try:
+                    container.remove(force=True, v=True)
+                except docker.errors.NotFound:
+                    pass
+        with _translated(f"removing network {cname}"):
+            for network in self._networks(cname):
+                labels = network.attrs.get("Labels") or {}
+                if labels.get(LABEL_PROJECT) == project:
+                    self._remove_network(network)
+
+    def _remove_network(self, network: Any) -> None:
+        """Remove a network, first detaching whatever is still attached (the workspace is going away)."""
+        try:
+            network.reload()
+            for cid in (network.attrs.get("Containers") or {}):
+                try:
+                    network.disconnect(cid, force=True)
+                except docker.errors.NotFound:
+                    pass
+            network.remove()
+        except docker.errors.NotFound:
+            pass
+
+    def status(self, project: str, name: str) -> str:
+        container = self._container(project, name)
+        if container is None:
+            return "none"
+        return "running" if container.status == "running" else "exited"
+
+    def exec(self, spec: WorkspaceSpec, argv: Sequence[str], *, env: Mapping[str, str] | None = None,
+             interactive: bool = False, output: OutputSink | None = None) -> int:
+        if not argv:
+            raise WorkspaceError("nothing to run: the command is empty")
+        container = self._container(spec.project, spec.name)
+        if container is None or container.status != "running":
+            raise WorkspaceError(f"workspace {spec.name!r} has no running container",
+                                 hint=f"run `sandbox up {spec.name}`")
+        extra = dict(env or {})
+        if interactive:
+            return self._exec_cli(spec, container.name, argv, extra)
+        return self._exec_api(spec, container.id, argv, extra, output)
+
+    def _exec_cli(self, spec: WorkspaceSpec, cname: str, argv: Sequence[str], env: dict[str, str]) -> int:
+        """``docker exec -it``: the one use of the CLI, since the SDK cannot attach a terminal."""
+        cli = shutil.which("docker")
+        if cli is None:
+            raise ServiceUnavailable("the docker command-line client is missing (needed for interactive shells)",
+                                     hint=INSTALL_HINT)
+        cmd = [cli, "exec", "-i"]
+        if sys.stdin.isatty() and sys.stdout.isatty():
+            cmd.append("-t")
+        cmd += ["-w", str(spec.worktree)]
+        for key in env:
+            cmd += ["-e", key]   # the value comes from the client's environment, not argv (ps)
+        cmd += [cname, *argv]
+        try:
+            return subprocess.call(cmd, env={**os.environ, **env})
+        except OSError as exc:
+            raise ServiceUnavailable(f"could not run docker exec: {exc}", hint=INSTALL_HINT) from exc
+
+    def _exec_api(self, spec: WorkspaceSpec, cid: str, argv: Sequence[str], env: dict[str, str],
+                  output: OutputSink | None) -> int:
+        api = self.client.api
+        with _translated(f"running {argv[0]!r} in workspace {spec.name!r}"):
+            exec_id = api.exec_create(cid, list(argv), stdout=True, stderr=True, stdin=False, tty=False,
+                                      environment=env or None, workdir=str(spec.worktree))["Id"]
+            if output is not None:
+                _stream_lines(api.exec_start(exec_id, stream=True), output)
+            else:
+                _stream_to_stdio(api.exec_start(exec_id, stream=True, demux=True))
+            return self._exit_code(exec_id)
+
+    def _exit_code(self, exec_id: str) -> int:
+        deadline = time.monotonic() + 10
+        while True:
+            info = self.client.api.exec_inspect(exec_id)
+            if not info.get("Running") and info.get("ExitCode") is not None:
+                return int(info["ExitCode"])
+            if time.monotonic() > deadline:
+                raise WorkspaceError("the command's output ended but it did not exit")
+            time.sleep(0.05)
+
+    def owned(self, project: str) -> list[OwnedResource]:
+        found: list[OwnedResource] = []
+        with _translated("listing sandbox's Docker objects"):
+            containers = self.client.containers.list(
+                all=True, filters={"label": [f"{LABEL_PROJECT}={project}", f"{LABEL_ROLE}={ROLE_WORKSPACE}"]})
+            for c in containers:
+                found.append(OwnedResource("container", c.id, (c.labels or {}).get(LABEL_WORKSPACE),
+                                           detail=f"{c.name} ({c.status})"))
+            networks = self.client.networks.list(
+                filters={"label": [f"{LABEL_PROJECT}={project}", f"{LABEL_ROLE}={ROLE_NETWORK}"]})
+            for n in networks:
+                labels = n.attrs.get("Labels") or {}
+                found.append(OwnedResource("network", n.id, labels.get(LABEL_WORKSPACE), detail=n.name))
+        return found
+
+    def remove_owned(self, resource: OwnedResource) -> None:
+        with _translated(f"removing {resource.kind} {resource.detail or resource.id}"):
+            if resource.kind == "container":
+                try:
+                    self.client.containers.get(resource.id).remove(force=True, v=True)
+                except docker.errors.NotFound:
+                    pass
+            elif resource.kind == "network":
+                try:
+                    self._remove_network(self.client.networks.get(resource.id))
+                except docker.errors.NotFound:
+                    pass
+            else:
+                raise WorkspaceError(f"the docker runtime does not own a {resource.kind!r}")
+
+    def doctor(self) -> list[Check]:
+        try:
+            client = self.client
+            version = client.version()
+        except (SandboxError, docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+            reason = exc.message if isinstance(exc, SandboxError) else _reason(exc)
+            checks = [Check("docker engine", False, reason, INSTALL_HINT)]
+            checks += [Check(f"image {tag}", False, "not checked: no Docker engine", BUILD_HINT)
+                       for tag in self.images]
+            return checks
+        checks = [Check("docker engine", True,
+                        f"Docker {version.get('Version', '?')} (API {version.get('ApiVersion', '?')}) "
+                        f"at {client.api.base_url}")]
+        for tag in self.images:
+            try:
+                image = client.images.get(tag)
+                checks.append(Check(f"image {tag}", True, f"present ({image.short_id})"))
+            except docker.errors.ImageNotFound:
+                checks.append(Check(f"image {tag}", False, "missing", BUILD_HINT))
+            except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+                checks.append(Check(f"image {tag}", False, _reason(exc), BUILD_HINT))
+        cli = shutil.which("docker")
+        checks.append(Check("docker cli", cli is not None, cli or "missing: `sandbox shell` needs it",
+                            None if cli else INSTALL_HINT, required=False))
+        return checks
+
+
+def _stream_lines(chunks: Iterator[bytes], output: OutputSink) -> None:
+    """Feed a byte stream to ``output`` one line at a time (without the newline)."""
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    pending = ""
+    for chunk in chunks:
+        pending += decoder.decode(chunk)
+        *lines, pending = pending.split("\n")
+        for line in lines:
+            output(line.rstrip("\r"))
+    pending += decoder.decode(b"", final=True)
+    if pending:
+        output(pending.rstrip("\r"))
+
+
+def _stream_to_stdio(frames: Iterator[tuple[bytes | None, bytes | None]]) -> None:
+    """Copy demultiplexed exec output to this process's stdout and stderr."""
+    for out, err in frames:
+        for data, stream in ((out, sys.stdout), (err, sys.stderr)):
+            if not data:
+                continue
+            buffer = getattr(stream, "buffer", None)
+            if buffer is not None:
+                buffer.write(data)
+            else:
+                stream.write(data.decode("utf-8", errors="replace"))
+            stream.flush()
