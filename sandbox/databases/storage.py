@@ -239,7 +239,7 @@ def _reflink_probe(directory: Path) -> bool:
             src = Path(tmp) / "a"
             src.write_bytes(b"x" * 4096)
             proc = subprocess.run(["cp", "--reflink=always", str(src), str(Path(tmp) / "b")],
-                                  capture_output=True)
+                                  capture_output=True, check=False)
             return proc.returncode == 0
     except OSError:
         return False
