@@ -23,21 +23,21 @@ from __future__ import annotations
 
 import re
 from bisect import bisect_left
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any
 
-from pglast import ast, parse_sql
-from pglast.enums import (
-    AlterTableType as AT,
-    ConstrType,
-    ObjectType as OT,
-    TransactionStmtKind,
-    VariableSetKind,
-)
+from pglast import ast, enums, parse_sql
 from pglast.parser import ParseError, scan
 
 from sandbox.migrations.findings import Finding, Kind, default_severity
+
+AT = enums.AlterTableType
+OT = enums.ObjectType
+ConstrType = enums.ConstrType
+TransactionStmtKind = enums.TransactionStmtKind
+VariableSetKind = enums.VariableSetKind
 
 __all__ = ["RULES", "Rule", "lint_sql", "parse_suppressions"]
 
@@ -305,8 +305,9 @@ def _syntax_error(sql: str, exc: ParseError, revision: str | None) -> Finding:
                    message=f"the SQL does not parse: {text} at line {line}, column {col} (character {pos})")
 
 
-def _names(items: Iterable[Any]) -> list[str]:
-    return [i.sval for i in items if isinstance(i, ast.String)]
+def _names(items: Any) -> list[str]:
+    """The identifiers of a pglast name list (``(String, String)``), [] for None."""
+    return [i.sval for i in items or () if isinstance(i, ast.String) and i.sval is not None]
 
 
 def _walk(node: Any) -> Iterator[Any]:
@@ -359,11 +360,17 @@ class _Linter:
             statement=self.text, object=obj, message=f"{detail}; instead: {rule.safe_alternative}"))
 
     def qualify(self, names: Iterable[str]) -> str:
-        parts = list(names)
+        parts = list(names) or ["?"]
         return ".".join(parts) if len(parts) > 1 else f"{self.schema}.{parts[0]}"
 
-    def rel(self, rv: ast.RangeVar) -> str:
+    def rel(self, rv: ast.RangeVar | None) -> str:
+        if rv is None:                                     # not produced by the parser; be total
+            return f"{self.schema}.?"
         return f"{rv.schemaname or self.schema}.{rv.relname}"
+
+    def sibling(self, rv: ast.RangeVar | None, name: str | None) -> str:
+        """``name`` in the schema of ``rv`` (an index or the new name of a renamed table)."""
+        return f"{(rv.schemaname if rv else None) or self.schema}.{name}"
 
     def is_new(self, qualified: str) -> bool:
         return qualified in self.created
@@ -371,14 +378,14 @@ class _Linter:
     def is_bookkeeping(self, rv: ast.RangeVar | None) -> bool:
         return rv is not None and rv.relname == _ALEMBIC_VERSION
 
-    def heavy_lock(self, obj: str, what: str) -> None:
+    def heavy_lock(self, obj: str | None, what: str) -> None:
         """A write-blocking lock on an existing object: it must be bounded by lock_timeout."""
         if self.lock_timeout or self.timeout_reported:
             return
         self.timeout_reported = True
         self.add("missing-lock-timeout", obj,
-                 f"{what} waits for a lock on {obj} with no lock_timeout set; while it waits behind any "
-                 "long-running query, every other query on the table queues behind it")
+                 f"{what} waits for a lock on {obj or 'its tables'} with no lock_timeout set; while it waits "
+                 "behind any long-running query, every other query on the table queues behind it")
 
     def needs_no_transaction(self, what: str, obj: str | None) -> None:
         if self.in_transaction:
@@ -427,7 +434,7 @@ class _Linter:
         self.created.add(self.rel(node.relation))
 
     def _CreateTableAsStmt(self, node: ast.CreateTableAsStmt) -> None:
-        self.created.add(self.rel(node.into.rel))
+        self.created.add(self.rel(node.into.rel if node.into else None))
 
     def _ViewStmt(self, node: ast.ViewStmt) -> None:
         self.created.add(self.rel(node.view))
@@ -456,7 +463,7 @@ class _Linter:
     def _IndexStmt(self, node: ast.IndexStmt) -> None:
         table = self.rel(node.relation)
         if node.idxname:
-            self.created.add(f"{node.relation.schemaname or self.schema}.{node.idxname}")
+            self.created.add(self.sibling(node.relation, node.idxname))
         if node.concurrent:
             self.needs_no_transaction("CREATE INDEX CONCURRENTLY", table)
         if self.is_new(table):
@@ -476,13 +483,15 @@ class _Linter:
         if concurrent:
             self.needs_no_transaction("REINDEX CONCURRENTLY", obj)
         elif not (obj and self.is_new(obj)):
-            self.heavy_lock(obj or "?", "REINDEX")
+            self.heavy_lock(obj, "REINDEX")
             self.add("reindex-non-concurrently", obj,
                      f"REINDEX without CONCURRENTLY blocks writes to the table and locks out queries using {obj}")
 
     # -- drops ---------------------------------------------------------------------------------
     def _DropStmt(self, node: ast.DropStmt) -> None:
         kind = node.removeType
+        if kind is None:
+            return
         for obj_node in node.objects or ():
             self._drop_one(kind, obj_node, node)
 
@@ -545,7 +554,7 @@ class _Linter:
         if kind in (OT.OBJECT_TABLE, OT.OBJECT_FOREIGN_TABLE, OT.OBJECT_VIEW, OT.OBJECT_MATVIEW):
             obj = self.rel(node.relation)
             if self.is_new(obj):
-                self.created.add(f"{node.relation.schemaname or self.schema}.{node.newname}")
+                self.created.add(self.sibling(node.relation, node.newname))
                 return
             self.heavy_lock(obj, "ALTER ... RENAME")
             if kind in (OT.OBJECT_VIEW, OT.OBJECT_MATVIEW):
@@ -559,7 +568,8 @@ class _Linter:
             column = f"{table}.{node.subname}"
             if self.is_new(table) or column in self.new_columns:
                 return
-            self.heavy_lock(table, "ALTER TABLE ... RENAME COLUMN")
+            if kind == OT.OBJECT_COLUMN:
+                self.heavy_lock(table, "ALTER TABLE ... RENAME COLUMN")
             self.add("rename-column", column,
                      f"renaming {column} to {node.newname}: code in other workspaces that uses the old name fails")
         elif kind in (OT.OBJECT_TYPE, OT.OBJECT_DOMAIN):
@@ -571,7 +581,7 @@ class _Linter:
                 self.add("rename-schema", node.subname,
                          f"renaming schema {node.subname} to {node.newname}: every qualified reference to it breaks")
         elif kind in (OT.OBJECT_FUNCTION, OT.OBJECT_PROCEDURE, OT.OBJECT_ROUTINE):
-            obj = self.qualify(_names(node.object.objname))
+            obj = self.qualify(_names(getattr(node.object, "objname", None)))
             if not self.is_new(obj):
                 self.add("rename-function", obj, f"renaming {obj} to {node.newname}: callers of the old name fail")
 
@@ -628,16 +638,15 @@ class _Linter:
         names = [self.rel(r.relation) for r in node.rels or () if getattr(r, "relation", None)]
         obj = names[0] if names else None
         self.needs_no_transaction("VACUUM", obj)
-        if any(getattr(o, "defname", "") == "full" for o in node.options or ()):
-            if not names or not all(self.is_new(n) for n in names):
-                self.heavy_lock(obj or "every table", "VACUUM FULL")
-                self.add("vacuum-full", obj,
-                         f"VACUUM FULL rewrites {obj or 'every table'} under an ACCESS EXCLUSIVE lock")
+        full = any(getattr(o, "defname", "") == "full" for o in node.options or ())
+        if full and not (names and all(self.is_new(n) for n in names)):
+            self.heavy_lock(obj, "VACUUM FULL")
+            self.add("vacuum-full", obj, f"VACUUM FULL rewrites {obj or 'every table'} under an ACCESS EXCLUSIVE lock")
 
     def _ClusterStmt(self, node: ast.ClusterStmt) -> None:
         obj = self.rel(node.relation) if node.relation else None
         if obj is None or not self.is_new(obj):
-            self.heavy_lock(obj or "every clustered table", "CLUSTER")
+            self.heavy_lock(obj, "CLUSTER")
             self.add("cluster", obj, f"CLUSTER rewrites {obj or 'every clustered table'} under an ACCESS EXCLUSIVE lock")
 
     def _LockStmt(self, node: ast.LockStmt) -> None:
@@ -662,10 +671,15 @@ class _Linter:
 
     # -- ALTER TABLE ---------------------------------------------------------------------------
     def _AlterTableStmt(self, node: ast.AlterTableStmt) -> None:
-        if node.objtype not in (OT.OBJECT_TABLE, OT.OBJECT_MATVIEW, OT.OBJECT_FOREIGN_TABLE):
-            return
         table = self.rel(node.relation)
         if self.is_new(table):
+            return
+        if node.objtype == OT.OBJECT_TYPE:                 # ALTER TYPE composite DROP ATTRIBUTE
+            for cmd in node.cmds or ():
+                if cmd.subtype == AT.AT_DropColumn:
+                    self._at_DropColumn(table, cmd)
+            return
+        if node.objtype not in (OT.OBJECT_TABLE, OT.OBJECT_MATVIEW, OT.OBJECT_FOREIGN_TABLE):
             return
         for cmd in node.cmds or ():
             if cmd.subtype in _LIGHT_ALTER:
@@ -679,7 +693,7 @@ class _Linter:
                 handler(table, cmd)
 
     def _at_AddColumn(self, table: str, cmd: ast.AlterTableCmd) -> None:
-        col: ast.ColumnDef = cmd.def_
+        col: Any = cmd.def_                               # ast.ColumnDef
         column = f"{table}.{col.colname}"
         self.new_columns.add(column)
         constraints = list(col.constraints or ())
@@ -761,7 +775,7 @@ class _Linter:
 
     def _at_AlterColumnType(self, table: str, cmd: ast.AlterTableCmd) -> None:
         column = f"{table}.{cmd.name}"
-        col: ast.ColumnDef = cmd.def_
+        col: Any = cmd.def_                               # ast.ColumnDef
         tn = col.typeName
         names = _names(tn.names)
         typ = names[-1].lower() if names else "?"
@@ -784,7 +798,7 @@ class _Linter:
                      "it with a reason")
 
     def _at_AddConstraint(self, table: str, cmd: ast.AlterTableCmd) -> None:
-        c: ast.Constraint = cmd.def_
+        c: Any = cmd.def_                                 # ast.Constraint
         name = f" {c.conname}" if c.conname else ""
         if c.contype == ConstrType.CONSTR_CHECK:
             self.add("add-check-constraint", table,
