@@ -271,8 +271,8 @@ def lint_sql(sql: str, *, revision: str | None = None,
         "\n".join(sql[t.start:t.end + 1] for t in tokens if t.name in ("SQL_COMMENT", "C_COMMENT")),
         marked=False)
     allowed = {**inline, **(suppressions or {})}
-    linter = _Linter(sql, revision, [t.start for t in tokens if t.name not in ("SQL_COMMENT", "C_COMMENT")],
-                     created_before)
+    code = [t for t in tokens if t.name not in ("SQL_COMMENT", "C_COMMENT")]
+    linter = _Linter(sql, revision, [t.start for t in code], [t.end + 1 for t in code], created_before)
     for raw in stmts:
         linter.statement(raw)
     return [_apply_suppression(f, allowed, unreasoned) for f in linter.findings]
@@ -325,7 +325,8 @@ def _walk(node: Any) -> Iterator[Any]:
 class _Linter:
     sql: str
     revision: str | None
-    token_starts: list[int]
+    token_starts: list[int]                               # of every non-comment token, ascending
+    token_ends: list[int]                                 # exclusive ends of the same tokens
     created_before: Iterable[str]
     findings: list[Finding] = field(default_factory=list)
     schema: str = "public"
@@ -344,10 +345,10 @@ class _Linter:
     def statement(self, raw: ast.RawStmt) -> None:
         start = raw.stmt_location or 0
         end = start + raw.stmt_len if raw.stmt_len else len(self.sql)
-        # Leading comments belong to the statement's span; skip to its first real token.
-        i = bisect_left(self.token_starts, start)
-        if i < len(self.token_starts) and self.token_starts[i] < end:
-            start = self.token_starts[i]
+        # Comments around the statement belong to its span; keep from its first to its last token.
+        first, last = bisect_left(self.token_starts, start), bisect_left(self.token_starts, end) - 1
+        if first <= last:
+            start, end = self.token_starts[first], self.token_ends[last]
         self.text = self.sql[start:end].strip()
         handler = getattr(self, "_" + type(raw.stmt).__name__, None)
         if handler is not None:

@@ -77,6 +77,8 @@ def test_statement_is_trimmed_raw_text_without_leading_comments() -> None:
     [f] = lint_sql(sql)
     assert f.statement == "DROP TABLE   Users"
     assert f.object == "public.users"          # unquoted identifiers fold to lower case
+    [f] = lint_sql("SET lock_timeout = '5s'; DROP TABLE t -- the last one\n/* done */\n")
+    assert f.statement == "DROP TABLE t"
 
 
 def test_statement_offsets_survive_non_ascii_text() -> None:
