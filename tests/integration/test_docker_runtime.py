@@ -17,12 +17,17 @@ from pathlib import Path
 import docker
 import docker.errors
 import pytest
+from conftest import free_port, service_missing
 
 from sandbox.checks import OwnedResource
 from sandbox.errors import ServiceUnavailable, WorkspaceError
-from sandbox.runtime.base import LABEL_PROJECT, LABEL_ROLE, LABEL_WORKSPACE, WorkspaceSpec
+from sandbox.runtime.base import (
+    LABEL_PROJECT,
+    LABEL_ROLE,
+    LABEL_WORKSPACE,
+    WorkspaceSpec,
+)
 from sandbox.runtime.docker import DockerRuntime, connect, resource_name
-from conftest import free_port, service_missing
 
 pytestmark = pytest.mark.docker
 
@@ -82,11 +87,11 @@ def make_spec(git_repo: Path, tmp_path: Path, project: str, workspace_image: str
                         str(worktree), "main"], check=True)
         if os.geteuid() == 0:   # the invoking user owns the checkout in real life
             subprocess.run(["chown", "-R", f"{UID}:{GID}", str(git_repo), str(worktree)], check=True)
-        fields: dict[str, object] = dict(
-            project=project, name=name, worktree=worktree.resolve(),
-            git_common_dir=(git_repo / ".git").resolve(), image=workspace_image,
-            env={**GIT_ENV, "SANDBOX_WORKSPACE": name}, ports=ports if ports is not None else port_block(3),
-            uid=UID, gid=GID, memory="512m", cpus=1.0, pids=256, labels={"dev.sandbox.test": "1"})
+        fields: dict[str, object] = {
+            "project": project, "name": name, "worktree": worktree.resolve(),
+            "git_common_dir": (git_repo / ".git").resolve(), "image": workspace_image,
+            "env": {**GIT_ENV, "SANDBOX_WORKSPACE": name}, "ports": ports if ports is not None else port_block(3),
+            "uid": UID, "gid": GID, "memory": "512m", "cpus": 1.0, "pids": 256, "labels": {"dev.sandbox.test": "1"}}
         fields.update(kw)
         return WorkspaceSpec(**fields)  # type: ignore[arg-type]
     return make
