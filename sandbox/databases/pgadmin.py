@@ -22,10 +22,11 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import psycopg
 from psycopg import sql
@@ -80,7 +81,7 @@ def label_key(ws: str, label: str) -> str:
 
 
 def now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def new_password() -> str:
@@ -310,7 +311,7 @@ def tool_env(info: ConnInfo) -> dict[str, str]:
 def run_tool(argv: Sequence[str], info: ConnInfo, what: str) -> subprocess.CompletedProcess[str]:
     """Run a client program with the password in the environment; failures become DatabaseError."""
     try:
-        proc = subprocess.run(list(argv), env=tool_env(info), capture_output=True, text=True,
+        proc = subprocess.run(list(argv), env=tool_env(info), capture_output=True, text=True, check=False,
                               stdin=subprocess.DEVNULL)
     except OSError as exc:
         raise ServiceUnavailable(f"{what}: cannot run {argv[0]}: {exc.strerror}") from exc

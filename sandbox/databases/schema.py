@@ -65,9 +65,10 @@ import secrets as _secrets
 import shutil
 import tempfile
 import uuid
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import psycopg
 from psycopg import sql
@@ -76,9 +77,28 @@ from ..checks import Check, OwnedResource
 from ..errors import DatabaseError, UsageError
 from ..names import pg_name, validate_name
 from .base import BackendContext, CheckpointInfo, ConnInfo, Server
-from .pgadmin import (SecretStore, advisory_lock, check_label, connect, create_or_update_role, dump_schema_sql,
-                      exists, find_tool, guard, ident, meta_comment, name_key, now, parse_meta, prefix,
-                      restore_dump, run_tool, server_version, terminate, translate)
+from .pgadmin import (
+    SecretStore,
+    advisory_lock,
+    check_label,
+    connect,
+    create_or_update_role,
+    dump_schema_sql,
+    exists,
+    find_tool,
+    guard,
+    ident,
+    meta_comment,
+    name_key,
+    now,
+    parse_meta,
+    prefix,
+    restore_dump,
+    run_tool,
+    server_version,
+    terminate,
+    translate,
+)
 
 
 class SchemaStrategy:
@@ -130,6 +150,10 @@ class SchemaStrategy:
 
     def _ensure_shared(self) -> None:
         """The shared database, locked down, and the baseline owner role."""
+        with self._admin() as conn, translate("preparing the shared database"):
+            if (exists(conn, "pg_database", self.shared_db) and exists(conn, "pg_roles", self.owner_role)
+                    and self.secrets.read(self.owner_role)):
+                return                                       # the usual case: all in place
         with self._admin() as conn, advisory_lock(conn, self._lock_key), translate("preparing the shared database"):
             if not exists(conn, "pg_database", self.shared_db):
                 self.ctx.progress("creating the shared database")
@@ -185,9 +209,9 @@ class SchemaStrategy:
             self._guard(name)
         tmp = pg_name(self.ctx.project_id, uuid.uuid4().hex[:12], "tmp")
         S, I = sql.SQL, ident
-        pre = [S("SELECT pg_advisory_xact_lock(hashtextextended({}, 0))").format(sql.Literal(self._lock_key)),
+        pre: list[sql.Composable] = [S("SELECT pg_advisory_xact_lock(hashtextextended({}, 0))").format(sql.Literal(self._lock_key)),
                S("DROP SCHEMA IF EXISTS {} CASCADE").format(I(target))]
-        post = [S("RESET ROLE")]
+        post: list[sql.Composable] = [S("RESET ROLE")]
         if src != target:
             pre.append(S("ALTER SCHEMA {} RENAME TO {}").format(I(src), I(tmp)))
             post += [S("ALTER SCHEMA {} RENAME TO {}").format(I(src), I(target)),
@@ -256,7 +280,8 @@ class SchemaStrategy:
         password = self.secrets.read(self.owner_role) or ""
         try:
             self.ctx.progress("populating the baseline")
-            fill(self._conninfo(self._new_schema, self.owner_role, password, None))
+            with translate("populating the baseline"):
+                fill(self._conninfo(self._new_schema, self.owner_role, password, None))
             with self._admin(self.shared_db) as conn, translate("installing the new baseline"):
                 self._install_baseline(conn)
         except BaseException:

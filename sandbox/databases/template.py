@@ -40,9 +40,10 @@ import hashlib
 import secrets as _secrets
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import psycopg
 from psycopg import sql
@@ -51,9 +52,26 @@ from ..checks import Check, OwnedResource
 from ..errors import DatabaseError, UsageError
 from ..names import pg_name, validate_name
 from .base import BackendContext, CheckpointInfo, ConnInfo, Server
-from .pgadmin import (SecretStore, advisory_lock, check_label, connect, create_or_update_role, exists,
-                      guard, ident, label_key, meta_comment, name_key, now, parse_meta, prefix,
-                      restore_dump, server_version, terminate, translate)
+from .pgadmin import (
+    SecretStore,
+    advisory_lock,
+    check_label,
+    connect,
+    create_or_update_role,
+    exists,
+    guard,
+    ident,
+    label_key,
+    meta_comment,
+    name_key,
+    now,
+    parse_meta,
+    prefix,
+    restore_dump,
+    server_version,
+    terminate,
+    translate,
+)
 
 COPY_RETRIES = 6
 
@@ -238,11 +256,13 @@ class TemplateStrategy:
         return self._conninfo(db, self.owner_role, password, None)
 
     def _populate(self, conn: psycopg.Connection[Any], tmp: str, populate: Callable[[ConnInfo], None]) -> None:
+        self._guard(tmp)
         password = self._ensure_role(conn, self.owner_role, "baseline-owner", None)
         conn.execute(sql.SQL("GRANT CONNECT, CREATE, TEMPORARY ON DATABASE {} TO {}")
                      .format(ident(tmp), ident(self.owner_role)))
         self.ctx.progress("populating the baseline")
-        populate(self._owner_info(tmp, password))
+        with translate("populating the baseline"):
+            populate(self._owner_info(tmp, password))
         terminate(conn, dbname=tmp)                     # pools left open by populate
         conn.execute(sql.SQL("REVOKE ALL ON DATABASE {} FROM {}").format(ident(tmp), ident(self.owner_role)))
         conn.execute(sql.SQL("ALTER DATABASE {} WITH IS_TEMPLATE true ALLOW_CONNECTIONS false")
@@ -297,7 +317,8 @@ class TemplateStrategy:
 
     def _reopen_and_populate(self, conn: psycopg.Connection[Any], tmp: str,
                              populate: Callable[[ConnInfo], None]) -> None:
-        conn.execute(sql.SQL("ALTER DATABASE {} WITH IS_TEMPLATE false ALLOW_CONNECTIONS true").format(ident(tmp)))
+        conn.execute(sql.SQL("ALTER DATABASE {} WITH IS_TEMPLATE false ALLOW_CONNECTIONS true")
+                     .format(ident(self._guard(tmp))))
         self._populate(conn, tmp, populate)
 
     def import_baseline(self, dump: Path) -> None:
@@ -337,6 +358,7 @@ class TemplateStrategy:
         return self._owner_info(self.view_db, password)
 
     def _open_view(self, conn: psycopg.Connection[Any], tmp: str) -> None:
+        self._guard(tmp)
         conn.execute(sql.SQL("ALTER DATABASE {} WITH IS_TEMPLATE false ALLOW_CONNECTIONS true").format(ident(tmp)))
         conn.execute(sql.SQL("ALTER DATABASE {} SET default_transaction_read_only = on").format(ident(tmp)))
         conn.execute(sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(ident(tmp), ident(self.owner_role)))

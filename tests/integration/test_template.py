@@ -5,19 +5,19 @@ from __future__ import annotations
 import subprocess
 import threading
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import psycopg
 import pytest
 from psycopg import sql
 
+from sandbox.checks import OwnedResource
 from sandbox.config import DatabaseConfig
 from sandbox.databases.base import BackendContext, ConnInfo
 from sandbox.databases.template import TemplateStrategy
 from sandbox.databases.urlserver import UrlServer
 from sandbox.errors import DatabaseError, ServiceUnavailable
-from sandbox.checks import OwnedResource
 
 pytestmark = pytest.mark.postgres
 
