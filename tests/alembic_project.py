@@ -22,8 +22,8 @@ import os
 import re
 import subprocess
 import textwrap
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 INITIAL_REVISION = "ba5e0001"
 """The id of the revision ``make_alembic_project`` writes (creates users and posts)."""

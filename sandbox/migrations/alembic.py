@@ -10,6 +10,7 @@ import the project's own modules, so each call that loads the tree's Python:
 
 - holds a module-level lock;
 - puts the tree (and ``prepend_sys_path``) first on ``sys.path``, and exports ``DATABASE_URL``;
+- writes no ``__pycache__`` into the tree (a worktree must stay clean for ``sandbox rm``);
 - afterwards restores both, and forgets the modules it imported from the tree, so that the next
   call on another tree imports that tree's ``myapp.models`` instead of reusing this one's;
 - turns ``logging.config.fileConfig`` into a no-op, because a library must not print and must
@@ -33,14 +34,15 @@ import os
 import re
 import sys
 import threading
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from sandbox.errors import MigrationError
 from sandbox.migrations.base import Revision
 
-__all__ = ["AlembicTool", "to_sqlalchemy_url", "scrub_secrets"]
+__all__ = ["AlembicTool", "scrub_secrets", "to_sqlalchemy_url"]
 
 _LOCK = threading.RLock()
 """Serialises every call that touches alembic's process-global state."""
@@ -60,7 +62,7 @@ def to_sqlalchemy_url(url: str) -> str:
 def scrub_secrets(text: str, url: str | None = None) -> str:
     """Hide passwords: in any ``scheme://user:pw@`` URL, ``password=…`` pairs, and ``url``'s own."""
     text = re.sub(r"([A-Za-z][\w+.-]*://[^:/@\s]*:)([^@\s]*)(@)", r"\1***\3", text)
-    text = re.sub(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s&]+)", r"\1***", text, flags=re.I)
+    text = re.sub(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s&]+)", r"\1***", text, flags=re.IGNORECASE)
     if url:
         try:
             password = urlsplit(url).password
@@ -181,9 +183,11 @@ class AlembicTool:
             saved_env = os.environ.get("DATABASE_URL")
             saved_modules = dict(sys.modules)
             saved_file_config = logging.config.fileConfig
+            saved_bytecode = sys.dont_write_bytecode
             roots = [os.path.realpath(tree), os.path.realpath(ini.parent)]
             try:
                 sys.path.insert(0, str(tree))
+                sys.dont_write_bytecode = True   # no __pycache__ litter in the worktree
                 importlib.invalidate_caches()
                 logging.config.fileConfig = _no_file_config  # type: ignore[assignment]
                 with self._translate(action, tree, url):
@@ -196,6 +200,7 @@ class AlembicTool:
                     yield cfg
             finally:
                 logging.config.fileConfig = saved_file_config  # type: ignore[assignment]
+                sys.dont_write_bytecode = saved_bytecode
                 sys.path[:] = saved_path
                 if saved_env is None:
                     os.environ.pop("DATABASE_URL", None)
@@ -222,7 +227,7 @@ class AlembicTool:
             yield
         except MigrationError:
             raise
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             # alembic's CommandError and RevisionError, SQLAlchemy and psycopg errors, and
             # whatever the project's env.py or revision code raises (ImportError, NameError, …):
             # all mean "the migration tool failed" to the caller, who must not crash on them.
@@ -443,7 +448,7 @@ def _topological(revs: dict[str, Revision], wanted: set[str]) -> list[Revision]:
 
 # -- rewriting a revision file ----------------------------------------------------------------
 
-_REVISES = re.compile(rb"^([ \t]*Revises:)([^\r\n]*)", re.M)
+_REVISES = re.compile(rb"^([ \t]*Revises:)([^\r\n]*)", re.MULTILINE)
 
 
 def _line_offsets(source: bytes) -> list[int]:
@@ -461,7 +466,7 @@ def rewrite_down_revision(source: bytes, new_down: str) -> bytes:
     tree = ast.parse(source)
     offsets = _line_offsets(source)   # ast columns are UTF-8 byte offsets: work in bytes
 
-    def span(node: ast.AST) -> tuple[int, int]:
+    def span(node: ast.expr) -> tuple[int, int]:
         assert node.end_lineno is not None and node.end_col_offset is not None
         return (offsets[node.lineno - 1] + node.col_offset,
                 offsets[node.end_lineno - 1] + node.end_col_offset)
@@ -470,9 +475,7 @@ def rewrite_down_revision(source: bytes, new_down: str) -> bytes:
         found: ast.expr | None = None
         for stmt in tree.body:
             if isinstance(stmt, ast.Assign) and any(
-                    isinstance(t, ast.Name) and t.id == name for t in stmt.targets):
-                found = stmt.value
-            elif (isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name)
+                    isinstance(t, ast.Name) and t.id == name for t in stmt.targets) or (isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name)
                   and stmt.target.id == name and stmt.value is not None):
                 found = stmt.value
         return found

@@ -32,8 +32,9 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 import psycopg
 
@@ -41,7 +42,7 @@ from sandbox.errors import DatabaseError
 from sandbox.migrations.alembic import scrub_secrets
 from sandbox.migrations.findings import Finding, Kind, default_severity
 
-__all__ = ["Catalog", "snapshot", "diff", "classify_type_change", "RULE_KINDS"]
+__all__ = ["RULE_KINDS", "Catalog", "classify_type_change", "diff", "snapshot"]
 
 DEFAULT_EXCLUDED_TABLES = ("alembic_version",)
 
@@ -81,7 +82,7 @@ class Catalog:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> "Catalog":
+    def from_json(cls, data: Mapping[str, Any]) -> Catalog:
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in names})
 
@@ -225,7 +226,7 @@ class _Renamer:
         if value is None or not self.map:
             return value
         for pattern, replacement in self._patterns:
-            value = pattern.sub(lambda _m, r=replacement: r, value)
+            value = pattern.sub(replacement.replace("\\", "\\\\"), value)
         return value
 
 
@@ -239,18 +240,17 @@ def _qualified(schema: str, name: str) -> str:
     return f"{schema}.{name}"
 
 
-def _connect_target(target: Any) -> tuple[str | None, Any]:
-    """(conninfo, None) for URLs, conninfo strings and ConnInfo-like objects; (None, conn) for
-    an open psycopg connection."""
+def _connect_target(target: Any) -> str | psycopg.Connection[Any]:
+    """A conninfo string for URLs, conninfo strings and ConnInfo-like objects, or the open
+    psycopg connection itself."""
     if isinstance(target, psycopg.Connection):
-        return None, target
+        return target
     if hasattr(target, "url") and callable(target.url):
         target = target.url()
     if not isinstance(target, str):
         raise TypeError(f"cannot connect to {type(target).__name__}")
     # SQLAlchemy-style URLs name a driver libpq does not know.
-    target = re.sub(r"^postgres(?:ql)?\+\w+://", "postgresql://", target)
-    return target, None
+    return re.sub(r"^postgres(?:ql)?\+\w+://", "postgresql://", target)
 
 
 def snapshot(conninfo_or_url: Any, schemas: list[str] | None = None,
@@ -265,11 +265,12 @@ def snapshot(conninfo_or_url: Any, schemas: list[str] | None = None,
     names. Tables named in ``exclude_tables`` (alembic's version table) are left out, in any
     schema, with their constraints, indexes and sequences.
     """
-    conninfo, conn = _connect_target(conninfo_or_url)
+    target = _connect_target(conninfo_or_url)
+    conninfo = target if isinstance(target, str) else None
     try:
-        if conn is not None:
-            return _read_on(conn, schemas, _Renamer(rename), set(exclude_tables))
-        with psycopg.connect(conninfo, autocommit=True, connect_timeout=10) as own:
+        if not isinstance(target, str):
+            return _read_on(target, schemas, _Renamer(rename), set(exclude_tables))
+        with psycopg.connect(target, autocommit=True, connect_timeout=10) as own:
             return _read_on(own, schemas, _Renamer(rename), set(exclude_tables))
     except psycopg.Error as exc:
         raise DatabaseError("reading the schema catalog failed: "

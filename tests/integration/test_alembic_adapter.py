@@ -12,9 +12,14 @@ from urllib.parse import quote
 
 import psycopg
 import pytest
+from alembic_project import (
+    INITIAL_REVISION,
+    add_revision,
+    git_commit,
+    make_alembic_project,
+)
 from psycopg import sql
 
-from alembic_project import INITIAL_REVISION, add_revision, git_commit, make_alembic_project
 from sandbox.errors import MigrationError
 from sandbox.migrations.alembic import AlembicTool, rewrite_down_revision, scrub_secrets
 from sandbox.migrations.base import MigrationTool, Revision
@@ -206,6 +211,7 @@ def test_calls_leave_the_process_as_they_found_it(
     assert os.environ["DATABASE_URL"] == "postgresql://someone-else/db"
     assert sys.path == path_before
     assert logging.getLogger().handlers == root_handlers   # env.py's fileConfig did not run
+    assert not list(project.rglob("__pycache__"))
 
 
 def test_two_trees_do_not_share_stale_project_modules(
