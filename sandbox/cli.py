@@ -166,7 +166,9 @@ def ls_(json_: JsonOpt = False) -> None:
     for r in rows:
         m = r["migrations"]
         mig = f"{len(m['new'])} new" + (f", {m['behind']} behind" if m["behind"] else "")
-        table.add_row(r["name"], r["state"] + (f" ({r['cause']})" if r.get("cause") else ""), r["branch"],
+        cause = f" ({r['cause'][:60]}…)" if r.get("cause") and len(r["cause"]) > 60 else \
+            (f" ({r['cause']})" if r.get("cause") else "")
+        table.add_row(r["name"], r["state"] + cause, r["branch"],
                       r["container"]["status"], r["database"]["strategy"] or "-", mig,
                       f"{r['ports'][0]}-{r['ports'][1]}" if r["ports"] else "-")
     out.print(table)
@@ -330,6 +332,14 @@ def _render_report(report: Any, json_: bool) -> None:
                 out.print(f"      affects workspaces: {', '.join(f['affected_workspaces'])}", markup=False)
             if f.get("suppressed"):
                 out.print(f"      allowed: {f['suppressed']}", markup=False)
+        if data.get("merged"):
+            out.print(f"merged into main at {str(data.get('commit', ''))[:12]}", markup=False)
+        elif data.get("dry_run") and data["ok"]:
+            out.print("dry run: the gate passes; nothing was merged", markup=False)
+        if data.get("baseline_error"):
+            err.print(f"warning: {data['baseline_error']}", markup=False)
+        for note in data.get("notes", []):
+            out.print(f"  note: {note}", markup=False)
     if not data["ok"]:
         raise typer.Exit(1)
 

@@ -13,6 +13,14 @@ import git
 from .errors import UsageError, WorkspaceError
 
 
+def git_message(exc: git.GitCommandError) -> str:
+    """The meaningful line of a git error (``fatal: …``), without GitPython's decoration."""
+    text = str(exc.stderr or exc.stdout or exc).strip().strip("'")
+    lines = [ln.strip() for ln in text.replace("stderr:", "").splitlines() if ln.strip()]
+    fatal = [ln for ln in lines if ln.startswith(("fatal:", "error:"))]
+    return (fatal or lines or [str(exc)])[-1].strip("'")
+
+
 def find_project_root(start: Path) -> Path | None:
     """The main checkout owning ``start``: walks up to a git checkout; a worktree maps to its main."""
     try:
@@ -97,7 +105,7 @@ class Worktrees:
                 self.repo.git.worktree("add", "-b", branch, str(path), start)
                 created = True
         except git.GitCommandError as exc:
-            raise WorkspaceError(f"git worktree add failed: {exc.stderr.strip()}") from exc
+            raise WorkspaceError(f"git worktree add failed: {git_message(exc)}") from exc
         return created
 
     def remove(self, path: Path) -> None:
@@ -106,7 +114,7 @@ class Worktrees:
             if path in self.registered():
                 self.repo.git.worktree("remove", "--force", "--force", str(path))
         except git.GitCommandError as exc:
-            raise WorkspaceError(f"git worktree remove failed: {exc.stderr.strip()}") from exc
+            raise WorkspaceError(f"git worktree remove failed: {git_message(exc)}") from exc
         if path.exists():
             shutil.rmtree(path)
         self.prune()
@@ -122,7 +130,7 @@ class Worktrees:
             try:
                 self.repo.git.branch("-D", branch)
             except git.GitCommandError as exc:
-                raise WorkspaceError(f"cannot delete branch {branch!r}: {exc.stderr.strip()}") from exc
+                raise WorkspaceError(f"cannot delete branch {branch!r}: {git_message(exc)}") from exc
 
     # -- safety -----------------------------------------------------------------------------
     def dirty(self, path: Path, ignore: tuple[str, ...] = ()) -> list[str]:
