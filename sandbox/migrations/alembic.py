@@ -37,12 +37,12 @@ import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from sandbox.errors import MigrationError
 from sandbox.migrations.base import Revision
 
-__all__ = ["AlembicTool", "scrub_secrets", "to_sqlalchemy_url"]
+__all__ = ["AlembicTool", "rewrite_down_revision", "scrub_secrets", "to_sqlalchemy_url"]
 
 _LOCK = threading.RLock()
 """Serialises every call that touches alembic's process-global state."""
@@ -69,7 +69,6 @@ def scrub_secrets(text: str, url: str | None = None) -> str:
         except ValueError:
             password = None
         if password:
-            from urllib.parse import unquote
             for secret in {password, unquote(password)}:
                 text = re.sub(rf"(?<!\w){re.escape(secret)}(?!\w)", "***", text)
     return text
