@@ -467,14 +467,20 @@ class DockerCluster:
         old = self._container()
         if old is not None:
             old.remove(force=True)
-        # The password reaches only this short-lived container's environment.
-        container = self._create({"POSTGRES_USER": self.superuser, "POSTGRES_PASSWORD": self._password,
-                                  "POSTGRES_DB": "postgres"})
+        # The password goes through a 0600 file in the volume (read by the entrypoint as root),
+        # never through the container's environment or command line.
+        pwfile = self.datadir.parent / ".initdb-password"
+        fd = os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(self._password)
+        container = self._create({"POSTGRES_USER": self.superuser, "POSTGRES_DB": "postgres",
+                                  "POSTGRES_PASSWORD_FILE": f"/sandbox/{pwfile.name}"})
         try:
             container.start()
             self._wait(container)
             (self.datadir / "pg_hba.conf").write_text(PG_HBA_DOCKER)
         finally:
+            pwfile.unlink(missing_ok=True)
             self._remove(container)
 
     def _remove(self, container: Any) -> None:

@@ -55,7 +55,7 @@ from ..errors import DatabaseError, UsageError
 from ..names import NAME_RE, pg_name, validate_name
 from .base import BackendContext, CheckpointInfo, ConnInfo
 from .cluster import DockerCluster, LocalCluster
-from .storage import Storage
+from .storage import Storage, detect
 
 Cluster = LocalCluster | DockerCluster
 
@@ -109,26 +109,34 @@ def _lock_busy(path: Path) -> bool:
 class SnapshotStrategy:
     """One cluster per workspace on a copy-on-write clone of a stopped baseline cluster.
 
-    ``server_kind`` is ``"local"`` (host binaries; ``ctx.config.bin_dir``) or
-    ``"docker"`` (image ``ctx.config.image``). ``dbname`` is the app database.
+    ``storage`` defaults to :func:`~sandbox.databases.storage.detect` on
+    :meth:`default_pool` (make a btrfs pool first with ``provision_pool`` where there
+    is no copy-on-write). ``server_kind`` is ``"local"`` (host binaries;
+    ``ctx.config.bin_dir``) or ``"docker"`` (image ``ctx.config.image``). ``dbname``
+    is the app database.
     """
 
     name = "snapshot"
 
-    def __init__(self, ctx: BackendContext, storage: Storage, server_kind: str = "local", *,
+    def __init__(self, ctx: BackendContext, storage: Storage | None = None, server_kind: str = "local", *,
                  dbname: str = "app") -> None:
         if server_kind not in ("local", "docker"):
             raise ValueError(f"server_kind must be 'local' or 'docker', not {server_kind!r}")
         if server_kind == "docker" and ctx.docker is None:
             raise ValueError("server_kind 'docker' needs ctx.docker")
         self.ctx = ctx
-        self.storage = storage
+        self.storage = storage if storage is not None else detect(self.default_pool(ctx))
         self.server_kind = server_kind
         self.dbname = dbname
-        self.pool = storage.root
+        self.pool = self.storage.root
         self.meta_dir = ctx.state_dir / "db" / "snapshot"
         self.secrets_dir = ctx.state_dir / "secrets"
         self.owner_role = pg_name(ctx.project_id, "baseline", "owner")
+
+    @staticmethod
+    def default_pool(ctx: BackendContext) -> Path:
+        """``[database] pool`` relative to the repository root (the state folder's parent)."""
+        return ctx.state_dir.parent / ctx.config.pool
 
     # -- paths, secrets, ports -------------------------------------------------------------
 
