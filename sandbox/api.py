@@ -570,6 +570,50 @@ class Sandbox:
     def sync(self, name: str) -> dict[str, Any]:
         return self.coordinator().sync(name)
 
+    # -- deinit ---------------------------------------------------------------------------------------
+    def deinit(self, *, force: bool = False) -> dict[str, Any]:
+        """Remove every workspace, the baseline, the servers, the storage pool and ``.sandbox/``.
+
+        Refuses (before touching anything) while a workspace holds uncommitted changes or
+        unmerged commits, unless ``force``. ``sandbox.toml`` and branches are kept.
+        """
+        recs = self.registry.all()
+        if not force:
+            for rec in recs:
+                reasons = []
+                if self.git.dirty(Path(rec.path)):
+                    reasons.append("uncommitted changes")
+                if self.git.unmerged(rec.branch):
+                    reasons.append("commits not on main")
+                if reasons:
+                    raise UnsafeRemoval(rec.name, reasons)
+        for rec in recs:
+            self.rm(rec.name, force=True)
+        from .databases.factory import data_home, destroy_storage
+        strategy = self.db
+        for res in strategy.owned():
+            if res.kind != "baseline":
+                try:
+                    strategy.remove_owned(res)
+                except SandboxError as exc:
+                    self.progress(f"could not remove {res.kind} {res.id}: {exc}")
+        server = getattr(strategy, "server", None)
+        if server is not None and hasattr(server, "stop"):
+            server.stop()
+        try:
+            runtime = self.runtime_for(self.config.workspace.runtime)
+            for res in runtime.owned(self.config.project_id):
+                runtime.remove_owned(res)
+        except ServiceUnavailable:
+            pass
+        server_kind = self.registry.get_meta("db.server") or "local"
+        destroy_storage(self.config, strategy, data_home(self.config, server_kind))
+        self.git.prune()
+        shutil.rmtree(self.config.state_dir, ignore_errors=True)
+        self._registry = None
+        self._strategy = None
+        return {"removed_workspaces": [r.name for r in recs]}
+
     # -- gc and doctor ---------------------------------------------------------------------------------
     def gc(self, *, dry_run: bool = False) -> list[GcAction]:
         """Find what the registry does not know, and repair what a crash left half-done."""

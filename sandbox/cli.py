@@ -238,6 +238,15 @@ def gc(
 
 
 @app.command()
+def deinit(
+    force: Annotated[bool, typer.Option("--force", help="Also remove workspaces holding uncommitted or unmerged work.")] = False,
+) -> None:
+    """Remove every workspace, the baseline, servers, storage pool and .sandbox/ (sandbox.toml and branches stay)."""
+    res = _run(lambda: _sandbox().deinit(force=force))
+    out.print(f"removed {len(res['removed_workspaces'])} workspace(s) and all of sandbox's state")
+
+
+@app.command()
 def doctor(json_: JsonOpt = False) -> None:
     """Check Docker, Postgres, copy-on-write storage, git and config, and say what to do about each."""
     from .doctor import run_checks_standalone

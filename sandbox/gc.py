@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
@@ -19,6 +20,9 @@ from .errors import SandboxError, ServiceUnavailable
 
 if TYPE_CHECKING:
     from .api import GcAction, Sandbox
+
+# database objects that only exist while an operation runs; left behind, they are a crash's debris
+TRANSIENT = {"scratch", "baseline-building", "unlabelled", "stale", "interrupted"}
 
 
 def _pid_alive(pid: int | None) -> bool:
@@ -83,14 +87,26 @@ def collect(sb: "Sandbox", *, dry_run: bool = False) -> list["GcAction"]:
     except ServiceUnavailable as exc:
         actions.append(GcAction("runtime", sb.config.workspace.runtime, None, "skipped", str(exc)))
 
-    # 3. databases, roles, schemas, clusters, snapshots
+    # 3. databases, roles, schemas, clusters, snapshots. Transient copies (a gate's scratch
+    #    clone, a baseline being built, a copy still without its label) are only collected
+    #    while no merge or baseline build runs, i.e. when nobody can be using them.
     try:
         db = sb.db
-        for res in db.owned():
-            stale = res.workspace is not None and res.workspace not in names
-            if stale or res.detail.startswith("stale"):
-                act(GcAction(res.kind, res.id, res.workspace, "remove", res.detail or "not in the registry"),
-                    lambda res=res: db.remove_owned(res))
+        with contextlib.ExitStack() as held:
+            quiet = True
+            for lock in ("merge", "baseline"):
+                try:
+                    held.enter_context(reg.lock(lock, blocking=False))
+                except SandboxError:
+                    quiet = False
+            for res in db.owned():
+                orphan = res.workspace is not None and res.workspace not in names
+                transient = res.workspace is None and (
+                    res.kind == "leftover" or res.detail.split(" ")[0] in TRANSIENT)
+                if orphan or (transient and quiet):
+                    act(GcAction(res.kind, res.id, res.workspace, "remove",
+                                 res.detail or "not in the registry"),
+                        lambda res=res: db.remove_owned(res))
     except ServiceUnavailable as exc:
         actions.append(GcAction("database", "server", None, "skipped", str(exc)))
 
@@ -111,7 +127,10 @@ def collect(sb: "Sandbox", *, dry_run: bool = False) -> list["GcAction"]:
 
     # 5. ports
     for owner, ports in reg.port_owners().items():
-        if owner not in names and not owner.startswith("_"):
+        shared = owner.startswith("_") or owner == ".baseline"   # the baseline's and shared servers' ports
+        if owner.startswith(".scratch-") and not quiet_locks(reg):
+            continue
+        if owner not in names and not shared:
             act(GcAction("ports", f"{ports[0]}-{ports[-1]}", owner, "release", "owner not in the registry"),
                 lambda owner=owner: reg.release(owner))
     return actions
@@ -128,3 +147,12 @@ def _rollback(sb: "Sandbox", rec, keep_branch: bool = False) -> None:  # type: i
     if rec.branch_created and not keep_branch and not sb.git.unmerged(rec.branch):
         sb.git.delete_branch(rec.branch)
     sb.registry.delete(rec.name)
+
+
+def quiet_locks(reg) -> bool:  # type: ignore[no-untyped-def]
+    """True when no merge or baseline build is running (their transient resources are debris)."""
+    try:
+        with reg.lock("merge", blocking=False), reg.lock("baseline", blocking=False):
+            return True
+    except SandboxError:
+        return False

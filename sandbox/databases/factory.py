@@ -224,3 +224,27 @@ def doctor_checks(config: Config) -> list[Check]:
                         None if cow else "run sandbox as root once (it makes a btrfs pool), or put .sandbox "
                         "on btrfs/XFS; otherwise strategy template is used", required=False))
     return checks
+
+
+def destroy_storage(config: Config, strategy: Any, home: Path) -> None:
+    """Stop every cluster sandbox runs for this project and remove its data and pool."""
+    from .cluster import LocalCluster
+    from .storage import is_mountpoint, unmount_pool
+    pools = {Path(config.root / config.database.pool), home / "pool"}
+    for pool in pools:
+        if not pool.exists():
+            continue
+        for data in list(pool.glob("*/data")) + list(pool.glob("*/*/data")) + list(pool.glob("*/*/*/data")):
+            if (data / "postmaster.pid").exists():
+                LocalCluster(data, 0, password="").stop()
+        if is_mountpoint(pool):
+            unmount_pool(pool)
+        img = pool.parent / "pool.img"
+        if img.exists():
+            img.unlink()
+    shared = home / "db" / "shared" / "data"
+    if (shared / "postmaster.pid").exists():
+        LocalCluster(shared, 0, password="").stop()
+    if home != config.state_dir and home.is_relative_to("/var/lib/sandbox"):
+        import shutil
+        shutil.rmtree(home, ignore_errors=True)
