@@ -229,6 +229,8 @@ class DockerRuntime:
             "labels": self._labels(spec.project, spec.name, ROLE_WORKSPACE, spec.labels),
             "mounts": mounts,
             "network": netname,
+            # Lets the workspace reach services published on the host (Docker >= 20.10).
+            "extra_hosts": {"host.docker.internal": "host-gateway"},
             "ports": {f"{p}/tcp": ("127.0.0.1", p) for p in spec.ports},
             "privileged": False,
             "cap_drop": ["ALL"],

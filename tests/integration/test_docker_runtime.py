@@ -368,3 +368,10 @@ def test_unreachable_engine_is_service_unavailable(tmp_path: Path) -> None:
     checks = runtime.doctor()
     assert checks[0].name == "docker engine" and not checks[0].ok
     assert checks[0].fix == "run scripts/install-docker"
+
+
+def test_the_host_is_reachable_by_name(runtime: DockerRuntime, make_spec: Callable[..., WorkspaceSpec]) -> None:
+    spec = make_spec("hostws")
+    runtime.up(spec)
+    code, lines = run(runtime, spec, "getent", "hosts", "host.docker.internal")
+    assert code == 0, lines
