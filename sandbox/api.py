@@ -14,6 +14,7 @@ import getpass
 import os
 import shutil
 import subprocess
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -94,6 +95,7 @@ class Sandbox:
         self._strategy = strategy
         self._tool = tool
         self._registry: Registry | None = None
+        self._lock = threading.RLock()   # backends are built once, even when up runs threads
         self.git = Worktrees(self.root)
 
     # -- construction ---------------------------------------------------------------------
@@ -127,18 +129,19 @@ class Sandbox:
     def runtime_for(self, kind: str) -> Runtime:
         if kind == "none":
             return HostRuntime()
-        if self._runtime is not None and self._runtime.name == kind:
+        with self._lock:
+            if self._runtime is None or self._runtime.name != kind:
+                from .runtime.docker import DockerRuntime
+                self._runtime = DockerRuntime(images=(self.config.workspace.image, self.config.database.image))
             return self._runtime
-        from .runtime.docker import DockerRuntime
-        self._runtime = DockerRuntime()
-        return self._runtime
 
     @property
     def db(self) -> Strategy:
-        if self._strategy is None:
-            from .databases.factory import make_strategy
-            self._strategy = make_strategy(self.config, self.registry, progress=self.progress)
-        return self._strategy
+        with self._lock:
+            if self._strategy is None:
+                from .databases.factory import make_strategy
+                self._strategy = make_strategy(self.config, self.registry, progress=self.progress)
+            return self._strategy
 
     # -- helpers --------------------------------------------------------------------------------
     def record(self, name: str) -> WorkspaceRecord:
@@ -331,6 +334,9 @@ class Sandbox:
             self.git.rev(from_ref)
         self.registry  # noqa: B018 - fails early when not initialised
         runtime = self.config.workspace.runtime if container else "none"
+        self.db  # noqa: B018 - build the backends once, before the threads
+        if runtime != "none":
+            self.runtime_for(runtime)
         if len(names) == 1:
             return [self._up_safe(names[0], from_ref, runtime)]
         with ThreadPoolExecutor(max_workers=min(8, len(names))) as pool:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import stat
+import threading
 from pathlib import Path
 from typing import Any, Callable
 
@@ -154,13 +155,15 @@ class _Running:
     def __init__(self, cluster: Any) -> None:
         self._cluster = cluster
         self._started = False
+        self._lock = threading.Lock()
 
     def __getattr__(self, item: str) -> Any:
         return getattr(self._cluster, item)
 
     def ensure_running(self) -> None:
-        self._cluster.ensure_running()
-        self._started = True
+        with self._lock:
+            self._cluster.ensure_running()
+            self._started = True
 
     def admin(self) -> Any:
         if not self._started:
