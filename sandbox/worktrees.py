@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import fnmatch
 import os
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Iterator
 
 import git
 
@@ -42,6 +45,17 @@ class Worktrees:
         except (git.InvalidGitRepositoryError, git.NoSuchPathError) as exc:
             raise UsageError(f"{root} is not a git repository") from exc
 
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """Serialise worktree bookkeeping: concurrent `git worktree add` calls read each
+        other's half-written `.git/worktrees/*` entries and fail."""
+        fd = os.open(self.common_dir / "sandbox-worktrees.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
     # -- facts ----------------------------------------------------------------------------
     @property
     def common_dir(self) -> Path:
@@ -50,24 +64,32 @@ class Worktrees:
     def main_branch(self) -> str:
         """The branch checked out in the main checkout."""
         try:
-            return self.repo.active_branch.name
-        except TypeError as exc:
+            return str(self.repo.git.symbolic_ref("--short", "-q", "HEAD")).strip()
+        except git.GitCommandError as exc:
             raise WorkspaceError("the main checkout has a detached HEAD; check out your main branch") from exc
 
+    # GitPython's object database keeps one `git cat-file` process per Repo, which is not
+    # safe across threads (`up a b c` runs threads): refs are read with plain git commands.
     def has_commits(self) -> bool:
         try:
-            self.repo.head.commit
+            self.repo.git.rev_parse("--verify", "-q", "HEAD^{commit}")
             return True
-        except ValueError:
+        except git.GitCommandError:
             return False
 
     def branch_exists(self, branch: str) -> bool:
-        return branch in [h.name for h in self.repo.heads]
+        try:
+            self.repo.git.show_ref("--verify", "--quiet", f"refs/heads/{branch}")
+            return True
+        except git.GitCommandError:
+            return False
 
     def rev(self, ref: str) -> str:
+        if ref.startswith("-"):
+            raise UsageError(f"unknown git ref {ref!r}")
         try:
-            return self.repo.commit(ref).hexsha
-        except (git.BadName, ValueError, git.GitCommandError) as exc:
+            return str(self.repo.git.rev_parse("--verify", "-q", f"{ref}^{{commit}}")).strip()
+        except git.GitCommandError as exc:
             raise UsageError(f"unknown git ref {ref!r}") from exc
 
     def registered(self) -> dict[Path, str | None]:
@@ -85,7 +107,10 @@ class Worktrees:
     # -- lifecycle --------------------------------------------------------------------------
     def add(self, path: Path, branch: str, from_ref: str | None) -> bool:
         """Create (or reuse) the worktree at ``path`` on ``branch``; True if the branch was created."""
-        path = path.resolve()
+        with self._locked():
+            return self._add(path.resolve(), branch, from_ref)
+
+    def _add(self, path: Path, branch: str, from_ref: str | None) -> bool:
         known = self.registered()
         if path in known:
             if known[path] != branch:
@@ -109,7 +134,10 @@ class Worktrees:
         return created
 
     def remove(self, path: Path) -> None:
-        path = path.resolve()
+        with self._locked():
+            self._remove(path.resolve())
+
+    def _remove(self, path: Path) -> None:
         try:
             if path in self.registered():
                 self.repo.git.worktree("remove", "--force", "--force", str(path))
@@ -117,9 +145,13 @@ class Worktrees:
             raise WorkspaceError(f"git worktree remove failed: {git_message(exc)}") from exc
         if path.exists():
             shutil.rmtree(path)
-        self.prune()
+        self._prune()
 
     def prune(self) -> None:
+        with self._locked():
+            self._prune()
+
+    def _prune(self) -> None:
         try:
             self.repo.git.worktree("prune")
         except git.GitCommandError:
