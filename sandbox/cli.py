@@ -425,25 +425,31 @@ def sync(name: str) -> None:
 
 
 def main() -> None:
-    """Console-script entry point: usage errors become one line and exit 2."""
-    from typer._click import exceptions as click_exc
+    """Console-script entry point: usage errors become one line and exit 2.
 
+    Click's exceptions are recognised by shape (``format_message``, ``exit_code``):
+    Typer vendors Click in some versions and not in others.
+    """
     os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")
     try:
         code = app(standalone_mode=False)
-    except click_exc.UsageError as exc:
-        if type(exc).__name__ == "NoArgsIsHelpError":
+    except KeyboardInterrupt:
+        err.print("interrupted", markup=False)
+        sys.exit(130)
+    except Exception as exc:  # noqa: BLE001 - re-raised unless it is one of Click's
+        kind = type(exc).__name__
+        if kind == "Abort":
+            err.print("aborted", markup=False)
+            sys.exit(130)
+        if not hasattr(exc, "format_message"):
+            raise
+        if kind == "NoArgsIsHelpError":
             err.print(exc.format_message(), markup=False)
             sys.exit(2)
-        where = f" (see `{exc.ctx.command_path} --help`)" if exc.ctx else ""
+        ctx = getattr(exc, "ctx", None)
+        where = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
         err.print(f"error: {exc.format_message()}{where}", markup=False)
-        sys.exit(2)
-    except click_exc.ClickException as exc:
-        err.print(f"error: {exc.format_message()}", markup=False)
-        sys.exit(exc.exit_code)
-    except click_exc.Abort:
-        err.print("aborted", markup=False)
-        sys.exit(130)
+        sys.exit(int(getattr(exc, "exit_code", 1)))
     sys.exit(code if isinstance(code, int) else 0)
 
 

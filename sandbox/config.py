@@ -163,7 +163,8 @@ def parse(root: Path, data: Mapping[str, Any], file: str = CONFIG_FILE,
         if not isinstance(value, dict):
             raise ConfigError(f"{file}: [{name}] must be a table", file=file, key=name)
         cls = _SECTIONS[name]
-        defaults = {f.name: (f.default if f.default is not dataclasses.MISSING else f.default_factory())  # type: ignore[misc]
+        defaults = {f.name: (f.default if f.default is not dataclasses.MISSING
+                             else f.default_factory())  # type: ignore[misc,operator]
                     for f in dataclasses.fields(cls)}
         kwargs: dict[str, Any] = {}
         for key, v in value.items():

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import contextlib
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
@@ -20,6 +21,7 @@ from .errors import SandboxError, ServiceUnavailable
 
 if TYPE_CHECKING:
     from .api import GcAction, Sandbox
+    from .registry import Registry, WorkspaceRecord
 
 # database objects that only exist while an operation runs; left behind, they are a crash's debris
 TRANSIENT = {"scratch", "baseline-building", "unlabelled", "stale", "interrupted"}
@@ -35,7 +37,7 @@ def collect(sb: "Sandbox", *, dry_run: bool = False) -> list["GcAction"]:
 
     actions: list[GcAction] = []
 
-    def act(action: GcAction, fn: Callable[[], None] | None) -> None:
+    def act(action: GcAction, fn: Callable[[], object] | None) -> None:
         actions.append(action)
         if dry_run or fn is None:
             return
@@ -57,16 +59,16 @@ def collect(sb: "Sandbox", *, dry_run: bool = False) -> list["GcAction"]:
             if work:
                 act(GcAction("workspace", rec.name, rec.name, "mark-broken",
                              "interrupted while creating; its worktree holds work, kept for `sandbox up` to retry"),
-                    lambda rec=rec: reg.set_state(rec.name, "broken", "interrupted while creating"))
+                    partial(reg.set_state, rec.name, "broken", "interrupted while creating"))
             else:
                 act(GcAction("workspace", rec.name, rec.name, "remove", "interrupted while creating: rolled back"),
-                    lambda rec=rec: _rollback(sb, rec))
+                    partial(_rollback, sb, rec))
         elif rec.state == "removing" and not _pid_alive(rec.pid):
             act(GcAction("workspace", rec.name, rec.name, "remove", "interrupted while removing: finished"),
-                lambda rec=rec: _rollback(sb, rec, keep_branch=True))
+                partial(_rollback, sb, rec, keep_branch=True))
         elif rec.state in ("ready", "stopped") and not Path(rec.path).exists():
             act(GcAction("workspace", rec.name, rec.name, "mark-broken", f"worktree {rec.path} is missing"),
-                lambda rec=rec: reg.set_state(rec.name, "broken", "worktree missing"))
+                partial(reg.set_state, rec.name, "broken", "worktree missing"))
 
     def known() -> set[str]:
         # rows rolled back above are gone unless this is a dry run
@@ -83,7 +85,7 @@ def collect(sb: "Sandbox", *, dry_run: bool = False) -> list["GcAction"]:
         for res in runtime.owned(project):
             if res.workspace not in names:
                 act(GcAction(res.kind, res.id, res.workspace, "remove", res.detail or "not in the registry"),
-                    lambda res=res: runtime.remove_owned(res))
+                    partial(runtime.remove_owned, res))
     except ServiceUnavailable as exc:
         actions.append(GcAction("runtime", sb.config.workspace.runtime, None, "skipped", str(exc)))
 
@@ -106,7 +108,7 @@ def collect(sb: "Sandbox", *, dry_run: bool = False) -> list["GcAction"]:
                 if orphan or (transient and quiet):
                     act(GcAction(res.kind, res.id, res.workspace, "remove",
                                  res.detail or "not in the registry"),
-                        lambda res=res: db.remove_owned(res))
+                        partial(db.remove_owned, res))
     except ServiceUnavailable as exc:
         actions.append(GcAction("database", "server", None, "skipped", str(exc)))
 
@@ -121,7 +123,7 @@ def collect(sb: "Sandbox", *, dry_run: bool = False) -> list["GcAction"]:
                                         f"not in the registry but has {len(dirty)} uncommitted change(s)"))
             else:
                 act(GcAction("worktree", str(path), branch, "remove", "not in the registry (branch kept)"),
-                    lambda path=path: sb.git.remove(path))
+                    partial(sb.git.remove, path))
     if not dry_run:
         sb.git.prune()
 
@@ -132,11 +134,11 @@ def collect(sb: "Sandbox", *, dry_run: bool = False) -> list["GcAction"]:
             continue
         if owner not in names and not shared:
             act(GcAction("ports", f"{ports[0]}-{ports[-1]}", owner, "release", "owner not in the registry"),
-                lambda owner=owner: reg.release(owner))
+                partial(reg.release, owner))
     return actions
 
 
-def _rollback(sb: "Sandbox", rec, keep_branch: bool = False) -> None:  # type: ignore[no-untyped-def]
+def _rollback(sb: "Sandbox", rec: "WorkspaceRecord", keep_branch: bool = False) -> None:
     if rec.runtime != "none":
         try:
             sb.runtime_for(rec.runtime).remove(sb.config.project_id, rec.name)
@@ -149,7 +151,7 @@ def _rollback(sb: "Sandbox", rec, keep_branch: bool = False) -> None:  # type: i
     sb.registry.delete(rec.name)
 
 
-def quiet_locks(reg) -> bool:  # type: ignore[no-untyped-def]
+def quiet_locks(reg: "Registry") -> bool:
     """True when no merge or baseline build is running (their transient resources are debris)."""
     try:
         with reg.lock("merge", blocking=False), reg.lock("baseline", blocking=False):

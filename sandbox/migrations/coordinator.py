@@ -56,8 +56,12 @@ def _created_tables(sql: str) -> set[str]:
         return out
     for raw in stmts:
         stmt = raw.stmt
-        if isinstance(stmt, (ast.CreateStmt, ast.CreateTableAsStmt)):
-            rel = stmt.relation if isinstance(stmt, ast.CreateStmt) else stmt.into.rel
+        rel: Any = None
+        if isinstance(stmt, ast.CreateStmt):
+            rel = stmt.relation
+        elif isinstance(stmt, ast.CreateTableAsStmt) and stmt.into is not None:
+            rel = stmt.into.rel
+        if rel is not None:
             out.add(f"{rel.schemaname or 'public'}.{rel.relname}")
     return out
 
@@ -114,16 +118,17 @@ class Coordinator:
         if not main_head or base == main_head:
             return 0
         count, cur = 0, main_head
+        cur_: str | None = cur
         seen: set[str] = set()
-        while cur and cur != base and cur in main_revs and cur not in seen:
-            seen.add(cur)
+        while cur_ and cur_ != base and cur_ in main_revs and cur_ not in seen:
+            seen.add(cur_)
             count += 1
-            downs = main_revs[cur].down_revisions
-            cur = downs[0] if downs else None
+            downs = main_revs[cur_].down_revisions
+            cur_ = downs[0] if downs else None
         return count
 
     def workspace_summary(self, rec: WorkspaceRecord) -> dict[str, Any]:
-        empty = {"head": None, "base_head": None, "new": [], "behind": 0}
+        empty: dict[str, Any] = {"head": None, "base_head": None, "new": [], "behind": 0}
         try:
             if not self.enabled():
                 return empty
@@ -209,17 +214,17 @@ class Coordinator:
         for rev in new:
             for d in rev.down_revisions:
                 children.setdefault(d, []).append(rev.id)
-        for parent, kids in children.items():
+        for fork, kids in children.items():
             if len(kids) > 1:
-                f("branch-point", f"{parent} has {len(kids)} children among the new revisions "
-                  f"({', '.join(kids)}); make them one chain", parent)
+                f("branch-point", f"{fork} has {len(kids)} children among the new revisions "
+                  f"({', '.join(kids)}); make them one chain", fork)
         roots = self._roots(new)
         if len(roots) > 1:
             f("multiple-roots", f"the new revisions start from {len(roots)} roots "
               f"({', '.join(r.id for r in roots)})")
         main_head = main_heads[0] if len(main_heads) == 1 else None
         for root in roots:
-            parent = root.down_revisions[0] if root.down_revisions else None
+            parent: str | None = root.down_revisions[0] if root.down_revisions else None
             if main_head and parent != main_head and not root.is_merge:
                 behind = self._behind_count(main_revs, main_head, parent)
                 f("behind", f"{root.id} revises {parent or 'nothing'}, but main's head is {main_head} "

@@ -371,13 +371,13 @@ class DockerRuntime:
             containers = self.client.containers.list(
                 all=True, filters={"label": [f"{LABEL_PROJECT}={project}", f"{LABEL_ROLE}={ROLE_WORKSPACE}"]})
             for c in containers:
-                found.append(OwnedResource("container", c.id, (c.labels or {}).get(LABEL_WORKSPACE),
+                found.append(OwnedResource("container", str(c.id), (c.labels or {}).get(LABEL_WORKSPACE),
                                            detail=f"{c.name} ({c.status})"))
             networks = self.client.networks.list(
                 filters={"label": [f"{LABEL_PROJECT}={project}", f"{LABEL_ROLE}={ROLE_NETWORK}"]})
             for n in networks:
                 labels = n.attrs.get("Labels") or {}
-                found.append(OwnedResource("network", n.id, labels.get(LABEL_WORKSPACE), detail=n.name))
+                found.append(OwnedResource("network", str(n.id), labels.get(LABEL_WORKSPACE), detail=str(n.name)))
         return found
 
     def remove_owned(self, resource: OwnedResource) -> None:
