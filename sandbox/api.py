@@ -576,6 +576,26 @@ class Sandbox:
     def sync(self, name: str) -> dict[str, Any]:
         return self.coordinator().sync(name)
 
+    # -- storage --------------------------------------------------------------------------------------
+    def storage_init(self, size: str | None = None) -> dict[str, Any]:
+        """Make the copy-on-write pool for snapshot clones (a loop-mounted btrfs image; needs root)."""
+        from .databases.factory import data_home
+        from .databases.storage import detect, parse_size, provision_pool
+        size = size or self.config.database.pool_size
+        try:
+            parse_size(size)
+        except (ValueError, SandboxError) as exc:
+            raise UsageError(f"--size {size!r}: use a size such as 20G or 500M") from exc
+        server = self.registry.get_meta("db.server") if (self.config.state_dir / "registry.db").exists() else None
+        home = data_home(self.config, server or ("local" if self.config.database.server == "local" else "docker"))
+        pool = home / "pool" if home != self.config.state_dir else self.root / self.config.database.pool
+        self.git.ensure_excluded("/.sandbox/")
+        current = detect(pool)
+        if current.kind != "copy":
+            return {"pool": str(pool), "kind": current.kind, "created": False}
+        st = provision_pool(pool, size)
+        return {"pool": str(pool), "kind": st.kind, "created": True, "size": size}
+
     # -- deinit ---------------------------------------------------------------------------------------
     def deinit(self, *, force: bool = False) -> dict[str, Any]:
         """Remove every workspace, the baseline, the servers, the storage pool and ``.sandbox/``.

@@ -237,6 +237,20 @@ def gc(
                   + (f" [{a.workspace}]" if a.workspace else "") + (f": {a.detail}" if a.detail else ""))
 
 
+storage_app = typer.Typer(no_args_is_help=True, help="Copy-on-write storage for snapshot clones.")
+app.add_typer(storage_app, name="storage")
+
+
+@storage_app.command("init")
+def storage_init(
+    size: Annotated[Optional[str], typer.Option("--size", help="Size of the pool image, e.g. 20G.")] = None,
+) -> None:
+    """Make a loop-mounted btrfs pool for snapshot clones when .sandbox is not on copy-on-write storage (root)."""
+    res = _run(lambda: _sandbox().storage_init(size))
+    verb = "created" if res["created"] else "already on copy-on-write storage"
+    out.print(f"{res['pool']}: {verb} ({res['kind']})", markup=False)
+
+
 @app.command()
 def deinit(
     force: Annotated[bool, typer.Option("--force", help="Also remove workspaces holding uncommitted or unmerged work.")] = False,
