@@ -49,6 +49,12 @@ def run_checks(sb: "Sandbox") -> list[Check]:
                             required=False))
     if not (sb.config.state_dir / "registry.db").exists():
         checks.append(Check("state", False, "not initialised", "run `sandbox init`", required=False))
+    else:
+        try:
+            checks.append(Check("strategy", True, f"{sb.db.name} (server {sb.registry.get_meta('db.server')})"))
+            checks += sb.db.doctor()
+        except SandboxError as exc:
+            checks.append(Check("database", False, str(exc), "see the message; `sandbox db baseline --refresh`"))
     return checks
 
 
