@@ -257,6 +257,7 @@ class Coordinator:
     def _dynamic(self, rec: WorkspaceRecord, new: list[Revision], report: Report,
                  run_tests: bool = False) -> None:
         from . import catalog
+        from .lint import parse_suppressions
         tree = self._tree(rec)
         with self.sb.db.scratch(f"gate-{rec.name}") as conn:
             schemas, rename = None, None
@@ -274,9 +275,14 @@ class Coordinator:
                                            f"clone of the baseline: {exc}")])
                     return
                 after = catalog.snapshot(conn, schemas=schemas, rename=rename)
+                supp = parse_suppressions(rev.path.read_text()) if rev.path.exists() else {}
                 for finding in catalog.diff(before, after, revision=rev.id):
-                    if (finding.rule, finding.object, finding.revision) not in static_keys:
-                        report.extend([finding])
+                    if (finding.rule, finding.object, finding.revision) in static_keys:
+                        continue
+                    reason = supp.get(finding.rule) or supp.get("*")
+                    if reason and finding.kind in ("destructive", "lock"):
+                        finding = finding.with_(severity="warning", suppressed=reason)
+                    report.extend([finding])
                 before = after
             if self.sb.config.migrations.roundtrip and new:
                 first = new[0]
