@@ -1,0 +1,243 @@
+#!/usr/bin/env python3
+"""``sandbox up NAME`` against doing the same by hand, in one run.
+
+For each database configuration (default: ``snapshot`` on the Docker server, which is what
+``strategy = "auto"``/``server = "auto"`` resolve to here as root with Docker, and ``template`` on
+a host server, the cheapest database):
+
+* **sandbox up (CLI)**: ``python -m sandbox up NAME`` (worktree + database + container, image
+  present), wall time including interpreter start-up;
+* **sandbox up (library)**: ``Sandbox.up([NAME])``, with a breakdown taken from its progress
+  messages: bookkeeping, worktree (git, ports, network), database, container;
+* **sandbox up --no-container (CLI)**: worktree + database only;
+* **manual**: ``git worktree add -b NAME`` + ``docker run -d`` of the same image with the
+  worktree and the main ``.git`` mounted (what a person would type);
+* **manual, same options**: the same plus what sandbox asks of Docker: its own bridge network,
+  10 published ports, ``--init``, ``--user``, ``--cap-drop ALL``, limits, labels;
+* CLI start-up alone: ``python -m sandbox --help``.
+
+Overhead = sandbox (CLI) − manual; ratio = sandbox ÷ manual. Then ``sandbox up a b c d``
+(created concurrently) against four sequential ``sandbox up`` calls.
+
+Usage: ``python benchmarks/bench_up.py [--quick] [-n 7] [--concurrent-n 3]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common as C  # noqa: E402
+
+SECTION = "up"
+UP_IMPORTS = ("import sandbox.cli, sandbox.runtime.docker, sandbox.databases.factory, "
+              "sandbox.databases.snapshot, sandbox.databases.template, psycopg")
+
+CONFIGS = {
+    "snapshot/docker": {"strategy": "snapshot", "server": "docker"},
+    "template/local": {"strategy": "template", "server": "local"},
+}
+
+
+def sb_rm(project: Path, *names: str) -> None:
+    sb = C.open_sandbox(project)
+    for n in names:
+        try:
+            sb.rm(n, force=True, delete_branch=True)
+        except Exception as exc:  # noqa: BLE001
+            C.log(f"rm {n}: {type(exc).__name__}: {exc}")
+
+
+def up_cli(project: Path, *names: str, extra: tuple[str, ...] = ()) -> float:
+    t, res = C.timed(lambda: C.sandbox_cli(project, "up", *names, *extra, check=False))
+    if res.returncode != 0:
+        raise RuntimeError(f"sandbox up {' '.join(names)} exited {res.returncode}: {res.stderr.strip()[-600:]}")
+    return t
+
+
+def up_lib(project: Path, name: str) -> tuple[float, dict[str, float]]:
+    marks: list[tuple[str, float]] = []
+
+    def progress(msg: str) -> None:
+        marks.append((msg, time.perf_counter()))
+    t0 = time.perf_counter()
+    sb = C.open_sandbox(project, progress=progress)
+    res = sb.up([name])
+    t1 = time.perf_counter()
+    if not res[0].ok:
+        raise RuntimeError(f"up {name}: {res[0].error}")
+
+    def at(prefix: str) -> float | None:
+        for msg, t in marks:
+            if msg.startswith(f"{name}: {prefix}"):
+                return t
+        return None
+    tw, td, tc = at("worktree"), at("database"), at("container")
+    phases = {"bookkeeping": (tw or t0) - t0,
+              "worktree+ports+network": (td - tw) if td and tw else float("nan"),
+              "database": (tc - td) if tc and td else float("nan"),
+              "container": (t1 - tc) if tc else float("nan")}
+    return t1 - t0, phases
+
+
+def manual(project: Path, name: str, *, same_options: bool, image: str) -> float:
+    path = C.WORK / "manual-wt" / name
+    common = project / ".git"
+    cname = f"sbx-bench-manual-{name}"
+    uid, gid = os.getuid(), os.getgid()
+
+    def run() -> None:
+        subprocess.run(["git", "-C", str(project), "worktree", "add", "-q", "-b", name, str(path)],
+                       check=True, capture_output=True)
+        argv = ["docker", "run", "-d", "--name", cname,
+                "--mount", f"type=bind,source={path},target={path}",
+                "--mount", f"type=bind,source={common},target={common}", "-w", str(path)]
+        if same_options:
+            subprocess.run(["docker", "network", "create", cname], check=True, capture_output=True)
+            base = C.free_block(46000 + 10 * (abs(hash(name)) % 200), 10)
+            argv += ["--network", cname, "--init", "--user", f"{uid}:{gid}", "--cap-drop", "ALL",
+                     "--security-opt", "no-new-privileges", "--pids-limit", "1024", "--memory", "2g",
+                     "--cpus", str(min(2, os.cpu_count() or 1)), "--add-host", "host.docker.internal:host-gateway",
+                     "--label", "bench=1", "-e", "HOME=/tmp", "-p", f"127.0.0.1:{base}-{base + 9}:{base}-{base + 9}"]
+        argv += [image, "sleep", "infinity"]
+        r = subprocess.run(argv, capture_output=True, text=True)
+        if r.returncode != 0:
+            raise RuntimeError(f"docker run exited {r.returncode}: {r.stderr.strip()[-400:]}")
+    try:
+        t, _ = C.timed(run)
+    finally:
+        C.docker_rm(cname)
+        if same_options:
+            subprocess.run(["docker", "network", "rm", cname], capture_output=True)
+        subprocess.run(["git", "-C", str(project), "worktree", "remove", "--force", str(path)], capture_output=True)
+        subprocess.run(["git", "-C", str(project), "branch", "-D", name], capture_output=True)
+    return t
+
+
+def bench_config(label: str, cfg: dict[str, str], n: int, cn: int, port_base: int) -> dict[str, Any]:
+    project = C.make_project(f"up-{cfg['strategy']}", strategy=cfg["strategy"], server=cfg["server"],
+                             runtime="docker", port_base=port_base)
+    out: dict[str, Any] = {"cli": [], "lib": [], "phases": [], "nocont": [], "manual": [], "manual_same": [],
+                           "conc": [], "seq": []}
+    try:
+        C.log(f"[{label}] init")
+        sb = C.open_sandbox(project)
+        sb.init()
+        # warm-up (first container on a new network, page cache): not counted
+        up_cli(project, "warm")
+        sb_rm(project, "warm")
+        for i in range(n):
+            C.log(f"[{label}] run {i + 1}/{n}")
+            out["cli"].append(up_cli(project, f"c{i}"))
+            sb_rm(project, f"c{i}")
+            t, ph = up_lib(project, f"l{i}")
+            out["lib"].append(t)
+            out["phases"].append(ph)
+            sb_rm(project, f"l{i}")
+            out["nocont"].append(up_cli(project, f"n{i}", extra=("--no-container",)))
+            sb_rm(project, f"n{i}")
+            out["manual"].append(manual(project, f"m{i}", same_options=False, image=C.WS_IMAGE))
+            out["manual_same"].append(manual(project, f"s{i}", same_options=True, image=C.WS_IMAGE))
+        for i in range(cn):
+            names = [f"p{i}{x}" for x in "abcd"]
+            C.log(f"[{label}] up {' '.join(names)} (concurrent) vs sequential, {i + 1}/{cn}")
+            out["conc"].append(up_cli(project, *names))
+            sb_rm(project, *names)
+            names = [f"q{i}{x}" for x in "abcd"]
+            out["seq"].append(sum(up_cli(project, nm) for nm in names))
+            sb_rm(project, *names)
+    finally:
+        C.cleanup_project(project)
+        with __import__("contextlib").suppress(OSError):
+            (C.WORK / "manual-wt").rmdir()
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="N=2, one concurrent round, one configuration")
+    ap.add_argument("-n", type=int, default=None, help="runs per measurement (7)")
+    ap.add_argument("--concurrent-n", type=int, default=None, help="rounds of 4-up vs 4 sequential (3)")
+    ap.add_argument("--config", choices=list(CONFIGS), action="append",
+                    help="database configuration(s) to run (default: all)")
+    ap.add_argument("--no-write", action="store_true")
+    args = ap.parse_args()
+    n = args.n or (2 if args.quick else 7)
+    cn = args.concurrent_n or (1 if args.quick else 3)
+    configs = args.config or (["snapshot/docker"] if args.quick else list(CONFIGS))
+    header = C.run_header("bench_up.py", sys.argv[1:])
+    t0 = time.perf_counter()
+
+    # CLI start-up alone
+    startup = [C.timed(lambda: subprocess.run([sys.executable, "-m", "sandbox", "--help"], capture_output=True,
+                                              env={**os.environ, "PYTHONPATH": str(C.REPO)}))[0]
+               for _ in range(n)]
+    # what a CLI process pays before doing anything: interpreter + the modules `up` needs
+    imports = [C.timed(lambda: subprocess.run([sys.executable, "-c", UP_IMPORTS], capture_output=True,
+                                              env={**os.environ, "PYTHONPATH": str(C.REPO)}))[0]
+               for _ in range(n)]
+    results = {}
+    for i, label in enumerate(configs):
+        results[label] = bench_config(label, CONFIGS[label], n, cn, 45000 + 1000 * i)
+    elapsed = time.perf_counter() - t0
+
+    md = ["## Workspace creation (`bench_up.py`)", "", header,
+          f"N = {n} per row (median); {cn} rounds of the concurrency comparison. Image present, "
+          "one warm-up `up` not counted. `python -m sandbox --help` (interpreter + imports): "
+          f"**{C.fmt_s(C.median(startup))}**; a process importing what `up` needs (CLI, docker SDK, "
+          f"psycopg, strategies): **{C.fmt_s(C.median(imports))}**.", ""]
+    plain = []
+    goals = []
+    for label, r in results.items():
+        man = C.median(r["manual"])
+        cli = C.median(r["cli"])
+        rows = [
+            ["sandbox up NAME (CLI)", C.fmt_s(cli), f"+{C.fmt_s(cli - man)}", C.fmt_ratio(cli / man)],
+            ["sandbox up NAME (library)", C.fmt_s(C.median(r["lib"])), f"+{C.fmt_s(C.median(r['lib']) - man)}",
+             C.fmt_ratio(C.median(r["lib"]) / man)],
+            ["sandbox up NAME --no-container (CLI)", C.fmt_s(C.median(r["nocont"])), "", ""],
+            ["manual: git worktree add + docker run -d", C.fmt_s(man), "(reference)", "1.00×"],
+            ["manual, same Docker options (network, 10 ports, caps, limits)", C.fmt_s(C.median(r["manual_same"])),
+             f"+{C.fmt_s(C.median(r['manual_same']) - man)}", C.fmt_ratio(C.median(r["manual_same"]) / man)],
+        ]
+        headers = ["what", "median", "vs manual", "ratio"]
+        phase_rows = [[k, C.fmt_s(C.median([p[k] for p in r["phases"]]))] for k in r["phases"][0]]
+        conc, seq = C.median(r["conc"]), C.median(r["seq"])
+        md += [f"### database {label}", "", C.md_table(headers, rows), "",
+               "Breakdown of the library `up` (from its progress messages, medians):", "",
+               C.md_table(["phase", "median"], phase_rows), "",
+               f"`sandbox up a b c d` (concurrent): **{C.fmt_s(conc)}** vs four sequential `sandbox up`: "
+               f"**{C.fmt_s(seq)}** → {C.fmt_ratio(seq / conc)} faster ({C.fmt_s(conc / 4)} per workspace).", ""]
+        plain += [f"database {label}", C.table(headers, rows), C.table(["phase", "median"], phase_rows),
+                  f"4 concurrent {C.fmt_s(conc)} vs 4 sequential {C.fmt_s(seq)}", ""]
+        over = cli - man
+        lib = C.median(r["lib"])
+        ph = {k: C.median([p[k] for p in r["phases"]]) for k in r["phases"][0]}
+        docker_opts = C.median(r["manual_same"]) - man
+        md += [f"Where the {C.fmt_s(over)} overhead goes: new process and imports (CLI − library) "
+               f"{C.fmt_s(cli - lib)}; the database {C.fmt_s(ph['database'])}; Docker options sandbox uses "
+               f"(own network, 10 published ports, init, limits: manual-same − manual) {C.fmt_s(docker_opts)}; "
+               f"bookkeeping + worktree + ports + network {C.fmt_s(ph['bookkeeping'] + ph['worktree+ports+network'])} "
+               f"(manual's worktree+run is the reference).", ""]
+        goals += [f"- {label}: overhead sandbox − manual {C.fmt_s(over)} (goal < 0.5 s) → "
+                  f"**{'met' if over < 0.5 else 'missed'}**; median `up` {C.fmt_s(cli)} (goal < 1.5 s) → "
+                  f"**{'met' if cli < 1.5 else 'missed'}**"]
+    md += ["### Goals", "", *goals, "",
+           "Note: `sandbox up` also creates the workspace's own PostgreSQL database; the manual rows have none. "
+           "The `--no-container` row and the breakdown show what the database part costs. "
+           f"Total wall time {C.fmt_s(elapsed)}.", ""]
+    print("\n".join(plain))
+    print("\n".join(goals))
+    if not args.no_write:
+        C.update_results(SECTION, "\n".join(md))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
