@@ -89,6 +89,53 @@ class WorkspaceRecord:
     data: dict[str, Any] = field(default_factory=dict)
 
 
+def host_state_dir() -> Path:
+    """Where host-wide state lives (port reservations shared by every project on this host)."""
+    env = os.environ.get("SANDBOX_HOST_STATE")
+    if env:
+        return Path(env)
+    if os.geteuid() == 0:
+        return Path("/var/lib/sandbox")
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "sandbox"
+
+
+class HostPorts:
+    """Port reservations of every sandbox project on this host.
+
+    Each project's registry hands out its own ports; without a host-wide view, a stopped
+    workspace's port could be given to another project and its next start would fail.
+    Reservations of projects whose registry no longer exists are dropped.
+    """
+
+    def __init__(self, directory: Path | None = None) -> None:
+        self.dir = directory or host_state_dir()
+        self.path = self.dir / "ports.db"
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection | None]:
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        except (OSError, sqlite3.Error):
+            yield None      # no writable host state: fall back to the project's own view
+            return
+        try:
+            conn.execute("PRAGMA busy_timeout = 30000")
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("CREATE TABLE IF NOT EXISTS reservations (port INTEGER PRIMARY KEY, "
+                         "registry TEXT NOT NULL, owner TEXT NOT NULL, purpose TEXT NOT NULL)")
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+        finally:
+            conn.close()
+
+
 def _port_free(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -102,9 +149,10 @@ def _port_free(port: int) -> bool:
 class Registry:
     """Workspaces and their state machine, port blocks, allowances, merges, meta."""
 
-    def __init__(self, state_dir: Path) -> None:
+    def __init__(self, state_dir: Path, host_ports: HostPorts | None = None) -> None:
         self.state_dir = state_dir
         self.path = state_dir / "registry.db"
+        self.host = host_ports or HostPorts()
         self.locks_dir = state_dir / "locks"
         state_dir.mkdir(parents=True, exist_ok=True)
         self.locks_dir.mkdir(exist_ok=True)
@@ -208,7 +256,7 @@ class Registry:
     def delete(self, name: str) -> None:
         with self.transaction() as conn:
             conn.execute("DELETE FROM workspaces WHERE name = ?", (name,))
-            conn.execute("DELETE FROM ports WHERE owner = ?", (name,))
+        self.release(name)
 
     # -- ports ----------------------------------------------------------------------------
     def allocate(self, owner: str, purpose: str, count: int = 1, *, base: int = 20000,
@@ -218,20 +266,34 @@ class Registry:
         Blocks are aligned to ``count`` from ``base``; ports already bound by some
         other process on 127.0.0.1 are skipped.
         """
-        with self.transaction() as conn:
+        me = str(self.path.resolve())
+        with self.transaction() as conn, self.host.transaction() as host:
             mine = [r[0] for r in conn.execute(
                 "SELECT port FROM ports WHERE owner = ? AND purpose = ? ORDER BY port", (owner, purpose))]
             if len(mine) == count:
+                if host is not None:
+                    host.executemany("INSERT OR IGNORE INTO reservations VALUES (?,?,?,?)",
+                                     [(p, me, owner, purpose) for p in mine])
                 return mine
             if mine:
                 conn.execute("DELETE FROM ports WHERE owner = ? AND purpose = ?", (owner, purpose))
             taken = {r[0] for r in conn.execute("SELECT port FROM ports")}
+            if host is not None:
+                host.execute("DELETE FROM reservations WHERE registry = ? AND owner = ? AND purpose = ?",
+                             (me, owner, purpose))
+                for registry in [r[0] for r in host.execute("SELECT DISTINCT registry FROM reservations")]:
+                    if registry != me and not Path(registry).exists():
+                        host.execute("DELETE FROM reservations WHERE registry = ?", (registry,))
+                taken |= {r[0] for r in host.execute("SELECT port FROM reservations WHERE registry != ?", (me,))}
             start = base
             while start + count - 1 <= limit:
                 block = list(range(start, start + count))
                 if not taken.intersection(block) and all(_port_free(p) for p in block):
                     conn.executemany("INSERT INTO ports (port, owner, purpose) VALUES (?,?,?)",
                                      [(p, owner, purpose) for p in block])
+                    if host is not None:
+                        host.executemany("INSERT OR REPLACE INTO reservations VALUES (?,?,?,?)",
+                                         [(p, me, owner, purpose) for p in block])
                     return block
                 start += count
         raise WorkspaceError(f"no free block of {count} ports from {base} to {limit}")
@@ -253,11 +315,17 @@ class Registry:
             return out
 
     def release(self, owner: str, purpose: str | None = None) -> None:
-        with self.transaction() as conn:
+        me = str(self.path.resolve())
+        with self.transaction() as conn, self.host.transaction() as host:
             if purpose is None:
                 conn.execute("DELETE FROM ports WHERE owner = ?", (owner,))
+                if host is not None:
+                    host.execute("DELETE FROM reservations WHERE registry = ? AND owner = ?", (me, owner))
             else:
                 conn.execute("DELETE FROM ports WHERE owner = ? AND purpose = ?", (owner, purpose))
+                if host is not None:
+                    host.execute("DELETE FROM reservations WHERE registry = ? AND owner = ? AND purpose = ?",
+                                 (me, owner, purpose))
 
     # -- meta, allowances, merges ---------------------------------------------------------
     def get_meta(self, key: str) -> str | None:

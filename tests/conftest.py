@@ -39,6 +39,19 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+@pytest.fixture(scope="session", autouse=True)
+def isolated_host_state(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Host-wide port reservations of the tests live in a folder of their own (subprocesses inherit it)."""
+    path = tmp_path_factory.mktemp("host-state")
+    old = os.environ.get("SANDBOX_HOST_STATE")
+    os.environ["SANDBOX_HOST_STATE"] = str(path)
+    yield path
+    if old is None:
+        os.environ.pop("SANDBOX_HOST_STATE", None)
+    else:
+        os.environ["SANDBOX_HOST_STATE"] = old
+
+
 @pytest.fixture(scope="session")
 def docker_client():  # type: ignore[no-untyped-def]
     try:

@@ -64,3 +64,21 @@ def test_wal_mode(tmp_path: Path) -> None:
     Registry(tmp_path)
     conn = sqlite3.connect(tmp_path / "registry.db")
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_projects_on_one_host_never_share_a_port(tmp_path: Path) -> None:
+    import shutil
+
+    from sandbox.registry import HostPorts
+    host = HostPorts(tmp_path / "host")
+    a = Registry(tmp_path / "a" / ".sandbox", host)
+    b = Registry(tmp_path / "b" / ".sandbox", host)
+    pa = a.allocate("ws", "db", 1, base=33000)
+    a.release("other")  # a stopped workspace keeps its port...
+    pb = b.allocate("ws", "db", 1, base=33000)
+    assert pa != pb     # ...and another project does not get it
+    assert a.allocate("ws", "db", 1, base=33000) == pa
+    # a project deleted without deinit does not hold its ports forever
+    shutil.rmtree(tmp_path / "a")
+    c = Registry(tmp_path / "c" / ".sandbox", host)
+    assert c.allocate("ws", "db", 1, base=33000) == pa
