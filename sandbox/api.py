@@ -408,8 +408,9 @@ class Sandbox:
                         self.environment(rec, container=rec.runtime == "docker", db=db))
             if rec.runtime != "none":
                 if db.container_host is None:
-                    self.progress(f"{name}: warning: the container cannot reach this database (its server "
-                                  "listens on the host's 127.0.0.1); use [database] server = \"docker\"")
+                    self.progress(f"{name}: warning: no address of the database is known inside the container "
+                                  "(a local server listens on the host's 127.0.0.1 only); "
+                                  "[database] server = \"docker\" gives one")
                 self.progress(f"{name}: container")
                 runtime.up(self.spec(rec, db))
             undo.pop_all()
