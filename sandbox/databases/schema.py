@@ -77,16 +77,14 @@ from ..checks import Check, OwnedResource
 from ..errors import DatabaseError, UsageError
 from ..names import pg_name, validate_name
 from .base import BackendContext, CheckpointInfo, ConnInfo, Server
+from .shared import SharedServerStrategy
 from .pgadmin import (
-    SecretStore,
     advisory_lock,
     check_label,
-    connect,
     create_or_update_role,
     dump_schema_sql,
     exists,
     find_tool,
-    guard,
     ident,
     meta_comment,
     name_key,
@@ -101,21 +99,18 @@ from .pgadmin import (
 )
 
 
-class SchemaStrategy:
+class SchemaStrategy(SharedServerStrategy):
     """A :class:`~sandbox.databases.base.Strategy`: a schema and a role per workspace in one database."""
 
     name = "schema"
 
     def __init__(self, ctx: BackendContext, server: Server) -> None:
-        self.ctx = ctx
-        self.server = server
+        super().__init__(ctx, server)
         pid = ctx.project_id
         self.shared_db = pg_name(pid, "shared", "db")
         self.base_schema = pg_name(pid, "baseline", "base")
         self._new_schema = pg_name(pid, "baseline_new", "base")
         self._old_schema = pg_name(pid, "baseline_old", "base")
-        self.owner_role = pg_name(pid, "owner", "base")
-        self.secrets = SecretStore(ctx.state_dir)
         self.cache_dir = Path(ctx.state_dir) / "db" / "schema"
         self._lock_key = f"{self.shared_db}:catalog"
 
@@ -123,15 +118,7 @@ class SchemaStrategy:
 
     def schema_name(self, ws: str) -> str:
         """The schema of a workspace; its role has the same name."""
-        return pg_name(self.ctx.project_id, name_key(validate_name(ws)), "ws")
-
-    def _guard(self, name: str) -> str:
-        return guard(self.ctx.project_id, name)
-
-    @contextmanager
-    def _admin(self, dbname: str | None = None) -> Iterator[psycopg.Connection[Any]]:
-        with connect(self.server.admin(), dbname=dbname) as conn:
-            yield conn
+        return self._ws_ident(ws)
 
     def _conninfo(self, schema: str, user: str, password: str, network: str | None,
                   extra_options: str = "") -> ConnInfo:
@@ -168,13 +155,8 @@ class SchemaStrategy:
     def _ensure_role(self, conn: psycopg.Connection[Any], role: str, kind: str, ws: str | None,
                      *, locked: bool = False) -> str:
         """The role's password; the role is created (or repaired) and may connect to the shared database."""
-        password = self.secrets.read(role)
-        if password and exists(conn, "pg_roles", role):
-            return password
-        if not password:
-            password, _ = self.secrets.get_or_create(role)
-        self._create_role(conn, role, password, meta_comment(self.ctx.project_id, kind, ws), locked=locked)
-        return password
+        return self._role_password(conn, role, lambda password: self._create_role(
+            conn, role, password, meta_comment(self.ctx.project_id, kind, ws), locked=locked))
 
     def _create_role(self, conn: psycopg.Connection[Any], role: str, password: str, comment: str,
                      *, locked: bool = False) -> None:
@@ -400,14 +382,6 @@ class SchemaStrategy:
                 return False
         with self._admin(self.shared_db) as conn, translate(f"looking for the schema of {ws!r}"):
             return exists(conn, "pg_namespace", schema)
-
-    def start(self, ws: str, network: str | None = None) -> None:
-        """The server is shared: make sure it runs (and is reachable from ``network``)."""
-        self.server.ensure_running()
-        self.server.attach(network)
-
-    def stop(self, ws: str) -> None:
-        """Nothing to stop: the server is shared with the other workspaces."""
 
     def reset(self, ws: str, network: str | None = None) -> ConnInfo:
         """A fresh copy of the current baseline; role and password stay. Disconnects clients."""

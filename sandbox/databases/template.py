@@ -52,14 +52,12 @@ from ..checks import Check, OwnedResource
 from ..errors import DatabaseError, UsageError
 from ..names import pg_name, validate_name
 from .base import BackendContext, CheckpointInfo, ConnInfo, Server
+from .shared import SharedServerStrategy
 from .pgadmin import (
-    SecretStore,
     advisory_lock,
     check_label,
-    connect,
     create_or_update_role,
     exists,
-    guard,
     ident,
     label_key,
     meta_comment,
@@ -76,25 +74,22 @@ from .pgadmin import (
 COPY_RETRIES = 6
 
 
-class TemplateStrategy:
+class TemplateStrategy(SharedServerStrategy):
     """A :class:`~sandbox.databases.base.Strategy` on any server sandbox may administer."""
 
     name = "template"
 
     def __init__(self, ctx: BackendContext, server: Server) -> None:
-        self.ctx = ctx
-        self.server = server
+        super().__init__(ctx, server)
         pid = ctx.project_id
         self.baseline_db = pg_name(pid, "baseline", "base")
         self.view_db = pg_name(pid, "view", "base")
-        self.owner_role = pg_name(pid, "owner", "base")
-        self.secrets = SecretStore(ctx.state_dir)
 
     # ------------------------------------------------------------------ names
 
     def db_name(self, ws: str) -> str:
         """The database of a workspace; its role has the same name."""
-        return pg_name(self.ctx.project_id, name_key(validate_name(ws)), "ws")
+        return self._ws_ident(ws)
 
     def _checkpoint_db(self, ws: str, label: str) -> str:
         return pg_name(self.ctx.project_id, label_key(ws, label), "ckpt")
@@ -103,15 +98,7 @@ class TemplateStrategy:
         """A short-lived name derived from ``target`` (``tmp`` while building, ``old`` while swapping)."""
         return pg_name(self.ctx.project_id, hashlib.sha1(target.encode()).hexdigest()[:12], kind)
 
-    def _guard(self, name: str) -> str:
-        return guard(self.ctx.project_id, name)
-
     # ------------------------------------------------------------------ connections
-
-    @contextmanager
-    def _admin(self, dbname: str | None = None) -> Iterator[psycopg.Connection[Any]]:
-        with connect(self.server.admin(), dbname=dbname) as conn:
-            yield conn
 
     def _conninfo(self, db: str, user: str, password: str, network: str | None) -> ConnInfo:
         admin = self.server.admin()
@@ -121,14 +108,8 @@ class TemplateStrategy:
 
     def _ensure_role(self, conn: psycopg.Connection[Any], role: str, kind: str, ws: str | None) -> str:
         """The role's password; the role is created, or repaired when its secret was lost."""
-        password = self.secrets.read(role)
-        if password and exists(conn, "pg_roles", role):
-            return password
-        if not password:
-            password, _ = self.secrets.get_or_create(role)
-        create_or_update_role(conn, role, password, meta_comment(self.ctx.project_id, kind, ws),
-                              self.ctx.project_id)
-        return password
+        return self._role_password(conn, role, lambda password: create_or_update_role(
+            conn, role, password, meta_comment(self.ctx.project_id, kind, ws), self.ctx.project_id))
 
     # ------------------------------------------------------------------ database primitives
 
@@ -397,14 +378,6 @@ class TemplateStrategy:
         db = self.db_name(ws)
         with self._admin() as conn, translate(f"looking for the database of {ws!r}"):
             return exists(conn, "pg_database", db)
-
-    def start(self, ws: str, network: str | None = None) -> None:
-        """The server is shared: make sure it runs (and is reachable from ``network``)."""
-        self.server.ensure_running()
-        self.server.attach(network)
-
-    def stop(self, ws: str) -> None:
-        """Nothing to stop: the server is shared with the other workspaces."""
 
     def reset(self, ws: str, network: str | None = None) -> ConnInfo:
         """A fresh clone of the current baseline; role and password stay. Disconnects clients."""

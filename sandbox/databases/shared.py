@@ -1,0 +1,54 @@
+"""What the ``template`` and ``schema`` strategies share: one server that sandbox administers,
+workspace identifiers made by ``pg_name``, a guard on every name, and per-role secrets."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
+
+import psycopg
+
+from ..names import pg_name, validate_name
+from .base import BackendContext, Server
+from .pgadmin import SecretStore, connect, exists, guard, name_key
+
+
+class SharedServerStrategy:
+    """Base of the strategies that put every workspace on one shared server."""
+
+    def __init__(self, ctx: BackendContext, server: Server) -> None:
+        self.ctx = ctx
+        self.server = server
+        self.owner_role = pg_name(ctx.project_id, "owner", "base")
+        self.secrets = SecretStore(ctx.state_dir)
+
+    def _ws_ident(self, ws: str) -> str:
+        """The database or schema of a workspace; its role has the same name."""
+        return pg_name(self.ctx.project_id, name_key(validate_name(ws)), "ws")
+
+    def _guard(self, name: str) -> str:
+        return guard(self.ctx.project_id, name)
+
+    @contextmanager
+    def _admin(self, dbname: str | None = None) -> Iterator[psycopg.Connection[Any]]:
+        with connect(self.server.admin(), dbname=dbname) as conn:
+            yield conn
+
+    def _role_password(self, conn: psycopg.Connection[Any], role: str,
+                       create: Callable[[str], None]) -> str:
+        """The role's password; ``create(password)`` makes (or repairs) the role when it or its secret is lost."""
+        password = self.secrets.read(role)
+        if password and exists(conn, "pg_roles", role):
+            return password
+        if not password:
+            password, _ = self.secrets.get_or_create(role)
+        create(password)
+        return password
+
+    def start(self, ws: str, network: str | None = None) -> None:
+        """The server is shared: make sure it runs (and is reachable from ``network``)."""
+        self.server.ensure_running()
+        self.server.attach(network)
+
+    def stop(self, ws: str) -> None:
+        """Nothing to stop: the server is shared with the other workspaces."""
