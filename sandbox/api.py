@@ -366,10 +366,7 @@ class Sandbox:
                 self.registry.set_state(name, "creating", rec.cause)
             try:
                 self._create(rec, from_ref)
-            except HookFailed as exc:
-                self.registry.set_state(name, "broken", str(exc))
-                raise
-            except BaseException as exc:
+            except BaseException as exc:  # a failed hook keeps everything; other failures were undone
                 self.registry.set_state(name, "broken", str(exc) or type(exc).__name__)
                 raise
             self.registry.set_state(name, "ready")

@@ -27,13 +27,8 @@ if TYPE_CHECKING:
 TRANSIENT = {"scratch", "baseline-building", "unlabelled", "stale", "interrupted"}
 
 
-def _pid_alive(pid: int | None) -> bool:
-    from .api import _pid_alive as alive
-    return alive(pid)
-
-
 def collect(sb: "Sandbox", *, dry_run: bool = False) -> list["GcAction"]:
-    from .api import GcAction
+    from .api import GcAction, _pid_alive
 
     actions: list[GcAction] = []
 

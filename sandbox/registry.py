@@ -89,6 +89,30 @@ class WorkspaceRecord:
     data: dict[str, Any] = field(default_factory=dict)
 
 
+@contextlib.contextmanager
+def _sqlite(path: Path) -> Iterator[sqlite3.Connection]:
+    """A connection in WAL mode that waits for other processes' locks instead of failing."""
+    conn = sqlite3.connect(path, timeout=30, isolation_level=None)
+    try:
+        conn.execute("PRAGMA busy_timeout = 30000")
+        conn.execute("PRAGMA journal_mode = WAL")
+        yield conn
+    finally:
+        conn.close()
+
+
+@contextlib.contextmanager
+def _immediate(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """A short write transaction that holds the write lock from its start."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
 def host_state_dir() -> Path:
     """Where host-wide state lives (port reservations shared by every project on this host)."""
     env = os.environ.get("SANDBOX_HOST_STATE")
@@ -114,26 +138,19 @@ class HostPorts:
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection | None]:
-        try:
-            self.dir.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-        except (OSError, sqlite3.Error):
-            yield None      # no writable host state: fall back to the project's own view
-            return
-        try:
-            conn.execute("PRAGMA busy_timeout = 30000")
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute("CREATE TABLE IF NOT EXISTS reservations (port INTEGER PRIMARY KEY, "
-                         "registry TEXT NOT NULL, owner TEXT NOT NULL, purpose TEXT NOT NULL)")
-            conn.execute("BEGIN IMMEDIATE")
+        with contextlib.ExitStack() as stack:
             try:
-                yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
-        finally:
-            conn.close()
+                self.dir.mkdir(parents=True, exist_ok=True)
+                conn = stack.enter_context(_sqlite(self.path))
+                conn.execute("CREATE TABLE IF NOT EXISTS reservations (port INTEGER PRIMARY KEY, "
+                             "registry TEXT NOT NULL, owner TEXT NOT NULL, purpose TEXT NOT NULL)")
+            except (OSError, sqlite3.Error):
+                conn = None     # no writable host state: fall back to the project's own view
+            if conn is None:
+                yield None
+            else:
+                with _immediate(conn):
+                    yield conn
 
 
 def _port_free(port: int) -> bool:
@@ -162,29 +179,18 @@ class Registry:
     @contextlib.contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
         try:
-            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-        except sqlite3.Error as exc:
-            raise SandboxError(f"cannot open the registry {self.path}: {exc}") from exc
-        try:
-            conn.execute("PRAGMA busy_timeout = 30000")
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute("PRAGMA synchronous = NORMAL")
-            conn.row_factory = sqlite3.Row
-            yield conn
-        finally:
-            conn.close()
+            with _sqlite(self.path) as conn:
+                conn.execute("PRAGMA synchronous = NORMAL")
+                conn.row_factory = sqlite3.Row
+                yield conn
+        except sqlite3.OperationalError as exc:
+            raise SandboxError(f"the registry {self.path} is unusable: {exc}") from exc
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """A short write transaction that holds the write lock from its start."""
-        with self._connect() as conn:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
+        with self._connect() as conn, _immediate(conn):
+            yield conn
 
     # -- locks --------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -251,7 +257,9 @@ class Registry:
             conn.execute(f"UPDATE workspaces SET {cols} WHERE name = ?", (*fields.values(), name))
 
     def set_state(self, name: str, state: str, cause: str | None = None) -> None:
-        self.update(name, state=state, cause=cause, pid=os.getpid() if state == "creating" else None)
+        # transitional states record their process, so gc can tell a crash from work in progress
+        self.update(name, state=state, cause=cause,
+                    pid=os.getpid() if state in ("creating", "removing") else None)
 
     def delete(self, name: str) -> None:
         with self.transaction() as conn:

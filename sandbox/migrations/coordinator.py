@@ -74,14 +74,18 @@ class Coordinator:
         self.root = sb.root
         self.tool = sb.tool
         self.policy = sb.config.migrations.policy
+        self._main_cache: tuple[dict[str, Revision], list[str]] | None = None
+        self._changed_cache: dict[Path, set[str]] = {}
 
     # -- reading trees -------------------------------------------------------------------------
     def enabled(self) -> bool:
         return self.tool.available(self.root)
 
     def _main(self) -> tuple[dict[str, Revision], list[str]]:
-        revs = self.tool.revisions(self.root)
-        return revs, self.tool.heads(self.root)
+        """Main's revisions and heads, read once per command (``_git_merge`` forgets them)."""
+        if self._main_cache is None:
+            self._main_cache = (self.tool.revisions(self.root), self.tool.heads(self.root))
+        return self._main_cache
 
     def _tree(self, rec: WorkspaceRecord) -> Path:
         return Path(rec.path)
@@ -331,18 +335,24 @@ class Coordinator:
             res = _git(tree, *args, check=False)
             files = [ln for ln in res.stdout.splitlines() if ln]
             # main's own code using the object is main's business; count files that differ from main
-            changed = set(_git(tree, "diff", "--name-only", self.sb.git.main_branch(), check=False).stdout.split())
-            changed |= set(_git(tree, "ls-files", "--others", "--exclude-standard", check=False).stdout.split())
-            if any(fl in changed for fl in files):
+            if any(fl in self._changed_files(tree) for fl in files):
                 hits.append(other.name)
                 continue
             if self._holds_more_rows(other, parts):
                 hits.append(other.name)
         return tuple(hits)
 
+    def _changed_files(self, tree: Path) -> set[str]:
+        """Files a worktree changed or added compared with main (once per tree and command)."""
+        if tree not in self._changed_cache:
+            changed = set(_git(tree, "diff", "--name-only", self.sb.git.main_branch(), check=False).stdout.split())
+            changed |= set(_git(tree, "ls-files", "--others", "--exclude-standard", check=False).stdout.split())
+            self._changed_cache[tree] = changed
+        return self._changed_cache[tree]
+
     def _migrations_dirs(self) -> list[str]:
         dirs = set()
-        for rev in self.tool.revisions(self.root).values():
+        for rev in self._main()[0].values():
             try:
                 dirs.add(str(rev.path.parent.relative_to(self.root)))
             except ValueError:
@@ -411,7 +421,7 @@ class Coordinator:
         report.extend(self._ordering(rec, main_revs, main_heads, new))
         if new:
             self._static(rec, new, report)
-            if report.ok or all(f.kind != "ordering" for f in report.findings):
+            if report.ok:   # only ordering findings so far: replaying needs the right parent
                 self._dynamic(rec, new, report, run_tests=dry_run_tests)
             else:
                 report.extra.setdefault("notes", []).append(
@@ -494,8 +504,7 @@ class Coordinator:
             old = self._rewrite_root(rec)
             if old is None and not merged:
                 return {"name": name, "rebased": False, "message": f"{name}: already on main's head"}
-            from ..registry import now
-            cp = self._rebuild_db(rec, "pre-rebase-" + now().replace(":", "").replace("+", "")[:17])
+            cp = self._rebuild_db(rec, _save_point("pre-rebase"))
         _, heads = self._main()
         msg = f"{name}: " + (f"root moved from {old} onto {heads[0]}" if old else "main merged in")
         msg += "; database reset to the baseline and upgraded" + (f" (previous data in checkpoint {cp})" if cp else "")
@@ -509,8 +518,7 @@ class Coordinator:
             cp = None
             if merged or old:
                 if old:
-                    from ..registry import now
-                    cp = self._rebuild_db(rec, "pre-sync-" + now().replace(":", "").replace("+", "")[:17])
+                    cp = self._rebuild_db(rec, _save_point("pre-sync"))
                 elif rec.strategy and self.tool.available(self._tree(rec)):
                     # nothing of ours to move: bring the database forward in place, keeping its data
                     self.tool.upgrade(self._tree(rec), self.sb.db.info(name, rec.data.get("network")).url(), "heads")
@@ -578,12 +586,19 @@ class Coordinator:
         args = ["merge", "--ff-only", branch] if mode == "ff" else \
             ["merge", "--no-ff", "--no-edit", "-m", f"Merge workspace {branch} (sandbox)", branch]
         res = _git(self.root, *args, check=False)
+        self._main_cache = None
         if res.returncode != 0:
             _git(self.root, "merge", "--abort", check=False)
             _git(self.root, "reset", "-q", "--keep", main_sha, check=False)
             raise WorkspaceError(f"git merge of {branch!r} into main failed; main is unchanged: "
                                  f"{(res.stderr or res.stdout).strip()[:300]}")
         return self.sb.git.rev("HEAD")
+
+
+def _save_point(prefix: str) -> str:
+    """A checkpoint label (a valid workspace-style name) such as ``pre-sync-2026-11-29T041500``."""
+    from ..registry import now
+    return f"{prefix}-" + now().replace(":", "").replace("+", "")[:17]
 
 
 def _who() -> str:
