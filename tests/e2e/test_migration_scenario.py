@@ -44,8 +44,10 @@ def findings(res: subprocess.CompletedProcess[str]) -> dict[str, dict]:
 def test_four_workspaces_scenario(demo_factory, need_pg, strategy: str) -> None:  # type: ignore[no-untyped-def]
     if strategy == "snapshot":
         import os
+
+        from conftest import service_missing
         if os.geteuid() != 0:
-            pytest.skip("the snapshot strategy provisions a btrfs pool as root")
+            service_missing("copy-on-write storage: the snapshot strategy provisions a btrfs pool as root")
     repo = demo_factory(toml_for(strategy))
     cli(repo, "up", "a", "b", "c", "d")
     sb = Sandbox.open(repo)
