@@ -94,14 +94,9 @@ def resolve(config: Config, registry: Registry | None = None) -> tuple[str, str]
             strategy = "template"
             if server != "url":
                 from .storage import detect
-                pool = data_home(config, server) / "pool"
-                st = detect(pool) if pool.exists() else None
-                if (st is not None and st.kind != "copy") or os.geteuid() == 0:
+                # copy-on-write storage is there, or root can make a btrfs pool (make_strategy does)
+                if os.geteuid() == 0 or detect(data_home(config, server) / "pool").kind != "copy":
                     strategy = "snapshot"
-                else:
-                    st = detect(pool)
-                    if st.kind != "copy":
-                        strategy = "snapshot"
     if registry is not None:
         registry.set_meta("db.strategy", strategy)
         registry.set_meta("db.server", server)
