@@ -16,7 +16,7 @@ import shutil
 import subprocess
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -61,14 +61,6 @@ class GcAction:
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
-
-
-@dataclass
-class PsqlCommand:
-    argv: list[str]
-    env: dict[str, str] = field(default_factory=dict)
-    workspace: str | None = None
-    in_workspace: bool = False
 
 
 def _pid_alive(pid: int | None) -> bool:
@@ -550,12 +542,12 @@ class Sandbox:
         self.record(name)
         return [dataclasses.asdict(c) for c in self.db.checkpoints(name)]
 
-    def db_psql(self, name: str) -> PsqlCommand:
-        """How to run psql against the workspace's database (on the host, else in the workspace)."""
+    def db_psql(self, name: str) -> int:
+        """Run psql against the workspace's database (the host's psql, else the workspace's); its exit code."""
         info = self.conninfo(name)
         if shutil.which("psql"):
-            return PsqlCommand(["psql"], env={**os.environ, **info.env()}, workspace=name)
-        return PsqlCommand(["psql"], workspace=name, in_workspace=True)
+            return subprocess.call(["psql"], env={**os.environ, **info.env()})
+        return self.exec(name, ["psql"], interactive=True)
 
     # -- migrations -----------------------------------------------------------------------------------
     def coordinator(self) -> Any:

@@ -319,12 +319,7 @@ def db_checkpoints(name: str, json_: JsonOpt = False) -> None:
 @db_app.command("psql")
 def db_psql(name: str) -> None:
     """Open psql connected to the workspace's database."""
-    import subprocess
-    sb = _sandbox()
-    cmd = _run(lambda: sb.db_psql(name))
-    if cmd.in_workspace:
-        raise typer.Exit(_run(lambda: sb.exec(name, cmd.argv, interactive=True)))
-    raise typer.Exit(subprocess.call(cmd.argv, env=cmd.env))
+    raise typer.Exit(_run(lambda: _sandbox().db_psql(name)))
 
 
 @db_app.command("baseline")
