@@ -430,8 +430,7 @@ class Sandbox:
             url = None
             if rec.strategy:
                 try:
-                    info = self.db.info(rec.name, self._network(rec))
-                    url = dataclasses.replace(info, password="").url().replace(":@", "@")
+                    url = self.db.info(rec.name, self._network(rec)).url(secret=False)
                 except SandboxError:
                     url = None
             ports = self.registry.ports(rec.name, "workspace")

@@ -35,11 +35,13 @@ class ConnInfo:
     container_host: str | None = None     # host name/IP as seen from the workspace's container
     container_port: int | None = None
 
-    def url(self, *, container: bool = False) -> str:
+    def url(self, *, container: bool = False, secret: bool = True) -> str:
+        """``postgresql://…``; ``secret=False`` leaves the password out (for listings and logs)."""
         host, port = self.host, self.port
         if container and self.container_host:
             host, port = self.container_host, self.container_port or self.port
-        u = (f"postgresql://{quote(self.user, safe='')}:{quote(self.password, safe='')}"
+        password = f":{quote(self.password, safe='')}" if secret else ""
+        u = (f"postgresql://{quote(self.user, safe='')}{password}"
              f"@{host}:{port}/{quote(self.dbname, safe='')}")
         if self.options:
             u += "?options=" + quote(self.options, safe="")
