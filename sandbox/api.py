@@ -15,7 +15,8 @@ import os
 import shutil
 import subprocess
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as futures_wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -25,7 +26,7 @@ from .checks import Check
 from .config import Config
 from .databases.base import ConnInfo, Strategy
 from .envfile import write_block
-from .errors import (ConfigError, HookFailed, SandboxError, ServiceUnavailable, UnknownWorkspace,
+from .errors import (ConfigError, DatabaseError, HookFailed, SandboxError, ServiceUnavailable, UnknownWorkspace,
                      UnsafeRemoval, UsageError, WorkspaceError)
 from .migrations.base import MigrationTool
 from .names import validate_name
@@ -63,6 +64,22 @@ class GcAction:
         return dataclasses.asdict(self)
 
 
+def _after(job: Future[Any], then: Callable[[], Any]) -> None:
+    """Wait for ``job`` (whatever its outcome), then call ``then``: undo never races the work."""
+    futures_wait([job])
+    then()
+
+
+def _results(jobs: Sequence[Future[Any]]) -> list[Any]:
+    """Every job's result once all have finished; the first failure (in order) is raised."""
+    futures_wait(jobs)
+    for job in jobs:
+        exc = job.exception()
+        if exc is not None:
+            raise exc
+    return [job.result() for job in jobs]
+
+
 def _pid_alive(pid: int | None) -> bool:
     if not pid:
         return False
@@ -87,7 +104,10 @@ class Sandbox:
         self._strategy = strategy
         self._tool = tool
         self._registry: Registry | None = None
-        self._lock = threading.RLock()   # backends are built once, even when up runs threads
+        # Backends are built once, even when up runs threads; one lock each, so the database
+        # backend can load in the background while the runtime is in use.
+        self._runtime_lock = threading.Lock()
+        self._db_lock = threading.Lock()
         self.git = Worktrees(self.root)
 
     # -- construction ---------------------------------------------------------------------
@@ -121,7 +141,7 @@ class Sandbox:
     def runtime_for(self, kind: str) -> Runtime:
         if kind == "none":
             return HostRuntime()
-        with self._lock:
+        with self._runtime_lock:
             if self._runtime is None or self._runtime.name != kind:
                 from .runtime.docker import DockerRuntime
                 self._runtime = DockerRuntime(images=(self.config.workspace.image, self.config.database.image))
@@ -129,11 +149,15 @@ class Sandbox:
 
     @property
     def db(self) -> Strategy:
-        with self._lock:
+        with self._db_lock:
             if self._strategy is None:
                 from .databases.factory import make_strategy
                 self._strategy = make_strategy(self.config, self.registry, progress=self.progress)
             return self._strategy
+
+    def _load_db(self) -> None:
+        with contextlib.suppress(Exception):
+            self.db  # noqa: B018
 
     # -- helpers --------------------------------------------------------------------------------
     def record(self, name: str) -> WorkspaceRecord:
@@ -152,14 +176,9 @@ class Sandbox:
 
     def _git_identity(self) -> dict[str, str]:
         env: dict[str, str] = {}
-        reader = self.git.repo.config_reader()
-        for key, var in (("name", "GIT_{}_NAME"), ("email", "GIT_{}_EMAIL")):
-            try:
-                value = str(reader.get_value("user", key))
-            except Exception:  # noqa: BLE001 - unset identity is fine
-                continue
+        for key, value in self.git.identity().items():
             for who in ("AUTHOR", "COMMITTER"):
-                env[var.format(who)] = value
+                env[f"GIT_{who}_{key.upper()}"] = value
         return env
 
     def environment(self, rec: WorkspaceRecord, *, container: bool = False,
@@ -264,7 +283,6 @@ class Sandbox:
 
     def _run_seeds(self, tree: Path, conn: ConnInfo) -> None:
         import psycopg
-        from .errors import DatabaseError
         dbc = self.config.database
         for seed in dbc.seed:
             path = tree / seed
@@ -326,9 +344,11 @@ class Sandbox:
             self.git.rev(from_ref)
         self.registry  # noqa: B018 - fails early when not initialised
         runtime = self.config.workspace.runtime if container else "none"
-        self.db  # noqa: B018 - build the backends once, before the threads
         if runtime != "none":
-            self.runtime_for(runtime)
+            self.runtime_for(runtime)   # the Docker SDK first: the network is the first thing made
+        # The database backend (psycopg, the strategy) loads while git and Docker make the worktree
+        # and the network; whoever needs it first waits for it (a failure is raised to them).
+        threading.Thread(target=self._load_db, name="sandbox-load-db", daemon=True).start()
         if len(names) == 1:
             return [self._up_safe(names[0], from_ref, runtime)]
         with ThreadPoolExecutor(max_workers=min(8, len(names))) as pool:
@@ -365,11 +385,20 @@ class Sandbox:
             return UpResult(name, True, "ready", created=True)
 
     def _create(self, rec: WorkspaceRecord, from_ref: str | None) -> None:
+        """Worktree, ports, network, database and container; on failure nothing of it stays.
+
+        Independent steps overlap: the network is created while git makes the worktree, and
+        the database is cloned and started while the container starts (it is created with the
+        database's :meth:`~Strategy.planned` connection info).
+        """
         name, path = rec.name, Path(rec.path)
         runtime = self.runtime_for(rec.runtime)
-        with contextlib.ExitStack() as undo:
-            had_worktree = path.resolve() in self.git.registered()
+        project = self.config.project_id
+        with contextlib.ExitStack() as undo, ThreadPoolExecutor(max_workers=2) as pool:
             self.progress(f"{name}: worktree {path}")
+            net_job = pool.submit(runtime.ensure_network, project, name)
+            undo.callback(_after, net_job, lambda: runtime.remove(project, name))
+            had_worktree = path.resolve() in self.git.registered()
             created_branch = self.git.add(path, rec.branch, from_ref or rec.base_ref)
             if created_branch:
                 self.registry.update(name, branch_created=True)
@@ -382,26 +411,30 @@ class Sandbox:
                                    base=self.config.workspace.port_base)
             if not had_ports:
                 undo.callback(self.registry.release, name, "workspace")
-            network = runtime.ensure_network(self.config.project_id, name)
-            if network:
-                undo.callback(runtime.remove, self.config.project_id, name)
+            network = net_job.result()
             self.registry.update(name, data={**rec.data, "network": network})
             rec = self.registry.get(name) or rec
+
             self.progress(f"{name}: database ({self.db.name})")
             had_db = self.db.exists(name)
-            db = self.db.create(name, network)
             if not had_db:
                 undo.callback(self.db.drop, name)
-            self.registry.update(name, strategy=self.db.name)
-            write_block(path / self.config.workspace.env_file,
-                        self.environment(rec, container=rec.runtime == "docker", db=db))
+            planned = self.db.planned(name, network)
+            jobs: list[Future[Any]] = [pool.submit(self.db.create, name, network)]
             if rec.runtime != "none":
-                if db.container_host is None:
+                if planned.container_host is None:
                     self.progress(f"{name}: warning: no address of the database is known inside the container "
                                   "(a local server listens on the host's 127.0.0.1 only); "
                                   "[database] server = \"docker\" gives one")
                 self.progress(f"{name}: container")
-                runtime.up(self.spec(rec, db))
+                jobs.append(pool.submit(runtime.up, self.spec(rec, planned)))
+            db = _results(jobs)[0]
+            self.registry.update(name, strategy=self.db.name)
+            if db.env(container=True) != planned.env(container=True):
+                raise DatabaseError(f"{name}: the database of strategy {self.db.name} was made with other "
+                                    "connection details than it announced (a bug in sandbox: please report it)")
+            write_block(path / self.config.workspace.env_file,
+                        self.environment(rec, container=rec.runtime == "docker", db=db))
             undo.pop_all()
         self._run_hooks(rec, self.config.workspace.setup, "setup", db)
 

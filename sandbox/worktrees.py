@@ -1,4 +1,9 @@
-"""Git worktrees and branches (GitPython); git errors become sandbox errors here."""
+"""Git worktrees and branches (GitPython); git errors become sandbox errors here.
+
+GitPython is imported on first use: the read-only probes every command starts with (the
+project's root, main's branch, the common git dir) are single plain ``git`` calls, so that
+``sandbox up`` can already be asking Docker for the network while GitPython loads.
+"""
 
 from __future__ import annotations
 
@@ -9,11 +14,26 @@ import os
 import shutil
 import subprocess
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
-import git
+from .errors import ServiceUnavailable, UsageError, WorkspaceError
 
-from .errors import UsageError, WorkspaceError
+if TYPE_CHECKING:
+    import git
+
+
+def _gitpython() -> Any:
+    import git
+    return git
+
+
+def _plain(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``git -C cwd ARGS`` (never interactive), output captured."""
+    try:
+        return subprocess.run(["git", "-C", str(cwd), *args], capture_output=True, text=True,
+                              env={**os.environ, "GIT_TERMINAL_PROMPT": "0"})
+    except FileNotFoundError as exc:
+        raise ServiceUnavailable("git is not installed", hint="apt-get install git") from exc
 
 
 def git_message(exc: git.GitCommandError) -> str:
@@ -26,12 +46,19 @@ def git_message(exc: git.GitCommandError) -> str:
 
 def find_project_root(start: Path) -> Path | None:
     """The main checkout owning ``start``: walks up to a git checkout; a worktree maps to its main."""
-    try:
-        repo = git.Repo(start, search_parent_directories=True)
-    except (git.InvalidGitRepositoryError, git.NoSuchPathError):
+    if not start.is_dir():
         return None
-    common = Path(repo.git.rev_parse("--path-format=absolute", "--git-common-dir"))
-    main = common.parent if common.name == ".git" else Path(repo.working_tree_dir or start)
+    res = _plain(start, "rev-parse", "--path-format=absolute", "--git-common-dir", "--show-toplevel")
+    lines = res.stdout.splitlines()
+    if res.returncode != 0 or not lines:
+        return None
+    common = Path(lines[0])
+    if common.name == ".git":
+        main = common.parent
+    elif len(lines) > 1:
+        main = Path(lines[1])
+    else:
+        return None       # a bare repository: no checkout to work from
     return main.resolve()
 
 
@@ -40,10 +67,18 @@ class Worktrees:
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        try:
-            self.repo = git.Repo(root)
-        except (git.InvalidGitRepositoryError, git.NoSuchPathError) as exc:
-            raise UsageError(f"{root} is not a git repository") from exc
+        res = _plain(root, "rev-parse", "--path-format=absolute", "--git-common-dir")
+        if res.returncode != 0 or not res.stdout.strip():
+            raise UsageError(f"{root} is not a git repository")
+        self.common_dir = Path(res.stdout.strip()).resolve()
+        self._repo: git.Repo | None = None
+
+    @property
+    def repo(self) -> git.Repo:
+        """The GitPython repository (loaded on first use)."""
+        if self._repo is None:
+            self._repo = _gitpython().Repo(self.root)
+        return self._repo
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
@@ -57,16 +92,21 @@ class Worktrees:
             os.close(fd)
 
     # -- facts ----------------------------------------------------------------------------
-    @property
-    def common_dir(self) -> Path:
-        return Path(self.repo.git.rev_parse("--path-format=absolute", "--git-common-dir")).resolve()
-
     def main_branch(self) -> str:
         """The branch checked out in the main checkout."""
-        try:
-            return str(self.repo.git.symbolic_ref("--short", "-q", "HEAD")).strip()
-        except git.GitCommandError as exc:
-            raise WorkspaceError("the main checkout has a detached HEAD; check out your main branch") from exc
+        res = _plain(self.root, "symbolic-ref", "--short", "-q", "HEAD")
+        if res.returncode != 0 or not res.stdout.strip():
+            raise WorkspaceError("the main checkout has a detached HEAD; check out your main branch")
+        return res.stdout.strip()
+
+    def identity(self) -> dict[str, str]:
+        """``user.name``/``user.email`` from git's config, as far as they are set."""
+        res = _plain(self.root, "config", "--get-regexp", r"^user\.(name|email)$")
+        found: dict[str, str] = {}
+        for line in res.stdout.splitlines():
+            key, _, value = line.partition(" ")
+            found[key.removeprefix("user.")] = value
+        return found
 
     # GitPython's object database keeps one `git cat-file` process per Repo, which is not
     # safe across threads (`up a b c` runs threads): refs are read with plain git commands.
@@ -74,14 +114,14 @@ class Worktrees:
         try:
             self.repo.git.rev_parse("--verify", "-q", "HEAD^{commit}")
             return True
-        except git.GitCommandError:
+        except _gitpython().GitCommandError:
             return False
 
     def branch_exists(self, branch: str) -> bool:
         try:
             self.repo.git.show_ref("--verify", "--quiet", f"refs/heads/{branch}")
             return True
-        except git.GitCommandError:
+        except _gitpython().GitCommandError:
             return False
 
     def rev(self, ref: str) -> str:
@@ -89,7 +129,7 @@ class Worktrees:
             raise UsageError(f"unknown git ref {ref!r}")
         try:
             return str(self.repo.git.rev_parse("--verify", "-q", f"{ref}^{{commit}}")).strip()
-        except git.GitCommandError as exc:
+        except _gitpython().GitCommandError as exc:
             raise UsageError(f"unknown git ref {ref!r}") from exc
 
     def registered(self) -> dict[Path, str | None]:
@@ -129,7 +169,7 @@ class Worktrees:
                 self.rev(start)
                 self.repo.git.worktree("add", "-b", branch, str(path), start)
                 created = True
-        except git.GitCommandError as exc:
+        except _gitpython().GitCommandError as exc:
             raise WorkspaceError(f"git worktree add failed: {git_message(exc)}") from exc
         return created
 
@@ -141,7 +181,7 @@ class Worktrees:
         try:
             if path in self.registered():
                 self.repo.git.worktree("remove", "--force", "--force", str(path))
-        except git.GitCommandError as exc:
+        except _gitpython().GitCommandError as exc:
             raise WorkspaceError(f"git worktree remove failed: {git_message(exc)}") from exc
         if path.exists():
             shutil.rmtree(path)
@@ -154,14 +194,14 @@ class Worktrees:
     def _prune(self) -> None:
         try:
             self.repo.git.worktree("prune")
-        except git.GitCommandError:
+        except _gitpython().GitCommandError:
             pass
 
     def delete_branch(self, branch: str) -> None:
         if self.branch_exists(branch):
             try:
                 self.repo.git.branch("-D", branch)
-            except git.GitCommandError as exc:
+            except _gitpython().GitCommandError as exc:
                 raise WorkspaceError(f"cannot delete branch {branch!r}: {git_message(exc)}") from exc
 
     # -- safety -----------------------------------------------------------------------------
@@ -182,7 +222,7 @@ class Worktrees:
         target = into or self.main_branch()
         try:
             out = self.repo.git.rev_list(f"{target}..{branch}")
-        except git.GitCommandError:
+        except _gitpython().GitCommandError:
             return []
         return out.split()
 

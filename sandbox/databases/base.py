@@ -109,8 +109,11 @@ class Server(Protocol):
     def admin(self) -> ConnInfo:
         """Superuser connection info (host view), dbname ``postgres``."""
 
+    def address(self, network: str | None) -> tuple[str, int] | None:
+        """(host, port) of the server as seen from ``network`` once attached; changes nothing."""
+
     def attach(self, network: str | None) -> tuple[str, int] | None:
-        """Make the server reachable from a workspace network; return (host, port) seen from there."""
+        """Make the server reachable from a workspace network; return :meth:`address`."""
 
     def stop(self) -> None: ...
 
@@ -143,6 +146,14 @@ class Strategy(Protocol):
 
     def baseline(self) -> ConnInfo:
         """Read-only view of the baseline (for status and diffs); never written by workspaces."""
+
+    def planned(self, ws: str, network: str | None = None) -> ConnInfo:
+        """The connection info :meth:`create` will return, known before the database exists.
+
+        It may reserve what the database will use (its port, its role's secret; :meth:`drop`
+        releases them) but starts and clones nothing, so the workspace's container can be
+        created with ``DATABASE_URL`` while the database is still being made.
+        """
 
     def create(self, ws: str, network: str | None = None) -> ConnInfo:
         """Clone the baseline for workspace ``ws`` (idempotent: an existing one is started)."""

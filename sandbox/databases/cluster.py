@@ -35,8 +35,6 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-import psycopg
-
 from ..checks import Check, OwnedResource
 from ..errors import DatabaseError, ServiceUnavailable
 from .base import ConnInfo
@@ -81,6 +79,7 @@ PG_HBA_DOCKER = PG_HBA + "host    all   all   0.0.0.0/0      scram-sha-256\n"
 
 READY_TIMEOUT = 60.0
 _POLL = 0.02
+_ALIVE_EVERY = 0.25      # seconds between checks that a starting server still lives
 PGDATA_IN_CONTAINER = "/sandbox/data"     # the volume is mounted at /sandbox
 
 
@@ -109,8 +108,11 @@ def find_bin_dir(bin_dir: str | Path | None = None) -> Path | None:
 def wait_ready(conn: ConnInfo, *, timeout: float = READY_TIMEOUT,
                alive: Callable[[], bool] | None = None, log: Callable[[], str] | None = None) -> None:
     """Poll until ``conn`` accepts connections (bounded), or the server died."""
+    import psycopg   # here, not at module level: it loads while the server starts
+
     deadline = time.monotonic() + timeout
     last: Exception | None = None
+    next_alive_check = time.monotonic() + _ALIVE_EVERY
     while time.monotonic() < deadline:
         try:
             with psycopg.connect(**conn.kwargs(), connect_timeout=2, autocommit=True) as c:
@@ -118,10 +120,13 @@ def wait_ready(conn: ConnInfo, *, timeout: float = READY_TIMEOUT,
             return
         except psycopg.OperationalError as exc:
             last = exc
-        if alive is not None and not alive():
-            tail = log() if log else ""
-            raise DatabaseError(f"PostgreSQL on port {conn.port} exited while starting"
-                                + (f": {tail}" if tail else "")) from last
+        now = time.monotonic()
+        if alive is not None and now >= next_alive_check:   # ``alive`` may be an API call: not every poll
+            next_alive_check = now + _ALIVE_EVERY
+            if not alive():
+                tail = log() if log else ""
+                raise DatabaseError(f"PostgreSQL on port {conn.port} exited while starting"
+                                    + (f": {tail}" if tail else "")) from last
         time.sleep(_POLL)
     raise DatabaseError(f"PostgreSQL on port {conn.port} did not accept connections within "
                         f"{timeout:.0f}s") from last
@@ -301,9 +306,12 @@ class LocalCluster:
         return ConnInfo(host="127.0.0.1", port=self.port, user=self.superuser,
                         password=self._password, dbname="postgres")
 
-    def attach(self, network: str | None) -> tuple[str, int] | None:
+    def address(self, network: str | None) -> tuple[str, int] | None:
         """A host cluster listens on 127.0.0.1 only: containers cannot reach it."""
         return None
+
+    def attach(self, network: str | None) -> tuple[str, int] | None:
+        return self.address(network)
 
     def stop(self, mode: str = "fast", timeout: float = 60.0) -> None:
         """Shut down (``fast``: roll back sessions, checkpoint; ``immediate``: like a crash)."""
@@ -397,15 +405,17 @@ class DockerCluster:
     """A cluster run by the ``sandbox/postgres`` image over a bind-mounted data directory.
 
     The volume (``datadir.parent``) is mounted at ``/sandbox`` and ``PGDATA`` is
-    ``/sandbox/data``; the port is published on 127.0.0.1 only. :meth:`attach`
-    connects the container to a workspace network with the alias ``db``.
+    ``/sandbox/data``; the port is published on 127.0.0.1 only. A container made for a
+    workspace is created on that workspace's ``network`` with the alias ``db`` (no separate
+    connect call); :meth:`attach` connects an existing container to another network.
     """
 
     kind = "docker"
 
     def __init__(self, datadir: Path, port: int, *, image: str, container_name: str,
                  labels: Mapping[str, str], docker_factory: Callable[[], Any], password: str,
-                 superuser: str = "postgres", settings: Mapping[str, str] | None = None) -> None:
+                 superuser: str = "postgres", settings: Mapping[str, str] | None = None,
+                 network: str | None = None) -> None:
         if Path(datadir).name != "data":
             raise ValueError("DockerCluster expects datadir = <volume>/data")
         self.datadir = Path(datadir)
@@ -418,6 +428,8 @@ class DockerCluster:
         self.superuser = superuser
         self._password = password
         self.settings = {**SANDBOX_SETTINGS, **(settings or {}), "listen_addresses": "*"}
+        self.network = network
+        self._attached: set[str] = set()      # networks this object knows the container is on
 
     def __repr__(self) -> str:
         return f"DockerCluster(container={self.container_name!r}, port={self.port})"
@@ -445,21 +457,26 @@ class DockerCluster:
     def _create(self, env: Mapping[str, str]) -> Any:
         import docker.errors
 
+        net: dict[str, Any] = {}
+        if self.network:
+            net = {"network": self.network, "networking_config": {
+                self.network: self.docker.api.create_endpoint_config(aliases=["db"])}}
         try:
-            self.docker.images.get(self.image)
-        except docker.errors.ImageNotFound as exc:
-            raise ServiceUnavailable(f"Docker image {self.image} is missing",
-                                     hint="run scripts/build-images") from exc
-        try:
-            return self.docker.containers.create(
+            container = self.docker.containers.create(
                 self.image, command=["postgres", *_settings_args(self.settings)],
                 name=self.container_name, labels=dict(self.labels),
                 environment={"PGDATA": PGDATA_IN_CONTAINER, **env},
                 volumes={str(self.datadir.parent.absolute()): {"bind": "/sandbox", "mode": "rw"}},
                 ports={"5432/tcp": ("127.0.0.1", self.port)},
-                shm_size="64m", stop_signal="SIGINT")
+                shm_size="64m", stop_signal="SIGINT", **net)
+        except docker.errors.ImageNotFound as exc:
+            raise ServiceUnavailable(f"Docker image {self.image} is missing",
+                                     hint="run scripts/build-images") from exc
         except docker.errors.DockerException as exc:
             raise DatabaseError(f"cannot create container {self.container_name}: {exc}") from exc
+        if self.network:
+            self._attached.add(self.network)
+        return container
 
     def initdb(self) -> None:
         """Let the image's entrypoint create the cluster (its first start), then stop it."""
@@ -486,6 +503,7 @@ class DockerCluster:
     def _remove(self, container: Any) -> None:
         import docker.errors
 
+        self._attached.clear()
         try:
             container.stop(timeout=60)
             container.remove(force=True)
@@ -528,11 +546,17 @@ class DockerCluster:
         return ConnInfo(host="127.0.0.1", port=self.port, user=self.superuser,
                         password=self._password, dbname="postgres")
 
+    def address(self, network: str | None) -> tuple[str, int] | None:
+        """Host and port of the server as seen from ``network`` (once attached to it)."""
+        return ("db", 5432) if network else None
+
     def attach(self, network: str | None) -> tuple[str, int] | None:
         import docker.errors
 
         if not network:
             return None
+        if network in self._attached:
+            return self.address(network)
         container = self._container()
         if container is None:
             raise DatabaseError(f"container {self.container_name} does not exist")
@@ -543,7 +567,8 @@ class DockerCluster:
                 net.connect(container, aliases=["db"])
         except docker.errors.DockerException as exc:
             raise DatabaseError(f"cannot attach {self.container_name} to network {network}: {exc}") from exc
-        return ("db", 5432)
+        self._attached.add(network)
+        return self.address(network)
 
     def stop(self, mode: str = "fast", timeout: float = 60.0) -> None:
         """Stop the server and remove its container (the data directory stays)."""
@@ -551,6 +576,7 @@ class DockerCluster:
         if container is None:
             return
         if mode == "immediate":
+            self._attached.clear()
             container.remove(force=True)
             return
         self._remove(container)

@@ -121,9 +121,9 @@ class SchemaStrategy(SharedServerStrategy):
         return self._ws_ident(ws)
 
     def _conninfo(self, schema: str, user: str, password: str, network: str | None,
-                  extra_options: str = "") -> ConnInfo:
+                  extra_options: str = "", *, attach: bool = True) -> ConnInfo:
         admin = self.server.admin()
-        seen = self.server.attach(network)
+        seen = self.server.attach(network) if attach else self.server.address(network)
         # pg_name yields lower-case [a-z0-9_.-] only: no quoting or escaping needed in options
         options = f"-csearch_path={schema}" + (f" {extra_options}" if extra_options else "")
         return ConnInfo(host=admin.host, port=admin.port, user=user, password=password, dbname=self.shared_db,

@@ -9,7 +9,7 @@ from typing import Any, Callable, Iterator
 import psycopg
 
 from ..names import pg_name, validate_name
-from .base import BackendContext, Server
+from .base import BackendContext, ConnInfo, Server
 from .pgadmin import SecretStore, connect, exists, guard, name_key
 
 
@@ -44,6 +44,16 @@ class SharedServerStrategy:
             password, _ = self.secrets.get_or_create(role)
         create(password)
         return password
+
+    def _conninfo(self, ident: str, user: str, password: str, network: str | None, *,
+                  attach: bool = True) -> ConnInfo:
+        raise NotImplementedError
+
+    def planned(self, ws: str, network: str | None = None) -> ConnInfo:
+        """Known before the database exists: the server's address and the role's secret."""
+        ident = self._ws_ident(ws)
+        password, _ = self.secrets.get_or_create(ident)   # create() makes the role with it
+        return self._conninfo(ident, ident, password, network, attach=False)
 
     def start(self, ws: str, network: str | None = None) -> None:
         """The server is shared: make sure it runs (and is reachable from ``network``)."""

@@ -42,13 +42,11 @@ import json
 import os
 import re
 import secrets
+import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
-
-import psycopg
-from psycopg import sql
+from typing import TYPE_CHECKING, Any
 
 from ..checks import Check, OwnedResource
 from ..errors import DatabaseError, UsageError
@@ -56,6 +54,9 @@ from ..names import NAME_RE, pg_name, validate_name
 from .base import BackendContext, CheckpointInfo, ConnInfo
 from .cluster import DockerCluster, LocalCluster
 from .storage import Storage, detect
+
+if TYPE_CHECKING:       # psycopg loads when a database is first talked to, not at import
+    import psycopg
 
 Cluster = LocalCluster | DockerCluster
 
@@ -68,7 +69,7 @@ def _now() -> str:
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}-{threading.get_ident()}")
     tmp.write_text(json.dumps(data, indent=1))
     os.replace(tmp, path)
 
@@ -201,7 +202,7 @@ class SnapshotStrategy:
         return f"sbx-{self.ctx.project_id}-db{sep}{key.lstrip(_DOT)}"
 
     def _cluster(self, volume: Path, port: int, key: str, workspace: str | None = None,
-                 password: str | None = None) -> Cluster:
+                 password: str | None = None, network: str | None = None) -> Cluster:
         password = self._admin_password() if password is None else password
         if self.server_kind == "local":
             return LocalCluster(volume / "data", port, password=password, superuser=self.ctx.config.user,
@@ -213,13 +214,22 @@ class SnapshotStrategy:
         return DockerCluster(volume / "data", port, image=self.ctx.config.image,
                              container_name=self._container_name(key), labels=labels,
                              docker_factory=self.ctx.docker, password=password,
-                             superuser=self.ctx.config.user)
+                             superuser=self.ctx.config.user, network=network)
 
-    def _ws_cluster(self, ws: str) -> Cluster:
+    def _ws_cluster(self, ws: str, network: str | None = None) -> Cluster:
+        """The cluster of ``ws``; a container it gets is created on ``network`` (remembered, so
+        a restart for a checkpoint puts it back on the workspace's network)."""
         port = self._stored_port(ws)
         if port is None:
             port = self._port(ws)
-        return self._cluster(self._ws_dir(ws), port, ws, ws)
+        meta_path = self.meta_dir / f"{ws}.json"
+        if network is None:
+            network = _read_json(meta_path).get("network")
+        elif self.server_kind == "docker":
+            meta = _read_json(meta_path)
+            if meta.get("network") != network:
+                _write_json(meta_path, {**meta, "network": network})
+        return self._cluster(self._ws_dir(ws), port, ws, ws, network=network)
 
     def _stop_any(self, volume: Path) -> None:
         """Stop whatever cluster runs on ``volume`` (crash leftovers included)."""
@@ -236,6 +246,8 @@ class SnapshotStrategy:
                 raise DatabaseError(f"cannot remove the container of {volume}: {exc}") from exc
 
     def _connect(self, conn: ConnInfo) -> psycopg.Connection[Any]:
+        import psycopg
+
         try:
             return psycopg.connect(**conn.kwargs(), autocommit=True, connect_timeout=10)
         except psycopg.Error as exc:
@@ -310,6 +322,8 @@ class SnapshotStrategy:
                 self._require_baseline()
             self._stop_any(new)
             self.storage.delete(new)              # a leftover of an interrupted build
+            from psycopg import sql
+
             port = self.ctx.ports.allocate(owner=BASELINE_OWNER, purpose="build")[0]
             cluster = self._cluster(new, port, ".build")
             try:
@@ -392,6 +406,8 @@ class SnapshotStrategy:
 
     def _configure(self, cluster: Cluster, volume: Path, role: str, password: str) -> None:
         """Give a fresh clone its role: the baseline owner, renamed, with its own password."""
+        from psycopg import sql
+
         if _read_json(volume / "workspace.json").get("role") == role:
             return
         with self._connect(cluster.admin()) as c:
@@ -408,12 +424,22 @@ class SnapshotStrategy:
                 sql.Identifier(role), sql.Literal(password)))
         _write_json(volume / "workspace.json", {"role": role, "configured_at": _now()})
 
-    def _conninfo(self, ws: str, cluster: Cluster, network: str | None) -> ConnInfo:
-        seen = cluster.attach(network) if network else None
+    def _conninfo(self, ws: str, cluster: Cluster, network: str | None, *, attach: bool = True,
+                  password: str | None = None) -> ConnInfo:
+        seen = (cluster.attach(network) if attach else cluster.address(network)) if network else None
+        if password is None:
+            password = self._secret(f"ws-{ws}", create=False)
         return ConnInfo(host="127.0.0.1", port=cluster.port, user=self._role(ws),
-                        password=self._secret(f"ws-{ws}", create=False), dbname=self.dbname,
+                        password=password, dbname=self.dbname,
                         container_host=seen[0] if seen else None,
                         container_port=seen[1] if seen else None)
+
+    def planned(self, ws: str, network: str | None = None) -> ConnInfo:
+        """Reserves the port and the role's secret (``drop`` releases them); starts nothing."""
+        validate_name(ws)
+        with self._lock(f"ws-{ws}"):
+            return self._conninfo(ws, self._ws_cluster(ws, network), network, attach=False,
+                                  password=self._secret(f"ws-{ws}"))
 
     def create(self, ws: str, network: str | None = None) -> ConnInfo:
         validate_name(ws)
@@ -431,7 +457,7 @@ class SnapshotStrategy:
                 self.ctx.progress(f"cloning the baseline for {ws}")
                 self._clone_baseline(volume)
                 undo.callback(self._discard, volume)
-            cluster = self._ws_cluster(ws)
+            cluster = self._ws_cluster(ws, network)
             password = self._secret(f"ws-{ws}")
             self.ctx.progress(f"starting the database of {ws} on port {cluster.port}")
             cluster.ensure_running()
@@ -464,7 +490,7 @@ class SnapshotStrategy:
     def start(self, ws: str, network: str | None = None) -> None:
         self._require_ws(ws)
         with self._lock(f"ws-{ws}"):
-            cluster = self._ws_cluster(ws)
+            cluster = self._ws_cluster(ws, network)
             cluster.ensure_running()
             self._configure(cluster, self._ws_dir(ws), self._role(ws), self._secret(f"ws-{ws}"))
             if network:
@@ -480,7 +506,7 @@ class SnapshotStrategy:
     def _replace_volume(self, ws: str, src: Path | None, network: str | None) -> ConnInfo:
         """Stop ``ws``, swap in a clone of ``src`` (None: the baseline), start it."""
         volume = self._ws_dir(ws)
-        cluster = self._ws_cluster(ws)
+        cluster = self._ws_cluster(ws, network)
         cluster.stop(mode="immediate")          # its data is being thrown away
         if src is None:
             self._clone_baseline(volume)

@@ -100,9 +100,10 @@ class TemplateStrategy(SharedServerStrategy):
 
     # ------------------------------------------------------------------ connections
 
-    def _conninfo(self, db: str, user: str, password: str, network: str | None) -> ConnInfo:
+    def _conninfo(self, db: str, user: str, password: str, network: str | None, *,
+                  attach: bool = True) -> ConnInfo:
         admin = self.server.admin()
-        seen = self.server.attach(network)
+        seen = self.server.attach(network) if attach else self.server.address(network)
         return ConnInfo(host=admin.host, port=admin.port, user=user, password=password, dbname=db,
                         container_host=seen[0] if seen else None, container_port=seen[1] if seen else None)
 

@@ -54,8 +54,11 @@ class UrlServer:
         with connect(self._info, timeout=5):
             pass
 
-    def attach(self, network: str | None) -> tuple[str, int] | None:
+    def address(self, network: str | None) -> tuple[str, int] | None:
         return None
+
+    def attach(self, network: str | None) -> tuple[str, int] | None:
+        return self.address(network)
 
     def stop(self) -> None:
         """Not ours to stop."""

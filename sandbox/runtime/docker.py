@@ -130,6 +130,7 @@ class DockerRuntime:
         """
         self._factory = client_factory
         self._client: docker.DockerClient | None = None
+        self._ncpu: int | None = None          # the engine's CPU count, asked once
         self._lock = threading.Lock()
         if images is None:
             images = (os.environ.get("SANDBOX_WORKSPACE_IMAGE") or DEFAULT_IMAGES[0],
@@ -186,28 +187,21 @@ class DockerRuntime:
 
     def up(self, spec: WorkspaceSpec) -> None:
         netname = self._ensure_network(spec.project, spec.name, spec.labels)
+        # Create first (the common case); a name conflict means it exists: start that one.
+        if self._create(spec, netname):
+            return
         container = self._container(spec.project, spec.name)
         if container is None:
-            if self._create(spec, netname):
-                return
-            # Another process created it meanwhile: start theirs, like any existing container.
-            container = self._container(spec.project, spec.name)
-            if container is None:
-                raise WorkspaceError(f"container {resource_name(spec.project, spec.name)} vanished "
-                                     "while being created")
+            raise WorkspaceError(f"container {resource_name(spec.project, spec.name)} vanished "
+                                 "while being created")
         if container.status != "running":
             with _translated(f"starting container {container.name}"):
                 container.start()
 
     def _create(self, spec: WorkspaceSpec, netname: str) -> bool:
-        """Create and start the container; False if a container of that name appeared meanwhile."""
+        """Create and start the container; False if a container of that name exists already."""
         cname = resource_name(spec.project, spec.name)
         client = self.client
-        with _translated(f"checking image {spec.image}"):
-            try:
-                client.images.get(spec.image)
-            except docker.errors.ImageNotFound as exc:
-                raise ServiceUnavailable(f"Docker image {spec.image} is missing", hint=BUILD_HINT) from exc
         worktree, common = str(spec.worktree), str(spec.git_common_dir)
         if not os.path.isabs(worktree) or not os.path.isabs(common):
             raise WorkspaceError(f"workspace {spec.name!r}: worktree and git dir must be absolute paths")
@@ -242,8 +236,10 @@ class DockerRuntime:
         with _translated(f"creating container {cname}"):
             try:
                 container = client.containers.create(**kwargs)
+            except docker.errors.ImageNotFound as exc:
+                raise ServiceUnavailable(f"Docker image {spec.image} is missing", hint=BUILD_HINT) from exc
             except docker.errors.APIError as exc:
-                if exc.status_code == 409:   # name taken: created concurrently
+                if exc.status_code == 409:   # name taken: it exists, or was created concurrently
                     return False
                 raise
         try:
@@ -260,10 +256,14 @@ class DockerRuntime:
 
     def _nano_cpus(self, cpus: float) -> int:
         """``cpus`` as nano-CPUs, capped at the engine's CPU count (the engine refuses more)."""
-        try:
-            ncpu = int(self.client.info().get("NCPU") or 0)
-        except (docker.errors.DockerException, requests.exceptions.RequestException, ValueError):
-            ncpu = 0
+        client = self.client
+        with self._lock:
+            if self._ncpu is None:
+                try:
+                    self._ncpu = int(client.info().get("NCPU") or 0)
+                except (docker.errors.DockerException, requests.exceptions.RequestException, ValueError):
+                    self._ncpu = 0
+            ncpu = self._ncpu
         if ncpu > 0:
             cpus = min(cpus, float(ncpu))
         return max(int(cpus * 1e9), 10_000_000)
