@@ -433,6 +433,20 @@ def sync(name: str) -> None:
     out.print(res.get("message", "synced"), markup=False)
 
 
+def _leave(code: int) -> NoReturn:
+    """Flush and exit without the interpreter's teardown, which spends ~0.1 s freeing modules.
+
+    By now every file, SQLite transaction and child process is finished; what is left is memory
+    and daemon threads (background imports), which the kernel reclaims.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
+
+
 def main() -> None:
     """Console-script entry point: usage errors become one line and exit 2.
 
@@ -454,12 +468,12 @@ def main() -> None:
             raise
         if kind == "NoArgsIsHelpError":
             err.print(exc.format_message(), markup=False)
-            sys.exit(2)
+            _leave(2)
         ctx = getattr(exc, "ctx", None)
         where = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
         err.print(f"error: {exc.format_message()}{where}", markup=False)
-        sys.exit(int(getattr(exc, "exit_code", 1)))
-    sys.exit(code if isinstance(code, int) else 0)
+        _leave(int(getattr(exc, "exit_code", 1)))
+    _leave(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

@@ -25,11 +25,14 @@ Settings for sandboxes (:data:`SANDBOX_SETTINGS`) keep an idle cluster small
 from __future__ import annotations
 
 import hashlib
+import importlib
 import os
 import pwd
 import signal
 import subprocess
+import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -103,6 +106,14 @@ def find_bin_dir(bin_dir: str | Path | None = None) -> Path | None:
         if d and (Path(d) / "pg_ctl").exists():
             return Path(d)
     return None
+
+
+def preload_client() -> None:
+    """Import psycopg in the background (~0.15 s of CPU): call it before waiting on a server
+    or a container to start, so the import overlaps that wait instead of following it."""
+    if "psycopg" not in sys.modules:
+        threading.Thread(target=importlib.import_module, args=("psycopg",), name="sandbox-psycopg",
+                         daemon=True).start()
 
 
 def wait_ready(conn: ConnInfo, *, timeout: float = READY_TIMEOUT,
@@ -286,6 +297,7 @@ class LocalCluster:
         return self.is_running()
 
     def _start(self) -> None:
+        preload_client()
         self.socket_dir.mkdir(mode=0o700, exist_ok=True)
         self._chown(self.socket_dir)
         argv = [str(self.bin_dir / "postgres"), "-D", str(self.datadir), "-p", str(self.port),
@@ -537,6 +549,7 @@ class DockerCluster:
         container = self._container() or self._create({})
         try:
             if container.status != "running":
+                preload_client()
                 container.start()
         except docker.errors.DockerException as exc:
             raise DatabaseError(f"cannot start container {self.container_name}: {exc}") from exc
