@@ -439,13 +439,17 @@ class Sandbox:
         self._run_hooks(rec, self.config.workspace.setup, "setup", db)
 
     def _start(self, rec: WorkspaceRecord) -> None:
+        """Start a stopped workspace: its database and its container at the same time."""
         network = self._network(rec)
         runtime = self.runtime_for(rec.runtime)
         if network:
             network = runtime.ensure_network(self.config.project_id, rec.name)
-        self.db.start(rec.name, network)
-        if rec.runtime != "none":
-            runtime.up(self.spec(rec))
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            jobs: list[Future[Any]] = [pool.submit(self.db.start, rec.name, network)]
+            if rec.runtime != "none":
+                known = self.db.planned(rec.name, network) if self.db.exists(rec.name) else None
+                jobs.append(pool.submit(runtime.up, self.spec(rec, known)))
+            _results(jobs)
         self.registry.set_state(rec.name, "ready")
 
     # -- inspection ------------------------------------------------------------------------------
