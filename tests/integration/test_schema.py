@@ -141,6 +141,15 @@ def test_clone_is_faithful_for_every_object_kind(sch: SchemaStrategy, local_pg) 
         assert conn.execute("SELECT count(*) FROM parent_names").fetchone() == (2,)
 
 
+def test_planned_info_is_what_create_returns(sch: SchemaStrategy) -> None:
+    planned = sch.planned("pl-a")
+    try:
+        info = sch.create("pl-a")
+        assert info.env() == planned.env()
+    finally:
+        sch.drop("pl-a")
+
+
 def test_writes_and_migrations_stay_in_the_workspace(sch: SchemaStrategy) -> None:
     a, b = sch.create("mig-a"), sch.create("mig-b")
     q(a, "ALTER TABLE parent ADD COLUMN extra int")

@@ -158,6 +158,17 @@ def test_clone_has_baseline_data_and_a_non_superuser_owner(strategy: SnapshotStr
     assert secret.stat().st_mode & 0o777 == 0o600 and a.password not in repr(a)
 
 
+def test_planned_info_is_what_create_returns(strategy: SnapshotStrategy) -> None:
+    planned = strategy.planned("pl-a")
+    assert not strategy.exists("pl-a")
+    try:
+        info = strategy.create("pl-a")
+        assert info.env() == planned.env()
+        assert q(info, "SELECT current_user") == [(planned.user,)]
+    finally:
+        strategy.drop("pl-a")
+
+
 def test_writes_are_isolated(strategy: SnapshotStrategy) -> None:
     a = strategy.create("iso-a")
     b = strategy.create("iso-b")
@@ -468,9 +479,18 @@ def test_docker_server(btrfs_mount: Path, docker_client: Any) -> None:
     network = docker_client.networks.create("sbx-t0c0ffee-test-net", labels={"dev.sandbox.project": "t0c0ffee"})
     try:
         s.build_baseline(seed)
+        planned = s.planned("dk-a", network=network.name)
         a = s.create("dk-a", network=network.name)
         b = s.create("dk-b")
         assert (a.container_host, a.container_port) == ("db", 5432)
+        assert planned.env(container=True) == a.env(container=True)   # known before the clone existed
+        # made on the workspace's network (alias db), not connected to it afterwards
+        nets = docker_client.containers.get("sbx-t0c0ffee-db-dk-a").attrs["NetworkSettings"]["Networks"]
+        assert "db" in (nets[network.name]["Aliases"] or [])
+        s.stop("dk-a")
+        s.start("dk-a")          # no network given: the one it was made on is remembered
+        nets = docker_client.containers.get("sbx-t0c0ffee-db-dk-a").attrs["NetworkSettings"]["Networks"]
+        assert network.name in nets
         q(a, "CREATE TABLE only_a (x int)")
         assert q(b, "SELECT to_regclass('only_a')") == [(None,)]
         assert q(b, "SELECT count(*) FROM items") == [(1000,)]

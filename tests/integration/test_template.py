@@ -105,6 +105,16 @@ def test_clone_has_baseline_data_and_writes_and_migrations_stay_local(tpl: Templ
     assert q(again, "SELECT count(*) FROM items") == [(4,)]
 
 
+def test_planned_info_is_what_create_returns(tpl: TemplateStrategy) -> None:
+    planned = tpl.planned("pl-a")
+    try:
+        info = tpl.create("pl-a")
+        assert info.env() == planned.env()
+        assert q(info, "SELECT current_user, current_database()") == [(planned.user, planned.dbname)]
+    finally:
+        tpl.drop("pl-a")
+
+
 def test_credentials_of_one_workspace_cannot_reach_another(tpl: TemplateStrategy, local_pg) -> None:  # type: ignore[no-untyped-def]
     a, b = tpl.create("cred-a"), tpl.create("cred-b")
     with pytest.raises(psycopg.OperationalError, match="permission denied|not permitted"):
