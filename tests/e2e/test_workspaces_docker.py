@@ -99,3 +99,30 @@ def test_three_workspaces_on_docker(docker_demo: Path, docker_client) -> None:  
     cli(repo, "up", "b")
     out = cli(repo, "exec", "b", "--", "sh", "-c", 'psql "$DATABASE_URL" -tAc "select count(*) from posts"').stdout
     assert out.strip() == "2"
+
+
+@pytest.mark.docker
+def test_a_database_failure_during_up_undoes_the_container_started_beside_it(
+        docker_demo: Path, docker_client) -> None:  # type: ignore[no-untyped-def]
+    """The container and the database are made at the same time: when the database fails, the
+    container (and network, worktree, branch, ports) made beside it are undone, and `up` retries."""
+    repo = docker_demo
+    toml = (repo / "sandbox.toml").read_text()
+    (repo / "sandbox.toml").write_text(toml + 'image = "sandbox/postgres:no-such-tag"\n')
+    res = cli(repo, "up", "x", check=3)
+    assert "no-such-tag" in res.stderr and "build-images" in res.stderr
+    sb = Sandbox.open(repo)
+    rec = sb.record("x")
+    assert rec.state == "broken"
+    project = sb.config.project_id
+    assert not docker_client.containers.list(all=True, filters={"label": [f"dev.sandbox.project={project}",
+                                                                         "dev.sandbox.workspace=x"]})
+    assert not [n for n in docker_client.networks.list(filters={"label": f"dev.sandbox.project={project}"})
+                if (n.attrs.get("Labels") or {}).get("dev.sandbox.workspace") == "x"]
+    assert not Path(rec.path).exists() and not sb.git.branch_exists("x")
+    assert sb.registry.ports("x", "workspace") == [] and not sb.db.exists("x")
+    (repo / "sandbox.toml").write_text(toml)
+    cli(repo, "up", "x")
+    assert sb.record("x").state == "ready"
+    out = cli(repo, "exec", "x", "--", "sh", "-c", 'psql "$DATABASE_URL" -tAc "select count(*) from users"').stdout
+    assert out.strip() == "3"
