@@ -119,7 +119,7 @@ def manual(project: Path, name: str, *, same_options: bool, image: str, database
             volume = database.pool / "ws" / f"manual-{name}"
             sh("btrfs", "subvolume", "snapshot", str(database.baseline_dir), str(volume))
             (volume / "data" / "postmaster.pid").unlink(missing_ok=True)
-            port = C.free_port(47000 + abs(hash(name)) % 500)
+            port = C.free_port(48100 + abs(hash(name)) % 500)   # above the blocks of 46000-47999
             sh("docker", "run", "-d", "--name", dbname, "--network", cname, "--network-alias", "db",
                "-v", f"{volume}:/sandbox", "-e", "PGDATA=/sandbox/data", "-p", f"127.0.0.1:{port}:5432",
                "--shm-size", "64m", C.PG_IMAGE, "postgres", "-c", "listen_addresses=*", "-c", "fsync=off")
