@@ -29,6 +29,7 @@ Usage: ``python benchmarks/bench_up.py [--quick] [-n 7] [--concurrent-n 3]``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import subprocess
 import sys
@@ -199,7 +200,7 @@ def bench_config(label: str, cfg: dict[str, str], n: int, cn: int, port_base: in
             sb_rm(project, *names)
     finally:
         C.cleanup_project(project)
-        with __import__("contextlib").suppress(OSError):
+        with contextlib.suppress(OSError):
             (C.WORK / "manual-wt").rmdir()
     return out
 

@@ -122,13 +122,9 @@ class SchemaStrategy(SharedServerStrategy):
 
     def _conninfo(self, schema: str, user: str, password: str, network: str | None,
                   extra_options: str = "", *, attach: bool = True) -> ConnInfo:
-        admin = self.server.admin()
-        seen = self.server.attach(network) if attach else self.server.address(network)
         # pg_name yields lower-case [a-z0-9_.-] only: no quoting or escaping needed in options
         options = f"-csearch_path={schema}" + (f" {extra_options}" if extra_options else "")
-        return ConnInfo(host=admin.host, port=admin.port, user=user, password=password, dbname=self.shared_db,
-                        options=options, container_host=seen[0] if seen else None,
-                        container_port=seen[1] if seen else None)
+        return self._server_info(user, password, self.shared_db, network, attach=attach, options=options)
 
     def _admin_shared(self) -> ConnInfo:
         return self.server.admin().with_db(self.shared_db)
@@ -365,14 +361,6 @@ class SchemaStrategy(SharedServerStrategy):
             if not present:
                 self.ctx.progress(f"cloning the baseline for {ws}")
                 self._clone_for(ws, schema, "workspace")
-        return self._conninfo(schema, schema, password, network)
-
-    def info(self, ws: str, network: str | None = None) -> ConnInfo:
-        schema = self.schema_name(ws)
-        password = self.secrets.read(schema)
-        if password is None:
-            raise DatabaseError(f"workspace {ws!r} has no database credentials",
-                                hint=f"run `sandbox up {ws}` or `sandbox db reset {ws}`")
         return self._conninfo(schema, schema, password, network)
 
     def exists(self, ws: str) -> bool:

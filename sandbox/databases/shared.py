@@ -8,6 +8,7 @@ from typing import Any, Callable, Iterator
 
 import psycopg
 
+from ..errors import DatabaseError
 from ..names import pg_name, validate_name
 from .base import BackendContext, ConnInfo, Server
 from .pgadmin import SecretStore, connect, exists, guard, name_key
@@ -47,13 +48,32 @@ class SharedServerStrategy:
 
     def _conninfo(self, ident: str, user: str, password: str, network: str | None, *,
                   attach: bool = True) -> ConnInfo:
+        """How ``user`` reaches ``ident`` (a database, or a schema); each strategy says which."""
         raise NotImplementedError
+
+    def _server_info(self, user: str, password: str, dbname: str, network: str | None, *,
+                     attach: bool, options: str | None = None) -> ConnInfo:
+        """The shared server's address (host view, and as seen from ``network``: attached to it
+        when ``attach``, else only computed) with these credentials."""
+        admin = self.server.admin()
+        seen = self.server.attach(network) if attach else self.server.address(network)
+        return ConnInfo(host=admin.host, port=admin.port, user=user, password=password, dbname=dbname,
+                        options=options, container_host=seen[0] if seen else None,
+                        container_port=seen[1] if seen else None)
 
     def planned(self, ws: str, network: str | None = None) -> ConnInfo:
         """Known before the database exists: the server's address and the role's secret."""
         ident = self._ws_ident(ws)
         password, _ = self.secrets.get_or_create(ident)   # create() makes the role with it
         return self._conninfo(ident, ident, password, network, attach=False)
+
+    def info(self, ws: str, network: str | None = None) -> ConnInfo:
+        ident = self._ws_ident(ws)
+        password = self.secrets.read(ident)
+        if password is None:
+            raise DatabaseError(f"workspace {ws!r} has no database credentials",
+                                hint=f"run `sandbox up {ws}` or `sandbox db reset {ws}`")
+        return self._conninfo(ident, ident, password, network)
 
     def start(self, ws: str, network: str | None = None) -> None:
         """The server is shared: make sure it runs (and is reachable from ``network``)."""

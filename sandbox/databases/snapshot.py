@@ -219,16 +219,13 @@ class SnapshotStrategy:
     def _ws_cluster(self, ws: str, network: str | None = None) -> Cluster:
         """The cluster of ``ws``; a container it gets is created on ``network`` (remembered, so
         a restart for a checkpoint puts it back on the workspace's network)."""
-        port = self._stored_port(ws)
-        if port is None:
-            port = self._port(ws)
+        port = self._port(ws)                     # the stored one, else allocated and stored
         meta_path = self.meta_dir / f"{ws}.json"
+        meta = _read_json(meta_path)
         if network is None:
-            network = _read_json(meta_path).get("network")
-        elif self.server_kind == "docker":
-            meta = _read_json(meta_path)
-            if meta.get("network") != network:
-                _write_json(meta_path, {**meta, "network": network})
+            network = meta.get("network")
+        elif self.server_kind == "docker" and meta.get("network") != network:
+            _write_json(meta_path, {**meta, "network": network})
         return self._cluster(self._ws_dir(ws), port, ws, ws, network=network)
 
     def _stop_any(self, volume: Path) -> None:

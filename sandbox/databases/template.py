@@ -102,10 +102,7 @@ class TemplateStrategy(SharedServerStrategy):
 
     def _conninfo(self, db: str, user: str, password: str, network: str | None, *,
                   attach: bool = True) -> ConnInfo:
-        admin = self.server.admin()
-        seen = self.server.attach(network) if attach else self.server.address(network)
-        return ConnInfo(host=admin.host, port=admin.port, user=user, password=password, dbname=db,
-                        container_host=seen[0] if seen else None, container_port=seen[1] if seen else None)
+        return self._server_info(user, password, db, network, attach=attach)
 
     def _ensure_role(self, conn: psycopg.Connection[Any], role: str, kind: str, ws: str | None) -> str:
         """The role's password; the role is created, or repaired when its secret was lost."""
@@ -353,6 +350,11 @@ class TemplateStrategy(SharedServerStrategy):
         if owner is not None and owner != ws:
             raise DatabaseError(f"database {db} belongs to workspace {owner!r}, not {ws!r}")
 
+    def _clone_for(self, conn: psycopg.Connection[Any], ws: str, db: str) -> None:
+        """(Re)make ``db``, the database of ``ws``, as a copy of the baseline owned by its role."""
+        self._build(conn, self.baseline_db, db, owner=db, reassign_to=db,
+                    comment=meta_comment(self.ctx.project_id, "workspace", ws, created_at=now()))
+
     def create(self, ws: str, network: str | None = None) -> ConnInfo:
         db = self.db_name(ws)
         self.server.ensure_running()
@@ -363,16 +365,7 @@ class TemplateStrategy(SharedServerStrategy):
             password = self._ensure_role(conn, db, "workspace", ws)
             if not exists(conn, "pg_database", db):
                 self.ctx.progress(f"cloning the baseline for {ws}")
-                self._build(conn, self.baseline_db, db, owner=db, reassign_to=db,
-                            comment=meta_comment(self.ctx.project_id, "workspace", ws, created_at=now()))
-        return self._conninfo(db, db, password, network)
-
-    def info(self, ws: str, network: str | None = None) -> ConnInfo:
-        db = self.db_name(ws)
-        password = self.secrets.read(db)
-        if password is None:
-            raise DatabaseError(f"workspace {ws!r} has no database credentials",
-                                hint=f"run `sandbox up {ws}` or `sandbox db reset {ws}`")
+                self._clone_for(conn, ws, db)
         return self._conninfo(db, db, password, network)
 
     def exists(self, ws: str) -> bool:
@@ -388,8 +381,7 @@ class TemplateStrategy(SharedServerStrategy):
             self._claim(conn, db, ws)
             password = self._ensure_role(conn, db, "workspace", ws)
             self.ctx.progress(f"re-cloning the baseline for {ws}")
-            self._build(conn, self.baseline_db, db, owner=db, reassign_to=db,
-                        comment=meta_comment(self.ctx.project_id, "workspace", ws, created_at=now()))
+            self._clone_for(conn, ws, db)
         return self._conninfo(db, db, password, network)
 
     def drop(self, ws: str) -> None:

@@ -118,10 +118,6 @@ def _with_safe_directory(env: Mapping[str, str]) -> dict[str, str]:
     return out
 
 
-class _NetworkGone(Exception):
-    """The workspace's network vanished between being made and the container's creation."""
-
-
 class DockerRuntime:
     """Runs each workspace in its own container on a Docker engine (docker SDK)."""
 
@@ -137,7 +133,6 @@ class DockerRuntime:
         self._factory = client_factory
         self._client: docker.DockerClient | None = None
         self._ncpu: int | None = None          # the engine's CPU count, asked once
-        self._made: set[str] = set()           # networks known to exist (made or seen by this object)
         self._lock = threading.Lock()
         if images is None:
             images = (os.environ.get("SANDBOX_WORKSPACE_IMAGE") or DEFAULT_IMAGES[0],
@@ -181,11 +176,8 @@ class DockerRuntime:
 
     def _ensure_network(self, project: str, name: str, extra_labels: Mapping[str, str] | None) -> str:
         netname = resource_name(project, name)
-        if netname in self._made:
-            return netname
         with _translated(f"creating network {netname}"):
             if self._networks(netname):
-                self._made.add(netname)
                 return netname
             try:
                 self.client.networks.create(netname, driver="bridge",
@@ -193,22 +185,12 @@ class DockerRuntime:
             except docker.errors.APIError:
                 if not self._networks(netname):   # unless another process created it meanwhile
                     raise
-        self._made.add(netname)
         return netname
 
     def up(self, spec: WorkspaceSpec) -> None:
         netname = self._ensure_network(spec.project, spec.name, spec.labels)
         # Create first (the common case); a name conflict means it exists: start that one.
-        try:
-            created = self._create(spec, netname)
-        except _NetworkGone:                # removed behind this object's back: make it again
-            self._made.discard(netname)
-            netname = self._ensure_network(spec.project, spec.name, spec.labels)
-            try:
-                created = self._create(spec, netname)
-            except _NetworkGone as exc:
-                raise WorkspaceError(f"network {netname} vanished while its container was created") from exc
-        if created:
+        if self._create(spec, netname):
             return
         container = self._container(spec.project, spec.name)
         if container is None:
@@ -258,8 +240,6 @@ class DockerRuntime:
                 container = client.containers.create(**kwargs)
             except docker.errors.ImageNotFound as exc:
                 raise ServiceUnavailable(f"Docker image {spec.image} is missing", hint=BUILD_HINT) from exc
-            except docker.errors.NotFound as exc:
-                raise _NetworkGone(netname) from exc
             except docker.errors.APIError as exc:
                 if exc.status_code == 409:   # name taken: it exists, or was created concurrently
                     return False
@@ -309,7 +289,6 @@ class DockerRuntime:
                     container.remove(force=True, v=True)
                 except docker.errors.NotFound:
                     pass
-        self._made.discard(cname)
         with _translated(f"removing network {cname}"):
             for network in self._networks(cname):
                 labels = network.attrs.get("Labels") or {}

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import threading
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,11 +12,11 @@ import pytest
 from psycopg import sql
 
 from sandbox.checks import OwnedResource
-from sandbox.config import DatabaseConfig
-from sandbox.databases.base import BackendContext, ConnInfo
+from sandbox.databases.base import ConnInfo
 from sandbox.databases.schema import SchemaStrategy
 from sandbox.databases.urlserver import UrlServer
 from sandbox.errors import DatabaseError
+from tests.integration.backends import q, seed, url_context
 
 pytestmark = pytest.mark.postgres
 
@@ -44,26 +43,8 @@ INSERT INTO child (parent_id, qty) VALUES (1, 5), (2, 7);
 """
 
 
-class FakePorts:
-    def allocate(self, owner: str, purpose: str, count: int = 1) -> list[int]:
-        return list(range(31000, 31000 + count))
-
-    def release(self, owner: str, purpose: str | None = None) -> None:
-        pass
-
-
-def seed(sql_text: str):  # type: ignore[no-untyped-def]
-    def populate(info: ConnInfo) -> None:
-        with psycopg.connect(**info.kwargs(), autocommit=True) as conn:
-            conn.execute(sql_text)
-    return populate
-
-
 def make_strategy(local_pg, state: Path) -> SchemaStrategy:  # type: ignore[no-untyped-def]
-    ctx = BackendContext(project_id=uuid.uuid4().hex[:8], state_dir=state,
-                         config=DatabaseConfig(server="url", url=local_pg.url(), bin_dir=str(local_pg.bin_dir)),
-                         ports=FakePorts())
-    return SchemaStrategy(ctx, UrlServer(local_pg.url()))
+    return SchemaStrategy(url_context(local_pg, state), UrlServer(local_pg.url()))
 
 
 def cleanup(strategy: SchemaStrategy) -> None:
@@ -77,12 +58,6 @@ def sch(local_pg, tmp_path_factory) -> Iterator[SchemaStrategy]:  # type: ignore
     s.build_baseline(seed(SEED))
     yield s
     cleanup(s)
-
-
-def q(info: ConnInfo, query: str, params: tuple = ()) -> list[tuple]:  # type: ignore[type-arg]
-    with psycopg.connect(**info.kwargs(), autocommit=True, connect_timeout=5) as conn:
-        cur = conn.execute(query, params)
-        return cur.fetchall() if cur.description else []
 
 
 def admin(local_pg, dbname: str = "postgres") -> psycopg.Connection:  # type: ignore[no-untyped-def,type-arg]

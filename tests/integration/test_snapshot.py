@@ -29,37 +29,12 @@ from sandbox.databases.snapshot import SnapshotStrategy
 from sandbox.databases.storage import Storage, provision_pool, unmount_pool
 from sandbox.errors import DatabaseError, UsageError
 from tests.conftest import free_port, pg_bin_dir, service_missing
+from tests.integration.backends import FakePorts, q
 
 SEED = """
 CREATE TABLE items (id serial PRIMARY KEY, name text NOT NULL);
 INSERT INTO items (name) SELECT 'item ' || g FROM generate_series(1, 1000) g;
 """
-
-
-class FakePorts:
-    """An in-memory PortAllocator handing out free ports (idempotent per owner and purpose)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.held: dict[tuple[str, str], list[int]] = {}
-
-    def allocate(self, owner: str, purpose: str, count: int = 1) -> list[int]:
-        with self._lock:
-            key = (owner, purpose)
-            if key not in self.held:
-                used = {p for ports in self.held.values() for p in ports}
-                ports: list[int] = []
-                while len(ports) < count:
-                    p = free_port()
-                    if p not in used and p not in ports:
-                        ports.append(p)
-                self.held[key] = ports
-            return self.held[key]
-
-    def release(self, owner: str, purpose: str | None = None) -> None:
-        with self._lock:
-            for key in [k for k in self.held if k[0] == owner and (purpose is None or k[1] == purpose)]:
-                del self.held[key]
 
 
 def _stop_all_clusters(root: Path) -> None:
@@ -126,12 +101,6 @@ def _cleanup(s: SnapshotStrategy) -> None:
         if r.kind != "baseline":
             s.remove_owned(r)
     _stop_all_clusters(s.pool)
-
-
-def q(conn: ConnInfo, query: str, params: Any = None) -> list[tuple[Any, ...]]:
-    with psycopg.connect(**conn.kwargs(), autocommit=True, connect_timeout=5) as c:
-        cur = c.execute(query, params)
-        return cur.fetchall() if cur.description else []
 
 
 # -- behaviour ------------------------------------------------------------------------------
@@ -516,7 +485,7 @@ from sandbox.config import DatabaseConfig
 from sandbox.databases.base import BackendContext
 from sandbox.databases.snapshot import SnapshotStrategy
 from sandbox.databases.storage import Storage
-from tests.integration.test_snapshot import FakePorts, q
+from tests.integration.backends import FakePorts, q
 
 state, bin_dir, step, op = Path(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
 

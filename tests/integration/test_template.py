@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import threading
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,11 +12,11 @@ import pytest
 from psycopg import sql
 
 from sandbox.checks import OwnedResource
-from sandbox.config import DatabaseConfig
-from sandbox.databases.base import BackendContext, ConnInfo
+from sandbox.databases.base import ConnInfo
 from sandbox.databases.template import TemplateStrategy
 from sandbox.databases.urlserver import UrlServer
 from sandbox.errors import DatabaseError, ServiceUnavailable
+from tests.integration.backends import q, seed, url_context
 
 pytestmark = pytest.mark.postgres
 
@@ -28,30 +27,8 @@ INSERT INTO items (name) VALUES ('one'), ('two'), ('three');
 """
 
 
-class FakePorts:
-    def __init__(self) -> None:
-        self.next = 30000
-
-    def allocate(self, owner: str, purpose: str, count: int = 1) -> list[int]:
-        self.next += count
-        return list(range(self.next - count, self.next))
-
-    def release(self, owner: str, purpose: str | None = None) -> None:
-        pass
-
-
-def seed(sql_text: str):  # type: ignore[no-untyped-def]
-    def populate(info: ConnInfo) -> None:
-        with psycopg.connect(**info.kwargs(), autocommit=True) as conn:
-            conn.execute(sql_text)
-    return populate
-
-
 def make_strategy(local_pg, state: Path) -> TemplateStrategy:  # type: ignore[no-untyped-def]
-    ctx = BackendContext(project_id=uuid.uuid4().hex[:8], state_dir=state,
-                         config=DatabaseConfig(server="url", url=local_pg.url(), bin_dir=str(local_pg.bin_dir)),
-                         ports=FakePorts())
-    return TemplateStrategy(ctx, UrlServer(local_pg.url()))
+    return TemplateStrategy(url_context(local_pg, state), UrlServer(local_pg.url()))
 
 
 def cleanup(strategy: TemplateStrategy) -> None:
@@ -65,12 +42,6 @@ def tpl(local_pg, tmp_path_factory) -> Iterator[TemplateStrategy]:  # type: igno
     s.build_baseline(seed(SEED))
     yield s
     cleanup(s)
-
-
-def q(info: ConnInfo, query: str, params: tuple = ()) -> list[tuple]:  # type: ignore[type-arg]
-    with psycopg.connect(**info.kwargs(), autocommit=True, connect_timeout=5) as conn:
-        cur = conn.execute(query, params)
-        return cur.fetchall() if cur.description else []
 
 
 def admin(local_pg, dbname: str = "postgres") -> psycopg.Connection:  # type: ignore[no-untyped-def,type-arg]
