@@ -1,5 +1,6 @@
 """Helpers the database-strategy tests share: an in-memory port allocator, a seeding
-``populate`` callback, a query helper and a backend context on the ``local_pg`` server."""
+``populate`` callback, a query helper, and a backend context and superuser connection on the
+``local_pg`` server."""
 
 from __future__ import annotations
 
@@ -61,3 +62,8 @@ def url_context(local_pg: Any, state: Path) -> BackendContext:
     return BackendContext(project_id=uuid.uuid4().hex[:8], state_dir=state,
                           config=DatabaseConfig(server="url", url=local_pg.url(), bin_dir=str(local_pg.bin_dir)),
                           ports=FakePorts())
+
+
+def admin(local_pg: Any, dbname: str = "postgres") -> psycopg.Connection[Any]:
+    """A superuser connection to ``local_pg`` (autocommit)."""
+    return psycopg.connect(local_pg.url(dbname), autocommit=True)

@@ -16,7 +16,7 @@ from sandbox.databases.base import ConnInfo
 from sandbox.databases.schema import SchemaStrategy
 from sandbox.databases.urlserver import UrlServer
 from sandbox.errors import DatabaseError
-from tests.integration.backends import q, seed, url_context
+from tests.integration.backends import admin, q, seed, url_context
 
 pytestmark = pytest.mark.postgres
 
@@ -58,10 +58,6 @@ def sch(local_pg, tmp_path_factory) -> Iterator[SchemaStrategy]:  # type: ignore
     s.build_baseline(seed(SEED))
     yield s
     cleanup(s)
-
-
-def admin(local_pg, dbname: str = "postgres") -> psycopg.Connection:  # type: ignore[no-untyped-def,type-arg]
-    return psycopg.connect(local_pg.url(dbname), autocommit=True)
 
 
 def test_clone_is_faithful_for_every_object_kind(sch: SchemaStrategy, local_pg) -> None:  # type: ignore[no-untyped-def]

@@ -16,7 +16,7 @@ from sandbox.databases.base import ConnInfo
 from sandbox.databases.template import TemplateStrategy
 from sandbox.databases.urlserver import UrlServer
 from sandbox.errors import DatabaseError, ServiceUnavailable
-from tests.integration.backends import q, seed, url_context
+from tests.integration.backends import admin, q, seed, url_context
 
 pytestmark = pytest.mark.postgres
 
@@ -42,10 +42,6 @@ def tpl(local_pg, tmp_path_factory) -> Iterator[TemplateStrategy]:  # type: igno
     s.build_baseline(seed(SEED))
     yield s
     cleanup(s)
-
-
-def admin(local_pg, dbname: str = "postgres") -> psycopg.Connection:  # type: ignore[no-untyped-def,type-arg]
-    return psycopg.connect(local_pg.url(dbname), autocommit=True)
 
 
 def test_clone_has_baseline_data_and_writes_and_migrations_stay_local(tpl: TemplateStrategy) -> None:
