@@ -41,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
 
 SECTION = "up"
+SETTLE_S = 1.0
 UP_IMPORTS = ("import sandbox.cli, sandbox.runtime.docker, sandbox.databases.factory, "
               "sandbox.databases.snapshot, sandbox.databases.template, psycopg")
 
@@ -57,6 +58,13 @@ def sb_rm(project: Path, *names: str) -> None:
             sb.rm(n, force=True, delete_branch=True)
         except Exception as exc:  # noqa: BLE001
             C.log(f"rm {n}: {type(exc).__name__}: {exc}")
+
+
+def settle() -> None:
+    """Let the engine finish the previous run's teardown (Docker removes networks and network
+    namespaces in the background): every measured run, sandbox's and the manual ones alike,
+    starts on an idle engine, as a person's or an agent's `up` usually does."""
+    time.sleep(SETTLE_S)
 
 
 def up_cli(project: Path, *names: str, extra: tuple[str, ...] = ()) -> float:
@@ -179,23 +187,31 @@ def bench_config(label: str, cfg: dict[str, str], n: int, cn: int, port_base: in
         sb_rm(project, "warm")
         for i in range(n):
             C.log(f"[{label}] run {i + 1}/{n}")
+            settle()
             out["cli"].append(up_cli(project, f"c{i}"))
             sb_rm(project, f"c{i}")
+            settle()
             t, ph = up_lib(project, f"l{i}")
             out["lib"].append(t)
             out["phases"].append(ph)
             sb_rm(project, f"l{i}")
+            settle()
             out["nocont"].append(up_cli(project, f"n{i}", extra=("--no-container",)))
             sb_rm(project, f"n{i}")
+            settle()
             out["manual"].append(manual(project, f"m{i}", same_options=False, image=C.WS_IMAGE))
+            settle()
             out["manual_same"].append(manual(project, f"s{i}", same_options=True, image=C.WS_IMAGE))
+            settle()
             out["manual_all"].append(manual(project, f"a{i}", same_options=True, image=C.WS_IMAGE, database=sb.db))
         for i in range(cn):
             names = [f"p{i}{x}" for x in "abcd"]
             C.log(f"[{label}] up {' '.join(names)} (concurrent) vs sequential, {i + 1}/{cn}")
+            settle()
             out["conc"].append(up_cli(project, *names))
             sb_rm(project, *names)
             names = [f"q{i}{x}" for x in "abcd"]
+            settle()
             out["seq"].append(sum(up_cli(project, nm) for nm in names))
             sb_rm(project, *names)
     finally:
@@ -208,17 +224,20 @@ def bench_config(label: str, cfg: dict[str, str], n: int, cn: int, port_base: in
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="N=2, one concurrent round, one configuration")
-    ap.add_argument("-n", type=int, default=None, help="runs per measurement (7)")
+    ap.add_argument("-n", type=int, default=None, help="runs per measurement (9)")
     ap.add_argument("--concurrent-n", type=int, default=None, help="rounds of 4-up vs 4 sequential (3)")
     ap.add_argument("--config", choices=list(CONFIGS), action="append",
                     help="database configuration(s) to run (default: all)")
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args()
-    n = args.n or (2 if args.quick else 7)
+    n = args.n or (2 if args.quick else 9)
     cn = args.concurrent_n or (1 if args.quick else 3)
     configs = args.config or (["snapshot/docker"] if args.quick else list(CONFIGS))
     header = C.run_header("bench_up.py", sys.argv[1:])
     t0 = time.perf_counter()
+    # sandbox byte-compiled, as an installed package is (and as scripts/setup leaves the checkout)
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(C.REPO / "sandbox")], check=True,
+                   capture_output=True)
 
     # CLI start-up alone
     startup = [C.timed(lambda: subprocess.run([sys.executable, "-m", "sandbox", "--help"], capture_output=True,
@@ -235,7 +254,8 @@ def main() -> int:
 
     md = ["## Workspace creation (`bench_up.py`)", "", header,
           f"N = {n} per row (median); {cn} rounds of the concurrency comparison. Image present, "
-          "one warm-up `up` not counted. `python -m sandbox --help` (interpreter + imports): "
+          f"one warm-up `up` not counted; every measured run starts after a {SETTLE_S:.0f} s pause (the engine "
+          "idle again after the previous run's removal). `python -m sandbox --help` (interpreter + imports): "
           f"**{C.fmt_s(C.median(startup))}**; a process importing what `up` needs (CLI, docker SDK, "
           f"psycopg, strategies): **{C.fmt_s(C.median(imports))}**.", ""]
     plain = []

@@ -1,8 +1,10 @@
 """Git worktrees and branches (GitPython); git errors become sandbox errors here.
 
-GitPython is imported on first use: the read-only probes every command starts with (the
-project's root, main's branch, the common git dir) are single plain ``git`` calls, so that
-``sandbox up`` can already be asking Docker for the network while GitPython loads.
+GitPython is imported on first use, by removal and the merge checks. What ``sandbox up`` runs
+(the probes every command starts with: the project's root, main's branch, the common git dir;
+then the worktree list, branch and ref checks and ``git worktree add``) are single plain ``git``
+calls: importing GitPython costs 0.1-0.16 s on a 2-core machine, a tenth of ``up``'s budget,
+and CPU that the Docker engine needs while it starts the workspace's containers.
 """
 
 from __future__ import annotations
@@ -36,12 +38,21 @@ def _plain(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
         raise ServiceUnavailable("git is not installed", hint="apt-get install git") from exc
 
 
-def git_message(exc: git.GitCommandError) -> str:
-    """The meaningful line of a git error (``fatal: …``), without GitPython's decoration."""
-    text = str(exc.stderr or exc.stdout or exc).strip().strip("'")
+def _meaningful(text: str, default: str) -> str:
+    """The meaningful line of git's error output (``fatal: …``)."""
     lines = [ln.strip() for ln in text.replace("stderr:", "").splitlines() if ln.strip()]
     fatal = [ln for ln in lines if ln.startswith(("fatal:", "error:"))]
-    return (fatal or lines or [str(exc)])[-1].strip("'")
+    return (fatal or lines or [default])[-1].strip("'")
+
+
+def _failure(res: subprocess.CompletedProcess[str]) -> str:
+    """What a failed plain ``git`` call said."""
+    return _meaningful(res.stderr, f"git exited {res.returncode}")
+
+
+def git_message(exc: git.GitCommandError) -> str:
+    """The meaningful line of a git error (``fatal: …``), without GitPython's decoration."""
+    return _meaningful(str(exc.stderr or exc.stdout or exc).strip().strip("'"), str(exc))
 
 
 def find_project_root(start: Path) -> Path | None:
@@ -108,35 +119,30 @@ class Worktrees:
             found[key.removeprefix("user.")] = value
         return found
 
-    # GitPython's object database keeps one `git cat-file` process per Repo, which is not
-    # safe across threads (`up a b c` runs threads): refs are read with plain git commands.
+    # Refs are read with plain git commands: GitPython's object database keeps one
+    # `git cat-file` process per Repo, which is not safe across threads (`up a b c`).
     def has_commits(self) -> bool:
-        try:
-            self.repo.git.rev_parse("--verify", "-q", "HEAD^{commit}")
-            return True
-        except _gitpython().GitCommandError:
-            return False
+        return _plain(self.root, "rev-parse", "--verify", "-q", "HEAD^{commit}").returncode == 0
 
     def branch_exists(self, branch: str) -> bool:
-        try:
-            self.repo.git.show_ref("--verify", "--quiet", f"refs/heads/{branch}")
-            return True
-        except _gitpython().GitCommandError:
-            return False
+        return _plain(self.root, "show-ref", "--verify", "--quiet", f"refs/heads/{branch}").returncode == 0
 
     def rev(self, ref: str) -> str:
         if ref.startswith("-"):
             raise UsageError(f"unknown git ref {ref!r}")
-        try:
-            return str(self.repo.git.rev_parse("--verify", "-q", f"{ref}^{{commit}}")).strip()
-        except _gitpython().GitCommandError as exc:
-            raise UsageError(f"unknown git ref {ref!r}") from exc
+        res = _plain(self.root, "rev-parse", "--verify", "-q", f"{ref}^{{commit}}")
+        if res.returncode != 0 or not res.stdout.strip():
+            raise UsageError(f"unknown git ref {ref!r}")
+        return res.stdout.strip()
 
     def registered(self) -> dict[Path, str | None]:
         """Worktrees git knows about: path → branch (None when detached)."""
+        res = _plain(self.root, "worktree", "list", "--porcelain")
+        if res.returncode != 0:
+            raise WorkspaceError(f"git worktree list failed: {_failure(res)}")
         out: dict[Path, str | None] = {}
         path: Path | None = None
-        for line in self.repo.git.worktree("list", "--porcelain").splitlines():
+        for line in res.stdout.splitlines():
             if line.startswith("worktree "):
                 path = Path(line[9:]).resolve()
                 out[path] = None
@@ -160,17 +166,15 @@ class Worktrees:
             if b == branch:
                 raise WorkspaceError(f"branch {branch!r} is already checked out at {p}")
         path.parent.mkdir(parents=True, exist_ok=True)
-        created = False
-        try:
-            if self.branch_exists(branch):
-                self.repo.git.worktree("add", str(path), branch)
-            else:
-                start = from_ref or self.main_branch()
-                self.rev(start)
-                self.repo.git.worktree("add", "-b", branch, str(path), start)
-                created = True
-        except _gitpython().GitCommandError as exc:
-            raise WorkspaceError(f"git worktree add failed: {git_message(exc)}") from exc
+        if self.branch_exists(branch):
+            args, created = ["worktree", "add", str(path), branch], False
+        else:
+            start = from_ref or self.main_branch()
+            self.rev(start)
+            args, created = ["worktree", "add", "-b", branch, str(path), start], True
+        res = _plain(self.root, *args)
+        if res.returncode != 0:
+            raise WorkspaceError(f"git worktree add failed: {_failure(res)}")
         return created
 
     def remove(self, path: Path) -> None:

@@ -451,6 +451,8 @@ class DockerCluster:
         if self._client is None:
             try:
                 self._client = self._docker_factory()
+            except ServiceUnavailable:
+                raise
             except Exception as exc:
                 raise ServiceUnavailable(f"Docker engine not reachable: {exc}",
                                          hint="start Docker or use server = \"local\"") from exc

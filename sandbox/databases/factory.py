@@ -27,8 +27,8 @@ DB_PORT_OFFSET = 10000   # database ports live above the workspace blocks
 
 
 def _docker_factory() -> Any:
-    import docker
-    return docker.from_env(timeout=30)
+    from ..runtime.docker import shared_client
+    return shared_client()
 
 
 def docker_usable(image: str) -> tuple[bool, str]:
