@@ -63,7 +63,9 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output."
 
 
 def _progress(msg: str) -> None:
-    if not state.quiet:
+    if ": warning: " in msg or msg.startswith("warning: "):   # shown even with --quiet
+        err.print(msg, markup=False, highlight=False)
+    elif not state.quiet:
         err.print(f"[dim]· {msg}[/dim]", markup=True, highlight=False)
 
 

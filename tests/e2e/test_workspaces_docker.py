@@ -126,3 +126,19 @@ def test_a_database_failure_during_up_undoes_the_container_started_beside_it(
     assert sb.record("x").state == "ready"
     out = cli(repo, "exec", "x", "--", "sh", "-c", 'psql "$DATABASE_URL" -tAc "select count(*) from users"').stdout
     assert out.strip() == "3"
+
+
+@pytest.mark.docker
+def test_a_local_server_with_docker_workspaces_warns_even_when_quiet(
+        demo_factory, docker_client, need_pg) -> None:  # type: ignore[no-untyped-def]
+    """A host server listens on 127.0.0.1 only: the workspace is made, and `up -q` still says
+    that its container has no address of the database (the host has one)."""
+    from .conftest import toml_for
+    repo = demo_factory(toml_for("template", "local", "docker"))
+    res = cli(repo, "up", "w")                  # cli() passes -q
+    assert "w: warning: no address of the database is known inside the container" in res.stderr
+    assert "server = \"docker\"" in res.stderr
+    assert "·" not in res.stderr, "only the warning passes -q, not the progress"
+    env = json.loads(cli(repo, "env", "w", "--format", "json").stdout)
+    assert env["PGHOST"] == "127.0.0.1" and env["DATABASE_URL"].startswith("postgresql://")
+    assert cli(repo, "exec", "w", "--", "true").returncode == 0
