@@ -29,11 +29,16 @@ def _gitpython() -> Any:
     return git
 
 
+# The reason git locks a worktree with while `git worktree add` runs (untranslated: sandbox
+# runs git with LC_ALL=C, so that its messages and this word can be read).
+INITIALIZING = "initializing"
+
+
 def _plain(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    """``git -C cwd ARGS`` (never interactive), output captured."""
+    """``git -C cwd ARGS`` (never interactive, untranslated), output captured."""
     try:
         return subprocess.run(["git", "-C", str(cwd), *args], capture_output=True, text=True,
-                              env={**os.environ, "GIT_TERMINAL_PROMPT": "0"})
+                              env={**os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"})
     except FileNotFoundError as exc:
         raise ServiceUnavailable("git is not installed", hint="apt-get install git") from exc
 
@@ -135,20 +140,31 @@ class Worktrees:
             raise UsageError(f"unknown git ref {ref!r}")
         return res.stdout.strip()
 
-    def registered(self) -> dict[Path, str | None]:
-        """Worktrees git knows about: path → branch (None when detached)."""
+    def _listing(self) -> dict[Path, dict[str, str]]:
+        """``git worktree list --porcelain``: path → its attributes (``branch``, ``locked``, …)."""
         res = _plain(self.root, "worktree", "list", "--porcelain")
         if res.returncode != 0:
             raise WorkspaceError(f"git worktree list failed: {_failure(res)}")
-        out: dict[Path, str | None] = {}
-        path: Path | None = None
+        out: dict[Path, dict[str, str]] = {}
+        attrs: dict[str, str] | None = None
         for line in res.stdout.splitlines():
             if line.startswith("worktree "):
-                path = Path(line[9:]).resolve()
-                out[path] = None
-            elif line.startswith("branch ") and path is not None:
-                out[path] = line[7:].removeprefix("refs/heads/")
+                attrs = out[Path(line[9:]).resolve()] = {}
+            elif line and attrs is not None:
+                key, _, value = line.partition(" ")
+                attrs[key] = value
         return out
+
+    def registered(self) -> dict[Path, str | None]:
+        """Worktrees git knows about: path → branch (None when detached)."""
+        return {path: attrs["branch"].removeprefix("refs/heads/") if "branch" in attrs else None
+                for path, attrs in self._listing().items()}
+
+    def initializing(self, path: Path) -> bool:
+        """Whether ``git worktree add`` of ``path`` was killed before it finished: git locks a
+        new worktree ("initializing") until its checkout is complete. Such a worktree holds
+        nothing of anybody's: its files are a partial checkout (they show as deleted)."""
+        return self._listing().get(path.resolve(), {}).get("locked") == INITIALIZING
 
     # -- lifecycle --------------------------------------------------------------------------
     def add(self, path: Path, branch: str, from_ref: str | None) -> bool:
@@ -158,6 +174,9 @@ class Worktrees:
 
     def _add(self, path: Path, branch: str, from_ref: str | None) -> bool:
         known = self.registered()
+        if path in known and self.initializing(path):   # a killed add: make it afresh
+            self._remove(path)
+            known.pop(path)
         if path in known:
             if known[path] != branch:
                 raise WorkspaceError(f"{path} is a worktree of branch {known[path]!r}, not {branch!r}")
@@ -182,11 +201,17 @@ class Worktrees:
             self._remove(path.resolve())
 
     def _remove(self, path: Path) -> None:
-        try:
-            if path in self.registered():
-                self.repo.git.worktree("remove", "--force", "--force", str(path))
-        except _gitpython().GitCommandError as exc:
-            raise WorkspaceError(f"git worktree remove failed: {git_message(exc)}") from exc
+        listing = self._listing()
+        if path in listing:
+            if listing[path].get("locked") == INITIALIZING:
+                # A killed add: git may not recognise the half-made tree as its own, and prune
+                # skips locked entries. Unlock it; the directory goes below, prune does the rest.
+                _plain(self.root, "worktree", "unlock", str(path))
+            else:
+                try:
+                    self.repo.git.worktree("remove", "--force", "--force", str(path))
+                except _gitpython().GitCommandError as exc:
+                    raise WorkspaceError(f"git worktree remove failed: {git_message(exc)}") from exc
         if path.exists():
             shutil.rmtree(path)
         self._prune()
@@ -210,8 +235,9 @@ class Worktrees:
 
     # -- safety -----------------------------------------------------------------------------
     def dirty(self, path: Path, ignore: tuple[str, ...] = ()) -> list[str]:
-        """Uncommitted changes (porcelain lines), ignoring paths in ``ignore``."""
-        if not path.exists():
+        """Uncommitted changes (porcelain lines), ignoring paths in ``ignore``. A worktree whose
+        `git worktree add` was killed has none: its missing files are git's, not anybody's work."""
+        if not path.exists() or self.initializing(path):
             return []
         out = subprocess.run(["git", "-C", str(path), "status", "--porcelain", "--untracked-files=all"],
                              capture_output=True, text=True)

@@ -236,7 +236,7 @@ class SnapshotStrategy:
 
             try:
                 client = self.ctx.docker()
-                for c in client.containers.list(all=True, filters={"label": [
+                for c in client.containers.list(all=True, ignore_removed=True, filters={"label": [
                         f"dev.sandbox.project={self.ctx.project_id}", f"dev.sandbox.volume={volume}"]}):
                     c.remove(force=True)
             except docker.errors.DockerException as exc:
@@ -679,8 +679,9 @@ class SnapshotStrategy:
         import docker.errors
 
         try:
-            containers = self.ctx.docker().containers.list(all=True, filters={"label": [  # type: ignore[misc]
-                f"dev.sandbox.project={self.ctx.project_id}", "dev.sandbox.role=database"]})
+            containers = self.ctx.docker().containers.list(  # type: ignore[misc]
+                all=True, ignore_removed=True,
+                filters={"label": [f"dev.sandbox.project={self.ctx.project_id}", "dev.sandbox.role=database"]})
         except docker.errors.DockerException:
             return []
         out = []

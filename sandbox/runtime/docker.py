@@ -396,8 +396,11 @@ class DockerRuntime:
     def owned(self, project: str) -> list[OwnedResource]:
         found: list[OwnedResource] = []
         with _translated("listing sandbox's Docker objects"):
+            # ignore_removed: a container can vanish between the listing and its inspection (the
+            # engine rolls back a create whose client was killed mid-request)
             containers = self.client.containers.list(
-                all=True, filters={"label": [f"{LABEL_PROJECT}={project}", f"{LABEL_ROLE}={ROLE_WORKSPACE}"]})
+                all=True, ignore_removed=True,
+                filters={"label": [f"{LABEL_PROJECT}={project}", f"{LABEL_ROLE}={ROLE_WORKSPACE}"]})
             for c in containers:
                 found.append(OwnedResource("container", str(c.id), (c.labels or {}).get(LABEL_WORKSPACE),
                                            detail=f"{c.name} ({c.status})"))

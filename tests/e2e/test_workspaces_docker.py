@@ -142,3 +142,51 @@ def test_a_local_server_with_docker_workspaces_warns_even_when_quiet(
     env = json.loads(cli(repo, "env", "w", "--format", "json").stdout)
     assert env["PGHOST"] == "127.0.0.1" and env["DATABASE_URL"].startswith("postgresql://")
     assert cli(repo, "exec", "w", "--", "true").returncode == 0
+
+
+@pytest.mark.docker
+def test_sigkilled_up_on_docker_is_repaired_by_gc(docker_demo: Path, docker_client) -> None:  # type: ignore[no-untyped-def]
+    """`up` makes the network, the worktree, the database container and the workspace container
+    at overlapping times: killed anywhere in that, `gc` leaves no labelled container or network
+    without a workspace that owns it, and the name works again."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from .conftest import GIT_ENV
+
+    repo = docker_demo
+    sb = Sandbox.open(repo)
+    project = sb.config.project_id
+
+    def labelled(name: str) -> list[str]:
+        flt = {"label": [f"dev.sandbox.project={project}", f"dev.sandbox.workspace={name}"]}
+        return ([f"container {c.name}" for c in docker_client.containers.list(all=True, filters=flt)]
+                + [f"network {n.name}" for n in docker_client.networks.list(filters=flt)])
+
+    repaired = 0   # kills that left Docker resources behind for gc
+    for i, delay in enumerate([0.35, 0.5, 0.65, 0.85, 1.1]):
+        name = f"k{i}"
+        proc = subprocess.Popen([sys.executable, "-m", "sandbox", "-q", "--project", str(repo), "up", name],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                env={**os.environ, **GIT_ENV}, start_new_session=True)
+        time.sleep(delay)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        repaired += bool(labelled(name))
+        actions = json.loads(cli(repo, "gc", "--json").stdout)
+        assert all(a["action"] != "kept" for a in actions), actions
+        rec = sb.registry.get(name)
+        assert rec is None or rec.state in ("ready", "broken"), rec
+        if rec is None:
+            assert labelled(name) == [], f"killed after {delay}s: left {labelled(name)}"
+            assert not sb.db.exists(name) and sb.registry.ports(name, "workspace") == []
+        assert json.loads(cli(repo, "gc", "--dry-run", "--json").stdout) == []
+        cli(repo, "up", name)
+        out = cli(repo, "exec", name, "--", "sh", "-c", 'psql "$DATABASE_URL" -tAc "select count(*) from users"')
+        assert out.stdout.strip() == "3"
+        cli(repo, "rm", name, "--delete-branch")
+        assert labelled(name) == []
+    assert repaired, "no kill landed while Docker resources were being made"
