@@ -29,8 +29,8 @@ def _gitpython() -> Any:
     return git
 
 
-# The reason git locks a worktree with while `git worktree add` runs (untranslated: sandbox
-# runs git with LC_ALL=C, so that its messages and this word can be read).
+# The reason git gives for the lock it holds on a new worktree while `git worktree add` runs
+# (untranslated: sandbox runs git with LC_ALL=C, so that this word and git's messages can be read).
 INITIALIZING = "initializing"
 
 
