@@ -60,6 +60,17 @@ def git_message(exc: git.GitCommandError) -> str:
     return _meaningful(str(exc.stderr or exc.stdout or exc).strip().strip("'"), str(exc))
 
 
+def _killed_add(attrs: dict[str, str]) -> bool:
+    """A worktree's ``git worktree list`` attributes say that its add never finished."""
+    return attrs.get("locked") == INITIALIZING
+
+
+def _branches(listing: dict[Path, dict[str, str]]) -> dict[Path, str | None]:
+    """Worktree path → its branch (None when detached), from :meth:`Worktrees._listing`."""
+    return {path: attrs["branch"].removeprefix("refs/heads/") if "branch" in attrs else None
+            for path, attrs in listing.items()}
+
+
 def find_project_root(start: Path) -> Path | None:
     """The main checkout owning ``start``: walks up to a git checkout; a worktree maps to its main."""
     if not start.is_dir():
@@ -157,14 +168,13 @@ class Worktrees:
 
     def registered(self) -> dict[Path, str | None]:
         """Worktrees git knows about: path → branch (None when detached)."""
-        return {path: attrs["branch"].removeprefix("refs/heads/") if "branch" in attrs else None
-                for path, attrs in self._listing().items()}
+        return _branches(self._listing())
 
     def initializing(self, path: Path) -> bool:
         """Whether ``git worktree add`` of ``path`` was killed before it finished: git locks a
         new worktree ("initializing") until its checkout is complete. Such a worktree holds
         nothing of anybody's: its files are a partial checkout (they show as deleted)."""
-        return self._listing().get(path.resolve(), {}).get("locked") == INITIALIZING
+        return _killed_add(self._listing().get(path.resolve(), {}))
 
     # -- lifecycle --------------------------------------------------------------------------
     def add(self, path: Path, branch: str, from_ref: str | None) -> bool:
@@ -173,10 +183,11 @@ class Worktrees:
             return self._add(path.resolve(), branch, from_ref)
 
     def _add(self, path: Path, branch: str, from_ref: str | None) -> bool:
-        known = self.registered()
-        if path in known and self.initializing(path):   # a killed add: make it afresh
+        listing = self._listing()
+        if path in listing and _killed_add(listing[path]):   # make it afresh
             self._remove(path)
-            known.pop(path)
+            del listing[path]
+        known = _branches(listing)
         if path in known:
             if known[path] != branch:
                 raise WorkspaceError(f"{path} is a worktree of branch {known[path]!r}, not {branch!r}")
@@ -203,7 +214,7 @@ class Worktrees:
     def _remove(self, path: Path) -> None:
         listing = self._listing()
         if path in listing:
-            if listing[path].get("locked") == INITIALIZING:
+            if _killed_add(listing[path]):
                 # A killed add: git may not recognise the half-made tree as its own, and prune
                 # skips locked entries. Unlock it; the directory goes below, prune does the rest.
                 _plain(self.root, "worktree", "unlock", str(path))
@@ -237,13 +248,14 @@ class Worktrees:
     def dirty(self, path: Path, ignore: tuple[str, ...] = ()) -> list[str]:
         """Uncommitted changes (porcelain lines), ignoring paths in ``ignore``. A worktree whose
         `git worktree add` was killed has none: its missing files are git's, not anybody's work."""
-        if not path.exists() or self.initializing(path):
+        if not path.exists():
             return []
-        out = subprocess.run(["git", "-C", str(path), "status", "--porcelain", "--untracked-files=all"],
-                             capture_output=True, text=True)
+        out = _plain(path, "status", "--porcelain", "--untracked-files=all")
         if out.returncode != 0:
             return []
-        return [ln for ln in out.stdout.splitlines() if ln[3:] not in ignore]
+        changes = [ln for ln in out.stdout.splitlines() if ln[3:] not in ignore]
+        # only a tree that shows changes can be a killed add: the clean case costs no more calls
+        return [] if changes and self.initializing(path) else changes
 
     def unmerged(self, branch: str, into: str | None = None) -> list[str]:
         """Commits on ``branch`` that are not on main."""

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from sandbox import Sandbox
 
-from .conftest import cli, git
+from .conftest import GIT_ENV, cli, git, toml_for
 
 CONTRACT_ENV_KEYS = {"SANDBOX_WORKSPACE", "SANDBOX_PATH", "DATABASE_URL", "SANDBOX_PORT", "PGHOST", "PGPORT",
                      "PGUSER", "PGPASSWORD", "PGDATABASE"}
@@ -133,7 +138,6 @@ def test_a_local_server_with_docker_workspaces_warns_even_when_quiet(
         demo_factory, docker_client, need_pg) -> None:  # type: ignore[no-untyped-def]
     """A host server listens on 127.0.0.1 only: the workspace is made, and `up -q` still says
     that its container has no address of the database (the host has one)."""
-    from .conftest import toml_for
     repo = demo_factory(toml_for("template", "local", "docker"))
     res = cli(repo, "up", "w")                  # cli() passes -q
     assert "w: warning: no address of the database is known inside the container" in res.stderr
@@ -149,21 +153,14 @@ def test_sigkilled_up_on_docker_is_repaired_by_gc(docker_demo: Path, docker_clie
     """`up` makes the network, the worktree, the database container and the workspace container
     at overlapping times: killed anywhere in that, `gc` leaves no labelled container or network
     without a workspace that owns it, and the name works again."""
-    import os
-    import signal
-    import subprocess
-    import sys
-    import time
-
-    from .conftest import GIT_ENV
-
     repo = docker_demo
     sb = Sandbox.open(repo)
     project = sb.config.project_id
 
     def labelled(name: str) -> list[str]:
         flt = {"label": [f"dev.sandbox.project={project}", f"dev.sandbox.workspace={name}"]}
-        return ([f"container {c.name}" for c in docker_client.containers.list(all=True, filters=flt)]
+        return ([f"container {c.name}" for c in docker_client.containers.list(all=True, ignore_removed=True,
+                                                                          filters=flt)]
                 + [f"network {n.name}" for n in docker_client.networks.list(filters=flt)])
 
     repaired = 0   # kills that left Docker resources behind for gc
