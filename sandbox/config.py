@@ -39,6 +39,8 @@ class WorkspaceConfig:
     pids: int = 1024
     env: Mapping[str, str] = field(default_factory=dict)
     env_file: str = ".env"
+    dockerfile: str | None = None      # build the project's own image from this Dockerfile
+    context: str | None = None         # its build context (default: the Dockerfile's folder)
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,7 @@ class MigrationsConfig:
     merge: str = "ff"
     auto_rebase: bool = False
     roundtrip: bool = False
+    python: str | None = None          # runtime "none": the interpreter that runs alembic
 
 
 @dataclass(frozen=True)
@@ -103,7 +106,8 @@ _CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
 
 # Keys holding paths that must stay inside the repository.
 _REPO_PATHS = {("workspace", "worktrees"), ("workspace", "copy"), ("database", "seed"),
-               ("migrations", "config"), ("database", "pool"), ("workspace", "env_file")}
+               ("migrations", "config"), ("database", "pool"), ("workspace", "env_file"),
+               ("workspace", "dockerfile"), ("workspace", "context")}
 
 _SECTIONS = {"workspace": WorkspaceConfig, "database": DatabaseConfig, "migrations": MigrationsConfig}
 
