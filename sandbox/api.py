@@ -31,11 +31,15 @@ from .errors import (ConfigError, DatabaseError, HookFailed, SandboxError, Servi
 from .migrations.base import MigrationTool
 from .names import validate_name
 from .registry import Registry, WorkspaceRecord
-from .runtime.base import Runtime, WorkspaceSpec
+from .runtime.base import Runtime, WorkspaceSpec, unprivileged_ids
 from .runtime.none import HostRuntime
-from .worktrees import Worktrees, find_project_root
+from .worktrees import IsolatedRepos, Worktrees, find_project_root
 
 Progress = Callable[[str], None]
+
+# Where the managed block goes when the configured env file is tracked by git (credentials must
+# never land in a tracked file).
+ENV_FALLBACK = ".env.sandbox"
 
 
 @dataclass
@@ -109,6 +113,9 @@ class Sandbox:
         self._runtime_lock = threading.Lock()
         self._db_lock = threading.Lock()
         self.git = Worktrees(self.root)
+        self.repos = IsolatedRepos(self.git)
+        self._runner: Any = None
+        self._image: Any = None
 
     # -- construction ---------------------------------------------------------------------
     @classmethod
@@ -135,8 +142,59 @@ class Sandbox:
     def tool(self) -> MigrationTool:
         if self._tool is None:
             from .migrations.alembic import AlembicTool
-            self._tool = AlembicTool(self.config.migrations.config)
+            mc = self.config.migrations
+            self._tool = AlembicTool(mc.config, runner=self.runner, version_table=mc.version_table,
+                                     version_table_schema=mc.version_table_schema,
+                                     cache_dir=self.config.state_dir / "cache" / "offline-sql")
         return self._tool
+
+    @property
+    def runner(self) -> Any:
+        """Runs the project's code (alembic, seed_command, the gate's tests) in its environment."""
+        if self._runner is None:
+            from .project import make_runner
+            self._runner = make_runner(self.config, self.config.workspace.runtime, progress=self.progress)
+        return self._runner
+
+    def image(self) -> str:
+        """The project's image (built from its Dockerfile when it has one)."""
+        if self._image is None:
+            from .runtime.images import ProjectImage
+            self._image = ProjectImage(self.config, progress=self.progress)
+        return str(self._image.tag())
+
+    @staticmethod
+    def isolated(rec: WorkspaceRecord) -> bool:
+        """Whether the workspace's checkout is a repository of its own (Docker workspaces)."""
+        return bool(rec.data.get("isolated"))
+
+    def collect(self, rec: WorkspaceRecord) -> None:
+        """Bring an isolated workspace's commits into main's repository (before reading its branch)."""
+        if self.isolated(rec) and Path(rec.path).exists():
+            self.repos.collect(rec.name, Path(rec.path), rec.branch)
+
+    def unsaved(self, rec: WorkspaceRecord) -> list[str]:
+        """Why removing the workspace would lose work (empty: nothing). Fails closed."""
+        path = Path(rec.path)
+        reasons: list[str] = []
+        if self.isolated(rec):
+            found = self.repos.unsaved(rec.name, path, rec.branch, ignore=self._managed_files())
+        else:
+            found = self.git.dirty(path, ignore=self._managed_files())
+        if found:
+            reasons.append(f"{len(found)} uncommitted change(s) in {path} ({', '.join(found[:3])})")
+        unmerged = self.git.unmerged(rec.branch)
+        if unmerged:
+            reasons.append(f"{len(unmerged)} commit(s) on {rec.branch!r} not on main")
+        return reasons
+
+    def _managed_files(self) -> tuple[str, ...]:
+        return (self.env_file(),)
+
+    def env_file(self) -> str:
+        """The file the managed block goes to: ``env_file``, or ``.env.sandbox`` when that is tracked."""
+        name = self.config.workspace.env_file
+        return ENV_FALLBACK if self.git.tracked(name) else name
 
     def runtime_for(self, kind: str) -> Runtime:
         if kind == "none":
@@ -195,19 +253,29 @@ class Sandbox:
                 db = None
         if db is not None:
             env.update(db.env(container=container))
-        env.update(self.config.workspace.env)
+        env.update(self.config.workspace.mapped_env(env))
+        return env
+
+    def base_env(self, rec: WorkspaceRecord | None = None) -> dict[str, str]:
+        """What project code gets besides the database: the workspace's SANDBOX_* values."""
+        env = {"SANDBOX_PROJECT": self.config.project_name}
+        if rec is not None:
+            ports = self.registry.ports(rec.name, "workspace")
+            env.update({"SANDBOX_WORKSPACE": rec.name, "SANDBOX_PATH": rec.path, "SANDBOX_BRANCH": rec.branch,
+                        "SANDBOX_PORT": str(ports[0]) if ports else "",
+                        "SANDBOX_PORTS": f"{ports[0]}-{ports[-1]}" if ports else ""})
         return env
 
     def spec(self, rec: WorkspaceRecord, db: ConnInfo | None = None) -> WorkspaceSpec:
         ws = self.config.workspace
         env = {**self._git_identity(), **self.environment(rec, container=rec.runtime == "docker", db=db)}
+        uid, gid = unprivileged_ids()
         return WorkspaceSpec(
             project=self.config.project_id, name=rec.name, worktree=Path(rec.path),
-            git_common_dir=self.git.common_dir, image=ws.image, env=env,
-            ports=self.registry.ports(rec.name, "workspace"),
-            uid=int(os.environ.get("SUDO_UID", os.getuid())), gid=int(os.environ.get("SUDO_GID", os.getgid())),
+            git_common_dir=self.git.common_dir, image=self.image() if rec.runtime != "none" else ws.image,
+            env=env, ports=self.registry.ports(rec.name, "workspace"), uid=uid, gid=gid,
             memory=ws.memory, cpus=ws.cpus, pids=ws.pids,
-            labels={"dev.sandbox.project-name": self.config.project_name})
+            labels={"dev.sandbox.project-name": self.config.project_name}, isolated=self.isolated(rec))
 
     def _log_path(self, name: str, what: str) -> Path:
         d = self.config.state_dir / "logs"
@@ -261,7 +329,10 @@ class Sandbox:
             self.progress("sandbox.toml exists: using it as it is (flags ignored)")
         self.config.state_dir.mkdir(exist_ok=True)
         self.git.ensure_excluded("/.sandbox/")
-        env_file = self.config.workspace.env_file
+        env_file = self.env_file()
+        if env_file != self.config.workspace.env_file:
+            self.progress(f"{self.config.workspace.env_file} is tracked by git: the workspace's credentials go to "
+                          f"{env_file} instead (untracked, excluded)")
         if not self.git.ignored(env_file):
             # the managed block holds credentials: never let git pick it up
             self.git.ensure_excluded(env_file)
@@ -269,15 +340,16 @@ class Sandbox:
         self.registry.set_meta("project_id", self.config.project_id)
         self.build_baseline()
         return {"config": str(cfg_path), "wrote_config": wrote, "strategy": self.db.name,
-                "state_dir": str(self.config.state_dir),
-                "baseline_head": self.registry.get_meta("baseline_head")}
+                "state_dir": str(self.config.state_dir), "env_file": env_file,
+                "baseline_head": self.registry.get_meta("baseline_head"),
+                "baseline_verified": self.registry.get_meta("baseline_verified") == "1"}
 
     # -- baseline ------------------------------------------------------------------------------
     def _populate(self, tree: Path) -> Callable[[ConnInfo], None]:
         def populate(conn: ConnInfo) -> None:
             if self.tool.available(tree):
-                self.progress("baseline: running migrations to head")
-                self.tool.upgrade(tree, conn.url(), "heads")
+                self.progress("baseline: running migrations to head (in the project's environment)")
+                self.tool.upgrade(tree, conn, "heads", env=self.base_env(), what="the baseline database")
             self._run_seeds(tree, conn)
         return populate
 
@@ -298,10 +370,11 @@ class Sandbox:
                 raise DatabaseError(f"seed {seed} failed: {exc.diag.message_primary or exc}") from exc
         if dbc.seed_command:
             self.progress(f"baseline: seed command {' '.join(dbc.seed_command)}")
-            env = {**os.environ, **conn.env()}
-            res = subprocess.run(list(dbc.seed_command), cwd=tree, env=env, capture_output=True, text=True)
-            if res.returncode != 0:
-                raise DatabaseError(f"seed command exited {res.returncode}: {res.stderr.strip()[-500:]}")
+            res = self.runner.run(tree, list(dbc.seed_command), cwd=tree, env=self.base_env(), db=conn)
+            if res.code != 0:
+                from .migrations.alembic import scrub_secrets
+                raise DatabaseError(f"seed command exited {res.code}: "
+                                    f"{scrub_secrets(res.output[-500:], conn.url())}")
 
     def main_heads(self) -> list[str]:
         return self.tool.heads(self.root) if self.tool.available(self.root) else []
@@ -309,9 +382,11 @@ class Sandbox:
     def build_baseline(self) -> None:
         with self.registry.lock("baseline"):
             self.progress("building the baseline database")
+            self.registry.set_meta("baseline_verified", "0")
             self.db.build_baseline(self._populate(self.root))
             heads = self.main_heads()
             self.registry.set_meta("baseline_head", heads[0] if heads else "")
+            self.registry.set_meta("baseline_verified", "1")
             self.registry.set_meta("baseline_commit", self.git.rev("HEAD"))
 
     def db_baseline(self, *, refresh: bool = False, import_file: Path | None = None) -> dict[str, Any]:
@@ -398,14 +473,31 @@ class Sandbox:
             self.progress(f"{name}: worktree {path}")
             net_job = pool.submit(runtime.ensure_network, project, name)
             undo.callback(_after, net_job, lambda: runtime.remove(project, name))
-            had_worktree = path.resolve() in self.git.registered()
-            created_branch = self.git.add(path, rec.branch, from_ref or rec.base_ref)
+            isolated = rec.runtime == "docker"
+            owner = unprivileged_ids() if isolated else None
+            existed = self.git.branch_exists(rec.branch)
+            if isolated:
+                # Docker workspaces are untrusted: a repository of their own (see worktrees.py)
+                if not rec.data.get("isolated"):
+                    self.registry.update(name, data={**rec.data, "isolated": True})
+                    rec = self.registry.get(name) or rec
+                had_worktree = (path / ".git").is_dir()
+                created_branch = self.repos.add(path, rec.branch, from_ref or rec.base_ref,
+                                                exclude=("/" + self.env_file(),), owner=owner)
+            else:
+                had_worktree = path.resolve() in self.git.registered()
+                created_branch = self.git.add(path, rec.branch, from_ref or rec.base_ref)
             if created_branch:
                 self.registry.update(name, branch_created=True)
                 undo.callback(self.git.delete_branch, rec.branch)
             if not had_worktree:
-                undo.callback(self.git.remove, path)
-            self.git.copy_ignored(path, self.config.workspace.copy)
+                undo.callback(self.repos.remove, name, path) if isolated else undo.callback(self.git.remove, path)
+                for rel in self.git.copy_ignored(path, self.config.workspace.copy):
+                    if owner is not None and os.geteuid() == 0:
+                        from .worktrees import _chown_tree
+                        _chown_tree(path / rel, *owner) if (path / rel).is_dir() else os.chown(path / rel, *owner)
+            if existed:
+                self._warn_behind(rec)
             had_ports = bool(self.registry.ports(name, "workspace"))
             self.registry.allocate(name, "workspace", self.config.workspace.ports,
                                    base=self.config.workspace.port_base)
@@ -433,10 +525,40 @@ class Sandbox:
             if db.env(container=True) != planned.env(container=True):
                 raise DatabaseError(f"{name}: the database of strategy {self.db.name} was made with other "
                                     "connection details than it announced (a bug in sandbox: please report it)")
-            write_block(path / self.config.workspace.env_file,
-                        self.environment(rec, container=rec.runtime == "docker", db=db))
+            write_block(path / self.env_file(), self.environment(rec, container=rec.runtime == "docker", db=db),
+                        owner=owner)
             undo.pop_all()
         self._run_hooks(rec, self.config.workspace.setup, "setup", db)
+
+    def advance(self, rec: WorkspaceRecord, commit: str) -> None:
+        """Fast-forward the workspace's checkout to ``commit`` (made for it in main's repository):
+        inside its container for a Docker workspace, so no git runs in its repository on the host."""
+        if self.isolated(rec):
+            runtime = self.runtime_for(rec.runtime)
+            if runtime.status(self.config.project_id, rec.name) != "running":
+                raise WorkspaceError(f"workspace {rec.name!r} is not running", hint=f"run `sandbox up {rec.name}` first")
+            lines: list[str] = []
+            code = runtime.exec(self.spec(rec), ["git", "merge", "--ff-only", "-q", commit], output=lines.append)
+            if code != 0:
+                raise WorkspaceError(f"could not bring workspace {rec.name!r} to {commit[:12]}: "
+                                     + (" | ".join(lines[-3:]) or f"git exited {code}"))
+            self.collect(rec)
+        else:
+            res = subprocess.run(["git", "-C", rec.path, "merge", "--ff-only", "-q", commit], capture_output=True,
+                                 text=True, env={**os.environ, "LC_ALL": "C"})
+            if res.returncode != 0:
+                raise WorkspaceError(f"could not bring workspace {rec.name!r} to {commit[:12]}: "
+                                     f"{(res.stderr or res.stdout).strip()}")
+
+    def behind(self, rec: WorkspaceRecord) -> int:
+        """How many of main's commits the workspace's branch lacks (its last known state)."""
+        return self.git.behind(rec.branch)
+
+    def _warn_behind(self, rec: WorkspaceRecord) -> None:
+        n = self.behind(rec)
+        if n:
+            self.progress(f"{rec.name}: warning: branch {rec.branch!r} exists and lacks {n} of main's commits; "
+                          f"`sandbox sync {rec.name}` brings them in")
 
     def _start(self, rec: WorkspaceRecord) -> None:
         """Start a stopped workspace: its database and its container at the same time."""
@@ -459,6 +581,11 @@ class Sandbox:
         coord = Coordinator(self)
         out = []
         for rec in self.registry.all():
+            git_error = None
+            try:
+                self.collect(rec)        # commits made inside are on its branch before it is read
+            except SandboxError as exc:
+                git_error = str(exc)
             try:
                 status = self.runtime_for(rec.runtime).status(self.config.project_id, rec.name) \
                     if rec.runtime != "none" else "none"
@@ -476,7 +603,8 @@ class Sandbox:
                         "ports": [ports[0], ports[-1]] if ports else None,
                         "container": {"status": status},
                         "database": {"strategy": rec.strategy, "url": url},
-                        "migrations": coord.workspace_summary(rec)})
+                        "migrations": coord.workspace_summary(rec),
+                        "git": {"behind_main": self.behind(rec), **({"error": git_error} if git_error else {})}})
         return out
 
     def env(self, name: str) -> dict[str, str]:
@@ -517,15 +645,13 @@ class Sandbox:
         rec = self.record(name)
         with self.registry.lock(f"ws-{name}"):
             path = Path(rec.path)
-            reasons: list[str] = []
-            dirty = self.git.dirty(path)
-            if dirty:
-                reasons.append(f"{len(dirty)} uncommitted change(s) in {path}")
-            unmerged = self.git.unmerged(rec.branch)
-            if unmerged:
-                reasons.append(f"{len(unmerged)} commit(s) on {rec.branch!r} not on main")
-            if reasons and not force:
-                raise UnsafeRemoval(name, reasons)
+            if not force:
+                reasons = self.unsaved(rec)
+                if reasons:
+                    raise UnsafeRemoval(name, reasons)
+            else:
+                with contextlib.suppress(SandboxError):
+                    self.collect(rec)      # its commits reach main's branch even when forced
             hook_error = None
             if self.config.workspace.teardown and rec.state in ("ready", "stopped", "broken") and path.exists():
                 try:
@@ -542,7 +668,10 @@ class Sandbox:
             if rec.runtime != "none":
                 self.runtime_for(rec.runtime).remove(self.config.project_id, name)
             self.db.drop(name)
-            self.git.remove(path)
+            if self.isolated(rec):
+                self.repos.remove(name, path)
+            else:
+                self.git.remove(path)
             if delete_branch:
                 self.git.delete_branch(rec.branch)
             self.registry.delete(name)
@@ -635,11 +764,7 @@ class Sandbox:
         recs = self.registry.all()
         if not force:
             for rec in recs:
-                reasons = []
-                if self.git.dirty(Path(rec.path)):
-                    reasons.append("uncommitted changes")
-                if self.git.unmerged(rec.branch):
-                    reasons.append("commits not on main")
+                reasons = self.unsaved(rec)
                 if reasons:
                     raise UnsafeRemoval(rec.name, reasons)
         for rec in recs:
@@ -667,7 +792,10 @@ class Sandbox:
         shutil.rmtree(self.config.state_dir, ignore_errors=True)
         self._registry = None
         self._strategy = None
-        return {"removed_workspaces": [r.name for r in recs]}
+        kept = [r.branch for r in recs if self.git.branch_exists(r.branch)]
+        if kept:
+            self.progress(f"kept branches: {', '.join(kept)} (delete with `git branch -D`)")
+        return {"removed_workspaces": [r.name for r in recs], "kept_branches": kept}
 
     # -- gc and doctor ---------------------------------------------------------------------------------
     def gc(self, *, dry_run: bool = False) -> list[GcAction]:

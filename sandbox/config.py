@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +43,10 @@ class WorkspaceConfig:
     dockerfile: str | None = None      # build the project's own image from this Dockerfile
     context: str | None = None         # its build context (default: the Dockerfile's folder)
 
+    def mapped_env(self, values: Mapping[str, str]) -> dict[str, str]:
+        """``[workspace.env]`` with ``${NAME}`` replaced by the workspace's ``values`` (``$$`` is a $)."""
+        return {key: expand(value, values) for key, value in self.env.items()}
+
 
 @dataclass(frozen=True)
 class DatabaseConfig:
@@ -67,6 +72,8 @@ class MigrationsConfig:
     auto_rebase: bool = False
     roundtrip: bool = False
     python: str | None = None          # runtime "none": the interpreter that runs alembic
+    version_table: str = "alembic_version"   # what sandbox reads to verify an upgrade
+    version_table_schema: str | None = None
 
 
 @dataclass(frozen=True)
@@ -93,6 +100,24 @@ class Config:
     @property
     def project_name(self) -> str:
         return self.root.resolve().name
+
+
+# The workspace's own values that `[workspace.env]` may refer to as ${NAME}.
+ENV_REFERENCES = ("SANDBOX_WORKSPACE", "SANDBOX_PROJECT", "SANDBOX_PATH", "SANDBOX_BRANCH", "SANDBOX_PORT",
+                  "SANDBOX_PORTS", "DATABASE_URL", "PGHOST", "PGPORT", "PGUSER", "PGPASSWORD", "PGDATABASE")
+_REFERENCE = re.compile(r"\$\$|\$\{([^}]*)\}")
+
+
+def expand(value: str, values: Mapping[str, str]) -> str:
+    """``value`` with ``${NAME}`` replaced from ``values`` (unknown names become empty)."""
+    return _REFERENCE.sub(lambda m: "$" if m.group(0) == "$$" else values.get(m.group(1), ""), value)
+
+
+def _check_references(key: str, value: str, file: str) -> None:
+    for m in _REFERENCE.finditer(value):
+        if m.group(0) != "$$" and m.group(1) not in ENV_REFERENCES:
+            raise ConfigError(f"{file}: [workspace.env] {key}: ${{{m.group(1)}}} is not a workspace value "
+                              f"(known: {', '.join(ENV_REFERENCES)})", file=file, key=f"workspace.env.{key}")
 
 
 _CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
@@ -135,6 +160,8 @@ def _coerce(section: str, key: str, value: Any, default: Any, file: str) -> Any:
     if isinstance(default, dict) or key == "env":
         if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
             raise ConfigError(f"{where} must be a table of strings", file=file, key=f"{section}.{key}")
+        for k, v in value.items():
+            _check_references(k, v, file)
         return dict(value)
     if not isinstance(value, str) or not value:
         raise ConfigError(f"{where} must be a non-empty string", file=file, key=f"{section}.{key}")

@@ -23,9 +23,22 @@ def render(env: Mapping[str, str], fmt: str = "dotenv") -> str:
     return "".join(f"{k}={_quote(v)}\n" for k, v in env.items())
 
 
-def write_block(path: Path, env: Mapping[str, str]) -> None:
-    """Replace (or append) the managed block; the file stays readable only by its owner."""
-    lines = path.read_text().splitlines() if path.exists() else []
+def _read_own(path: Path) -> str:
+    """The file's text, never following a symbolic link (a workspace could point it at a host file)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        return ""
+    except OSError:        # ELOOP: a symbolic link; it is replaced, not read
+        return ""
+    with os.fdopen(fd, errors="replace") as fh:
+        return fh.read()
+
+
+def write_block(path: Path, env: Mapping[str, str], owner: tuple[int, int] | None = None) -> None:
+    """Replace (or append) the managed block; the file stays readable only by its owner
+    (``owner``: handed to that uid/gid, for a container's unprivileged user)."""
+    lines = _read_own(path).splitlines()
     out: list[str] = []
     inside = False
     for line in lines:
@@ -44,17 +57,21 @@ def write_block(path: Path, env: Mapping[str, str]) -> None:
     out.append(BEGIN)
     out.extend(render(env).splitlines())
     out.append(END)
-    tmp = path.with_name(path.name + ".sandbox-tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    tmp = path.with_name(path.name + f".sandbox-tmp{os.getpid()}")
+    if tmp.is_symlink() or tmp.exists():
+        tmp.unlink()
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     with os.fdopen(fd, "w") as fh:
+        if owner is not None and os.geteuid() == 0:
+            os.fchown(fh.fileno(), *owner)
         fh.write("\n".join(out) + "\n")
     os.replace(tmp, path)
 
 
 def remove_block(path: Path) -> None:
-    if not path.exists():
+    if not path.exists() or path.is_symlink():
         return
-    lines = path.read_text().splitlines()
+    lines = _read_own(path).splitlines()
     if BEGIN not in lines:
         return
     keep, inside = [], False

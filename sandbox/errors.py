@@ -11,9 +11,11 @@ catches that one type, prints its message on one line and exits with its
     │   └── UnknownWorkspace             no workspace of that name is registered
     ├── WorkspaceError           exit 1  a workspace operation was refused or failed
     │   ├── UnsafeRemoval                rm refused: uncommitted changes or unmerged commits
+    │   ├── UnsafeToTell                 git could not say whether there is work: refused
     │   └── HookFailed                   a setup or teardown command exited non-zero
     ├── DatabaseError            exit 1  a database operation failed
     ├── MigrationError           exit 1  the migration tool or coordinator failed
+    │   ├── MigrationsMisdirected        alembic ran, but the target's version table does not show it
     │   ├── MigrationConflict            revisions do not sit on main's head
     │   └── GateFailed                   the merge gate found errors (carries the report)
     └── ServiceUnavailable       exit 3  Docker, Postgres or copy-on-write storage is missing
@@ -91,6 +93,13 @@ class UnsafeRemoval(WorkspaceError):
         self.reasons = reasons
 
 
+class UnsafeToTell(WorkspaceError):
+    """Raised when git cannot say whether a workspace holds work: sandbox then refuses (fails closed)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, hint="nothing was removed; fix the repository, or pass --force to lose its work")
+
+
 class HookFailed(WorkspaceError):
     """Raised when a setup or teardown command exits non-zero."""
 
@@ -109,6 +118,16 @@ class DatabaseError(SandboxError):
 
 class MigrationError(SandboxError):
     """Raised when the migration tool or the coordinator fails."""
+
+
+class MigrationsMisdirected(MigrationError):
+    """Raised when alembic ran but the target database's version table does not show it."""
+
+    def __init__(self, message: str, *, hint: str | None = None, found: list[str] | None = None,
+                 expected: list[str] | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.found = list(found or [])
+        self.expected = list(expected or [])
 
 
 class MigrationConflict(MigrationError):

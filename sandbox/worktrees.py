@@ -18,7 +18,7 @@ import subprocess
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
-from .errors import ServiceUnavailable, UsageError, WorkspaceError
+from .errors import ServiceUnavailable, UnsafeToTell, UsageError, WorkspaceError
 
 if TYPE_CHECKING:
     import git
@@ -72,9 +72,16 @@ def _branches(listing: dict[Path, dict[str, str]]) -> dict[Path, str | None]:
 
 
 def find_project_root(start: Path) -> Path | None:
-    """The main checkout owning ``start``: walks up to a git checkout; a worktree maps to its main."""
+    """The main checkout owning ``start``: walks up to a git checkout; a worktree maps to its main.
+
+    Inside a workspace (anything under a checkout's ``.sandbox/``) the answer comes from the path
+    alone: a Docker workspace's repository is untrusted, and git is never run inside it.
+    """
     if not start.is_dir():
         return None
+    for parent in (start, *start.parents):
+        if parent.name == ".sandbox" and (parent.parent / ".git").is_dir():
+            return parent.parent.resolve()
     res = _plain(start, "rev-parse", "--path-format=absolute", "--git-common-dir", "--show-toplevel")
     lines = res.stdout.splitlines()
     if res.returncode != 0 or not lines:
@@ -125,6 +132,14 @@ class Worktrees:
         if res.returncode != 0 or not res.stdout.strip():
             raise WorkspaceError("the main checkout has a detached HEAD; check out your main branch")
         return res.stdout.strip()
+
+    def behind(self, branch: str) -> int:
+        """How many commits of main ``branch`` lacks (0 when it does not exist or git cannot say)."""
+        res = _plain(self.root, "rev-list", "--count", f"refs/heads/{branch}..{self.main_branch()}")
+        try:
+            return int(res.stdout.strip()) if res.returncode == 0 else 0
+        except ValueError:
+            return 0
 
     def identity(self) -> dict[str, str]:
         """``user.name``/``user.email`` from git's config, as far as they are set."""
@@ -246,27 +261,36 @@ class Worktrees:
 
     # -- safety -----------------------------------------------------------------------------
     def dirty(self, path: Path, ignore: tuple[str, ...] = ()) -> list[str]:
-        """Uncommitted changes (porcelain lines), ignoring paths in ``ignore``. A worktree whose
-        `git worktree add` was killed has none: its missing files are git's, not anybody's work."""
+        """Uncommitted changes of a git worktree (porcelain lines), ignoring paths in ``ignore``.
+
+        Fails closed: when git cannot answer, this raises (:class:`UnsafeToTell`) instead of
+        answering "clean". A worktree whose `git worktree add` was killed has no changes: its
+        missing files are git's, not anybody's work. Only for worktrees of the user's own
+        (``runtime = "none"``): an isolated workspace is asked through :meth:`unsaved`.
+        """
         if not path.exists():
             return []
         out = _plain(path, "status", "--porcelain", "--untracked-files=all")
         if out.returncode != 0:
-            return []
+            raise UnsafeToTell(f"git status failed in {path}: {_failure(out)}")
         changes = [ln for ln in out.stdout.splitlines() if ln[3:] not in ignore]
         # only a tree that shows changes can be a killed add: the clean case costs no more calls
-        return [] if changes and self.initializing(path) else changes
+        if changes and self.initializing(path):
+            return []
+        stash = _plain(path, "rev-parse", "-q", "--verify", "refs/stash")
+        if stash.returncode == 0:
+            changes.append("stash: entries in the worktree's stash")
+        return changes
 
     def unmerged(self, branch: str, into: str | None = None) -> list[str]:
-        """Commits on ``branch`` that are not on main."""
+        """Commits on ``branch`` that are not on main (fails closed: raises if git cannot tell)."""
         if not self.branch_exists(branch):
             return []
         target = into or self.main_branch()
-        try:
-            out = self.repo.git.rev_list(f"{target}..{branch}")
-        except _gitpython().GitCommandError:
-            return []
-        return out.split()
+        res = _plain(self.root, "rev-list", f"{target}..refs/heads/{branch}")
+        if res.returncode != 0:
+            raise UnsafeToTell(f"cannot list the commits of {branch!r}: {_failure(res)}")
+        return res.stdout.split()
 
     # -- files --------------------------------------------------------------------------------
     def copy_ignored(self, dest: Path, patterns: tuple[str, ...]) -> list[str]:
@@ -312,5 +336,258 @@ class Worktrees:
                     fh.write("\n")
                 fh.write("\n".join(missing) + "\n")
 
+    def tracked(self, rel: str) -> bool:
+        """Whether main tracks ``rel`` (cached: asked by every command that writes env files)."""
+        cache = self.__dict__.setdefault("_tracked", {})
+        if rel not in cache:
+            cache[rel] = _plain(self.root, "ls-files", "--error-unmatch", "--", rel).returncode == 0
+        return bool(cache[rel])
+
     def ignored(self, rel: str) -> bool:
         return subprocess.run(["git", "-C", str(self.root), "check-ignore", "-q", rel]).returncode == 0
+
+
+# -- isolated repositories (Docker workspaces) ----------------------------------------------------
+#
+# A Docker workspace is untrusted, so its checkout is a repository of its own: a clone of main
+# that borrows main's objects (``--shared``: an alternates entry; main's ``.git/objects`` is
+# mounted read-only in the container, the rest of main's ``.git`` is not mounted at all). The
+# agent may do anything in it. The host never runs git inside it; per gitsecurityboundary(7),
+# fetching from an untrusted repository (upload-pack) is the operation git makes safe for that,
+# so the host brings the workspace's refs into main's repository with `git fetch` (under
+# ``refs/sandbox/ws/NAME/``, and its branch to ``refs/heads/NAME``), and answers "is there
+# uncommitted work?" with a git dir it owns (main's, with an index of sandbox's) pointed at the
+# workspace's files. Commits sandbox makes for a workspace (rebase, sync) are made in main's
+# repository with plumbing and then fast-forwarded inside the workspace's container.
+
+WS_REFS = "refs/sandbox/ws"
+EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
+
+
+def _safe_env() -> dict[str, str]:
+    return {**os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C", "GIT_CONFIG_NOSYSTEM": "0"}
+
+
+class IsolatedRepos:
+    """Main's side of the isolated repositories of Docker workspaces (see above)."""
+
+    def __init__(self, wt: Worktrees) -> None:
+        self.wt = wt
+        self.root = wt.root
+
+    def _git(self, *args: str, env: dict[str, str] | None = None, input: str | None = None,
+             work_tree: Path | None = None) -> subprocess.CompletedProcess[str]:
+        """git in MAIN's repository (trusted), optionally over a workspace's files."""
+        pre = ["git", "-C", str(self.root), "-c", "core.fsmonitor=false", "-c", "core.hooksPath=/dev/null"]
+        if work_tree is not None:
+            pre += [f"--work-tree={work_tree}"]
+        try:
+            return subprocess.run([*pre, *args], capture_output=True, text=True, input=input,
+                                  env={**_safe_env(), **(env or {})})
+        except FileNotFoundError as exc:
+            raise ServiceUnavailable("git is not installed", hint="apt-get install git") from exc
+
+    def prefix(self, name: str) -> str:
+        return f"{WS_REFS}/{name}/"
+
+    def index_file(self, name: str) -> Path:
+        d = self.wt.common_dir / "sandbox"
+        d.mkdir(exist_ok=True)
+        return d / f"{name}.index"
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    def add(self, path: Path, branch: str, from_ref: str | None, *, exclude: tuple[str, ...] = (),
+            owner: tuple[int, int] | None = None) -> bool:
+        """Make the workspace's own repository at ``path`` on ``branch`` (reused if it exists);
+        True if the branch was created in main. A half-made clone is made afresh."""
+        path = path.resolve()
+        with self.wt._locked():
+            created = False
+            if not self.wt.branch_exists(branch):
+                start = from_ref or self.wt.main_branch()
+                self.wt.rev(start)
+                res = _plain(self.root, "branch", "--no-track", branch, start)
+                if res.returncode != 0:
+                    raise WorkspaceError(f"cannot create branch {branch!r}: {_failure(res)}")
+                created = True
+            if (path / ".git").is_dir():
+                return created
+            tmp = path.parent / f".new-{path.name}"
+            for leftover in (tmp, path):
+                if leftover.exists() or leftover.is_symlink():
+                    shutil.rmtree(leftover)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            # The new clone is sandbox's until it is handed over: git may run in it now.
+            res = _plain(self.root, "clone", "-q", "--shared", "--no-tags", "-b", branch, str(self.root), str(tmp))
+            if res.returncode != 0:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise WorkspaceError(f"git clone failed: {_failure(res)}")
+            _plain(tmp, "remote", "remove", "origin")
+            if exclude:
+                info = tmp / ".git" / "info"
+                info.mkdir(exist_ok=True)
+                with (info / "exclude").open("a") as fh:
+                    fh.write("\n".join(exclude) + "\n")
+            if owner is not None and os.geteuid() == 0:
+                _chown_tree(tmp, *owner)
+            os.rename(tmp, path)
+            return created
+
+    def remove(self, name: str, path: Path) -> None:
+        """Delete the workspace's repository and sandbox's refs of it (its branch in main stays)."""
+        path = path.resolve()
+        for p in (path, path.parent / f".new-{path.name}"):
+            if p.exists() or p.is_symlink():
+                shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+        refs = self._git("for-each-ref", "--format=%(refname)", self.prefix(name))
+        if refs.returncode == 0 and refs.stdout.strip():
+            self._git("update-ref", "--stdin", input="".join(f"delete {r}\n" for r in refs.stdout.split()))
+        self.index_file(name).unlink(missing_ok=True)
+
+    # -- bringing commits in ----------------------------------------------------------------------
+    def collect(self, name: str, path: Path, branch: str) -> str | None:
+        """Fetch the workspace's refs into main (the only way its commits enter main's repository).
+
+        Its branch becomes ``refs/heads/<branch>`` in main. Returns the workspace's HEAD commit
+        (None when HEAD is unborn). Raises :class:`UnsafeToTell` when the repository cannot be read.
+        """
+        path = path.resolve()
+        if not (path / ".git").is_dir():
+            raise UnsafeToTell(f"{path} is not a git repository any more (its .git is gone or replaced)")
+        prefix = self.prefix(name)
+        base = ["-c", f"safe.directory={path}", "-c", f"safe.directory={path}/.git", "-c", "protocol.file.allow=always",
+                "fetch", "-q", "--no-tags", "--no-write-fetch-head", "--prune", "--force", "--no-recurse-submodules",
+                str(path), f"+refs/*:{prefix}refs/*"]
+        res = self._git(*base, f"+HEAD:{prefix}HEAD")
+        head: str | None = None
+        if res.returncode != 0 and "couldn't find remote ref HEAD" in res.stderr:
+            res = self._git(*base)
+            self._git("update-ref", "-d", f"{prefix}HEAD")
+        else:
+            head = self._resolve(f"{prefix}HEAD")
+        if res.returncode != 0:
+            raise UnsafeToTell(f"cannot read the workspace repository {path}: {_failure(res)}")
+        tip = self._resolve(f"{prefix}refs/heads/{branch}")
+        if tip is not None and tip != self._resolve(f"refs/heads/{branch}"):
+            upd = self._git("update-ref", f"refs/heads/{branch}", tip)
+            if upd.returncode != 0:
+                raise WorkspaceError(f"cannot update branch {branch!r} in main's repository: {_failure(upd)}")
+        return head
+
+    def _resolve(self, ref: str) -> str | None:
+        res = self._git("rev-parse", "-q", "--verify", f"{ref}^{{commit}}")
+        return res.stdout.strip() or None if res.returncode == 0 else None
+
+    def _contains(self, ancestor: str, refs: list[str]) -> bool:
+        for ref in refs:
+            if self._git("merge-base", "--is-ancestor", ancestor, ref).returncode == 0:
+                return True
+        return False
+
+    # -- safety ---------------------------------------------------------------------------------
+    def unsaved(self, name: str, path: Path, branch: str, ignore: tuple[str, ...] = ()) -> list[str]:
+        """What removing the workspace would lose, besides unmerged commits of its branch:
+        uncommitted changes and untracked files, stashes, commits on a detached HEAD or on other
+        branches. Fails closed (:class:`UnsafeToTell`)."""
+        path = path.resolve()
+        if not path.exists():
+            return []
+        head = self.collect(name, path, branch)
+        prefix = self.prefix(name)
+        keep = [f"refs/heads/{branch}", f"refs/heads/{self.wt.main_branch()}"]
+        found: list[str] = []
+        env = {"GIT_INDEX_FILE": str(self.index_file(name))}
+        steps = [self._git("read-tree", head or EMPTY_TREE, env=env, work_tree=path)]
+        steps.append(self._git("update-index", "-q", "--refresh", env=env, work_tree=path))
+        files = self._git("diff-files", "--name-status", env=env, work_tree=path)
+        others = self._git("ls-files", "--others", "--exclude-standard", env=env, work_tree=path)
+        for res in (steps[0], files, others):
+            if res.returncode != 0:
+                raise UnsafeToTell(f"cannot compare {path} with its last commit: {_failure(res)}")
+        for line in files.stdout.splitlines():
+            status, _, rel = line.partition("\t")
+            if rel not in ignore:
+                found.append(f"{status} {rel}")
+        found += [f"?? {rel}" for rel in others.stdout.splitlines() if rel and rel not in ignore]
+        if self._resolve(f"{prefix}refs/stash"):
+            found.append("stash: entries in the workspace's stash")
+        if head and not self._contains(head, keep):
+            found.append(f"HEAD {head[:12]}: commits not on branch {branch!r} or main (a detached HEAD?)")
+        refs = self._git("for-each-ref", "--format=%(refname)", f"{prefix}refs/heads/")
+        for ref in refs.stdout.split():
+            other = ref.removeprefix(f"{prefix}refs/heads/")
+            if other != branch and not self._contains(ref, keep):
+                found.append(f"branch {other!r}: commits not on {branch!r} or main")
+        return found
+
+    # -- commits made for the workspace ---------------------------------------------------------
+    def commit_file(self, branch: str, rel: str, data: bytes, message: str) -> str:
+        """A commit on top of ``branch`` that changes one file (made in main's repository; the
+        branch ref itself is not moved). Returns its id."""
+        parent = self._resolve(f"refs/heads/{branch}")
+        if parent is None:
+            raise WorkspaceError(f"branch {branch!r} does not exist")
+        import tempfile
+        with tempfile.NamedTemporaryFile(dir=self.wt.common_dir, prefix="sandbox-index-") as idx:
+            env = {"GIT_INDEX_FILE": idx.name}
+            blob = subprocess.run(["git", "-C", str(self.root), "hash-object", "-w", "--stdin"], input=data,
+                                  capture_output=True, env=_safe_env())
+            steps = [self._git("read-tree", parent, env=env)]
+            if blob.returncode == 0:
+                mode = self._git("ls-tree", parent, "--", rel).stdout.split(" ")[0] or "100644"
+                steps.append(self._git("update-index", "--cacheinfo", f"{mode},{blob.stdout.decode().strip()},{rel}",
+                                       env=env))
+            tree = self._git("write-tree", env=env)
+            for res in (*steps, tree):
+                if res.returncode != 0:
+                    raise WorkspaceError(f"cannot commit {rel} on {branch!r}: {_failure(res)}")
+            if blob.returncode != 0:
+                raise WorkspaceError(f"cannot store {rel}: {blob.stderr.decode(errors='replace').strip()}")
+        return self._commit(tree.stdout.strip(), [parent], message)
+
+    def merge_commit(self, branch: str, other: str, message: str) -> tuple[str | None, list[str]]:
+        """A merge of ``other`` into ``branch`` made without a worktree (``git merge-tree``):
+        (commit, []) or (None, conflicting files). Neither ref moves."""
+        ours, theirs = self._resolve(f"refs/heads/{branch}"), self._resolve(other)
+        if ours is None or theirs is None:
+            raise WorkspaceError(f"cannot merge {other!r} into {branch!r}: unknown ref")
+        res = self._git("merge-tree", "--write-tree", "--name-only", "--no-messages", ours, theirs)
+        lines = res.stdout.splitlines()
+        if res.returncode == 1:
+            return None, [ln for ln in lines[1:] if ln.strip()]
+        if res.returncode != 0 or not lines:
+            raise WorkspaceError(f"git merge-tree failed: {_failure(res)}")
+        return self._commit(lines[0].strip(), [ours, theirs], message), []
+
+    def _commit(self, tree: str, parents: list[str], message: str) -> str:
+        args = ["commit-tree", tree]
+        for p in parents:
+            args += ["-p", p]
+        res = self._git(*args, "-m", message)
+        if res.returncode != 0:
+            raise WorkspaceError(f"git commit-tree failed: {_failure(res)}")
+        return res.stdout.strip()
+
+    def show(self, ref: str, rel: str) -> bytes:
+        """A file's bytes as committed at ``ref`` (read from main's object store)."""
+        res = subprocess.run(["git", "-C", str(self.root), "show", f"{ref}:{rel}"], capture_output=True,
+                             env=_safe_env())
+        if res.returncode != 0:
+            raise WorkspaceError(f"cannot read {rel} at {ref}: {res.stderr.decode(errors='replace').strip()}")
+        return res.stdout
+
+    def orphans(self, known: set[Path], worktrees_dir: Path) -> list[Path]:
+        """Isolated repositories (and half-made clones) in ``worktrees_dir`` no workspace owns."""
+        if not worktrees_dir.is_dir():
+            return []
+        return [p.resolve() for p in sorted(worktrees_dir.iterdir())
+                if p.is_dir() and not p.is_symlink() and p.resolve() not in known
+                and ((p / ".git").is_dir() or p.name.startswith(".new-"))]
+
+
+def _chown_tree(path: Path, uid: int, gid: int) -> None:
+    os.chown(path, uid, gid)
+    for dirpath, dirnames, filenames in os.walk(path):
+        for n in dirnames + filenames:
+            with contextlib.suppress(FileNotFoundError):
+                os.chown(os.path.join(dirpath, n), uid, gid, follow_symlinks=False)

@@ -34,6 +34,7 @@ class ConnInfo:
     options: str | None = None            # e.g. "-csearch_path=sbx_..." for the schema strategy
     container_host: str | None = None     # host name/IP as seen from the workspace's container
     container_port: int | None = None
+    container: str | None = None          # the Docker container serving it (None: not in Docker)
 
     def url(self, *, container: bool = False, secret: bool = True) -> str:
         """``postgresql://…``; ``secret=False`` leaves the password out (for listings and logs)."""

@@ -559,7 +559,7 @@ class DockerCluster:
 
     def admin(self) -> ConnInfo:
         return ConnInfo(host="127.0.0.1", port=self.port, user=self.superuser,
-                        password=self._password, dbname="postgres")
+                        password=self._password, dbname="postgres", container=self.container_name)
 
     def address(self, network: str | None) -> tuple[str, int] | None:
         """Host and port of the server as seen from ``network`` (once attached to it)."""

@@ -59,7 +59,7 @@ class SharedServerStrategy:
         seen = self.server.attach(network) if attach else self.server.address(network)
         return ConnInfo(host=admin.host, port=admin.port, user=user, password=password, dbname=dbname,
                         options=options, container_host=seen[0] if seen else None,
-                        container_port=seen[1] if seen else None)
+                        container_port=seen[1] if seen else None, container=admin.container)
 
     def planned(self, ws: str, network: str | None = None) -> ConnInfo:
         """Known before the database exists: the server's address and the role's secret."""

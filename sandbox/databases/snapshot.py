@@ -258,9 +258,23 @@ class SnapshotStrategy:
         for f in volume.glob(".input-*"):
             f.unlink(missing_ok=True)
 
-    def _populate_conn(self, cluster: Cluster) -> ConnInfo:
-        """Superuser session acting as the owner role: what it creates, the owner owns."""
-        return replace_conn(cluster.admin(), dbname=self.dbname, options=f"-c role={self.owner_role}")
+    def _populate_with(self, cluster: Cluster, populate: Callable[[ConnInfo], None]) -> None:
+        """Run ``populate`` logged in as the owner role (what it creates, the owner owns), with
+        a password that lives only as long as the call: the URL the project's code gets is a
+        plain one, with no ``options=-c role=…`` (which asyncpg, for one, refuses)."""
+        from psycopg import sql
+
+        password = secrets.token_urlsafe(24)
+        owner = sql.Identifier(self.owner_role)
+        with self._connect(cluster.admin()) as c:
+            c.execute(sql.SQL("ALTER ROLE {} WITH LOGIN PASSWORD {}").format(owner, sql.Literal(password)))
+        try:
+            populate(replace_conn(cluster.admin(), dbname=self.dbname, user=self.owner_role, password=password))
+        finally:
+            with self._connect(cluster.admin()) as c:
+                c.execute(sql.SQL("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s"),
+                          [self.owner_role])
+                c.execute(sql.SQL("ALTER ROLE {} WITH NOLOGIN PASSWORD NULL").format(owner))
 
     # -- baseline --------------------------------------------------------------------------
 
@@ -280,10 +294,10 @@ class SnapshotStrategy:
                                 hint="run `sandbox init` or `sandbox db baseline`")
 
     def build_baseline(self, populate: Callable[[ConnInfo], None]) -> None:
-        self._build(lambda cluster: populate(self._populate_conn(cluster)), source="build", fresh=True)
+        self._build(lambda cluster: self._populate_with(cluster, populate), source="build", fresh=True)
 
     def update_baseline(self, populate: Callable[[ConnInfo], None]) -> None:
-        self._build(lambda cluster: populate(self._populate_conn(cluster)), source="update", fresh=False)
+        self._build(lambda cluster: self._populate_with(cluster, populate), source="update", fresh=False)
 
     def import_baseline(self, dump: Path) -> None:
         dump = Path(dump)
@@ -427,7 +441,7 @@ class SnapshotStrategy:
         if password is None:
             password = self._secret(f"ws-{ws}", create=False)
         return ConnInfo(host="127.0.0.1", port=cluster.port, user=self._role(ws),
-                        password=password, dbname=self.dbname,
+                        password=password, dbname=self.dbname, container=getattr(cluster, "container_name", None),
                         container_host=seen[0] if seen else None,
                         container_port=seen[1] if seen else None)
 
@@ -631,7 +645,8 @@ class SnapshotStrategy:
             role = pg_name(self.ctx.project_id, tag, "scratch")
             password = secrets.token_urlsafe(24)
             self._configure(cluster, volume, role, password)
-            yield ConnInfo(host="127.0.0.1", port=port, user=role, password=password, dbname=self.dbname)
+            yield ConnInfo(host="127.0.0.1", port=port, user=role, password=password, dbname=self.dbname,
+                           container=getattr(cluster, "container_name", None))
 
     # -- gc and doctor ---------------------------------------------------------------------
 

@@ -1,54 +1,41 @@
-"""The alembic adapter: reads a tree's revision graph and runs its migrations, in process.
+"""The alembic adapter: reads a tree's revision graph statically, runs alembic in the project's
+environment, and verifies the effect.
 
-A *tree* is a checkout (main or a workspace's worktree). Every call builds alembic's
-:class:`~alembic.config.Config` in code from ``<tree>/<config_path>``, with paths resolved
-against that tree rather than the current directory, so the same process can work on main and
-on any number of worktrees.
+A *tree* is a checkout (main, or a workspace's). sandbox never imports a tree's Python:
 
-alembic keeps process-global state (``alembic.context``, ``alembic.op``) and ``env.py`` files
-import the project's own modules, so each call that loads the tree's Python:
+- the revision graph comes from :mod:`.scan` (the config with configparser, each revision file
+  with :mod:`ast`; ids must be literals), so ``ls`` and ``migrate status`` run no project code;
+- ``offline_sql``, ``upgrade`` and ``downgrade`` run :mod:`.runner` with the project's own
+  interpreter, through a :class:`~sandbox.project.ProjectRunner` (a container of the project's
+  image under the Docker runtime), with the working directory at the alembic config's folder;
+- after every upgrade, the target database's version table is read and compared with what
+  was asked for: a project whose ``env.py`` sent the migrations elsewhere fails loudly
+  (:class:`~sandbox.errors.MigrationsMisdirected`) instead of leaving an empty database behind.
 
-- holds a module-level lock;
-- puts the tree (and ``prepend_sys_path``) first on ``sys.path``, and exports ``DATABASE_URL``;
-- writes no ``__pycache__`` into the tree (a worktree must stay clean for ``sandbox rm``);
-- afterwards restores both, and forgets the modules it imported from the tree, so that the next
-  call on another tree imports that tree's ``myapp.models`` instead of reusing this one's;
-- turns ``logging.config.fileConfig`` into a no-op, because a library must not print and must
-  not reconfigure its host's logging (alembic's standard ``env.py`` calls it).
-
-Failures, alembic's ``CommandError``, revision-graph errors, SQLAlchemy and psycopg errors, and
-anything the project's own ``env.py`` or revision code raises, become :class:`MigrationError`
-chained with ``from``; passwords are scrubbed from the message.
+Failures of the project's code become :class:`MigrationError`; passwords are scrubbed.
 """
 
 from __future__ import annotations
 
 import ast
-import configparser
-import contextlib
-import importlib
-import importlib.util
-import io
-import logging.config
+import hashlib
+import json
 import os
 import re
-import sys
-import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import unquote, urlsplit
 
-from sandbox.errors import MigrationError
+from sandbox.databases.base import ConnInfo
+from sandbox.errors import DatabaseError, MigrationError, MigrationsMisdirected
 from sandbox.migrations.base import Revision
+from sandbox.migrations.scan import AlembicLayout, heads_of, read_inside, read_layout, scan_revisions
 
 __all__ = ["AlembicTool", "rewrite_down_revision", "scrub_secrets", "to_sqlalchemy_url"]
 
-_LOCK = threading.RLock()
-"""Serialises every call that touches alembic's process-global state."""
-
-# "package:resource" script locations are resolved by alembic through importlib.resources.
-_RESOURCE_LOCATION = re.compile(r"^[A-Za-z_][\w.]*:[^/\\]")
+# The last line of the runner's output (sandbox/migrations/runner.py, which sandbox never imports).
+RESULT_MARK = "@@sandbox-result@@"
 
 
 def to_sqlalchemy_url(url: str) -> str:
@@ -74,209 +61,63 @@ def scrub_secrets(text: str, url: str | None = None) -> str:
     return text
 
 
-def _describe(exc: BaseException, url: str | None) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    # SQLAlchemy appends a link to its docs; it is noise in a one-line CLI message.
-    text = re.sub(r"\s*\(Background on this error at: [^)]*\)", "", text)
-    return scrub_secrets(f"{type(exc).__name__}: {text}", url)
+_PLACEHOLDER = ConnInfo(host="localhost", port=5432, user="sandbox", password="offline", dbname="offline")
+_UNREACHABLE = ("connection refused", "could not connect", "connect call failed", "could not translate host name",
+                "name or service not known", "temporary failure in name resolution", "no such host",
+                "timeout expired", "network is unreachable", "operationalerror", "connectionrefusederror",
+                "cannot assign requested address", "oserror: multiple exceptions")
 
 
-def _search_path_schema(url: str) -> str | None:
-    """The first schema of ``-c search_path=…`` in the URL's ``options`` (None if absent)."""
-    try:
-        options = parse_qs(urlsplit(url).query).get("options", [])
-    except ValueError:
-        return None
-    for opt in options:
-        m = re.search(r"-c\s*search_path\s*=\s*([^\s]+)", opt)
-        if not m:
-            continue
-        for part in m.group(1).replace("\\,", ",").split(","):
-            part = part.strip().strip('"')
-            if part and part != "$user":
-                return part
-    return None
-
-
-class _TreeConfig:
-    """Builds alembic's Config for one tree with every relative path anchored in that tree."""
-
-    @staticmethod
-    def build(ini: Path, output: io.StringIO) -> Any:
-        from alembic.config import Config
-
-        base = ini.parent
-
-        def anchor(value: str) -> str:
-            if os.path.isabs(value) or _RESOURCE_LOCATION.match(value):
-                return value
-            return os.path.normpath(os.path.join(base, value))
-
-        class TreeConfig(Config):  # type: ignore[misc]
-            def get_alembic_option(self, name: str, default: Any = None) -> Any:
-                value = super().get_alembic_option(name, default)
-                if name == "script_location" and isinstance(value, str):
-                    return anchor(value)
-                return value
-
-            def get_version_locations_list(self) -> list[str] | None:
-                values = super().get_version_locations_list()
-                return [anchor(v) for v in values] if values else values
-
-            def get_prepend_sys_paths_list(self) -> list[str] | None:
-                values = super().get_prepend_sys_paths_list()
-                return [anchor(v) for v in values] if values else values
-
-        if ini.suffix == ".toml":
-            return TreeConfig(toml_file=str(ini), output_buffer=output, stdout=io.StringIO())
-        return TreeConfig(file_=str(ini), output_buffer=output, stdout=io.StringIO())
-
-
-def _module_roots(module: Any) -> Iterable[str]:
-    file = getattr(module, "__file__", None)
-    if isinstance(file, str):
-        yield file
-    path = getattr(module, "__path__", None)
-    if path is not None:
-        try:
-            yield from (p for p in path if isinstance(p, str))
-        except Exception:  # noqa: BLE001 - a broken namespace path is simply not ours
-            return
-
-
-def _under(path: str, roots: list[str]) -> bool:
-    real = os.path.realpath(path)
-    return any(real == r or real.startswith(r + os.sep) for r in roots)
+def misdirected_hint(config_path: str) -> str:
+    return (f"its env.py must connect to the URL sandbox gives it: honour DATABASE_URL or sqlalchemy.url, or map "
+            "the project's own variables in sandbox.toml [workspace.env] (e.g. POSTGRES_SERVER = \"${PGHOST}\"); "
+            "see README, \"Using sandbox on your project\"")
 
 
 class AlembicTool:
     """:class:`~sandbox.migrations.base.MigrationTool` for alembic projects.
 
-    ``config_path`` is the alembic config relative to the tree (``alembic.ini``, or a
-    ``pyproject.toml`` holding ``[tool.alembic]``). ``version_table`` is the table
-    :meth:`current` reads.
+    Reading (``available``, ``revisions``, ``heads``) is static (:mod:`.scan`): nothing of the
+    project is imported. Running (``offline_sql``, ``upgrade``, ``downgrade``) goes through a
+    :class:`~sandbox.project.ProjectRunner`, in the project's environment, and every upgrade is
+    verified by reading the version table in the target database.
     """
 
     name = "alembic"
 
-    def __init__(self, config_path: str = "alembic.ini", *,
-                 version_table: str = "alembic_version") -> None:
+    def __init__(self, config_path: str = "alembic.ini", *, runner: Any = None,
+                 version_table: str = "alembic_version", version_table_schema: str | None = None,
+                 cache_dir: Path | None = None) -> None:
         self.config_path = config_path
+        self.runner = runner
         self.version_table = version_table
+        self.version_table_schema = version_table_schema
+        self.cache_dir = cache_dir
 
-    # -- the environment of one call --------------------------------------------------------
+    # -- reading (static) --------------------------------------------------------------------
 
-    def _ini(self, tree: Path) -> Path:
-        return Path(tree).resolve() / self.config_path
-
-    @contextlib.contextmanager
-    def _session(self, tree: Path, action: str, url: str | None = None,
-                 output: io.StringIO | None = None) -> Iterator[Any]:
-        """Lock, prepare sys.path/environ/modules for ``tree``, yield its Config, then undo."""
-        tree = Path(tree).resolve()
-        ini = self._ini(tree)
-        if not ini.is_file():
-            raise MigrationError(f"alembic config not found: {ini}")
-        with _LOCK:
-            saved_path = list(sys.path)
-            saved_env = os.environ.get("DATABASE_URL")
-            saved_modules = dict(sys.modules)
-            saved_file_config = logging.config.fileConfig
-            saved_bytecode = sys.dont_write_bytecode
-            roots = [os.path.realpath(tree), os.path.realpath(ini.parent)]
-            try:
-                sys.path.insert(0, str(tree))
-                sys.dont_write_bytecode = True   # no __pycache__ litter in the worktree
-                importlib.invalidate_caches()
-                logging.config.fileConfig = _no_file_config  # type: ignore[assignment]
-                with self._translate(action, tree, url):
-                    cfg = _TreeConfig.build(ini, output if output is not None else io.StringIO())
-                    roots += [os.path.realpath(p) for p in cfg.get_prepend_sys_paths_list() or []]
-                    if url is not None:
-                        cfg.set_main_option("sqlalchemy.url",
-                                            to_sqlalchemy_url(url).replace("%", "%%"))
-                        os.environ["DATABASE_URL"] = url
-                    yield cfg
-            finally:
-                logging.config.fileConfig = saved_file_config  # type: ignore[assignment]
-                sys.dont_write_bytecode = saved_bytecode
-                sys.path[:] = saved_path
-                if saved_env is None:
-                    os.environ.pop("DATABASE_URL", None)
-                else:
-                    os.environ["DATABASE_URL"] = saved_env
-                self._forget_modules(saved_modules, roots)
-
-    @staticmethod
-    def _forget_modules(before: dict[str, Any], roots: list[str]) -> None:
-        """Drop modules this call imported from the tree; modules present before stay."""
-        for name, module in list(sys.modules.items()):
-            if before.get(name) is module:
-                continue
-            if any(_under(p, roots) for p in _module_roots(module)):
-                if name in before:
-                    sys.modules[name] = before[name]
-                else:
-                    del sys.modules[name]
-
-    @staticmethod
-    @contextlib.contextmanager
-    def _translate(action: str, tree: Path, url: str | None) -> Iterator[None]:
-        try:
-            yield
-        except MigrationError:
-            raise
-        except Exception as exc:
-            # alembic's CommandError and RevisionError, SQLAlchemy and psycopg errors, and
-            # whatever the project's env.py or revision code raises (ImportError, NameError, …):
-            # all mean "the migration tool failed" to the caller, who must not crash on them.
-            raise MigrationError(f"alembic {action} failed in {tree}: {_describe(exc, url)}") from exc
-
-    def _script(self, cfg: Any) -> Any:
-        from alembic.script import ScriptDirectory
-
-        return ScriptDirectory.from_config(cfg)
-
-    # -- reading the revision graph ---------------------------------------------------------
+    def layout(self, tree: Path) -> AlembicLayout | None:
+        return read_layout(Path(tree), self.config_path)
 
     def available(self, tree: Path) -> bool:
         """True when ``<tree>/<config_path>`` exists and names a ``script_location``."""
-        ini = self._ini(tree)
-        if not ini.is_file():
-            return False
-        if ini.suffix == ".toml":
-            import tomllib
-
-            try:
-                data = tomllib.loads(ini.read_text())
-            except (OSError, tomllib.TOMLDecodeError):
-                return False
-            return "script_location" in data.get("tool", {}).get("alembic", {})
-        parser = configparser.ConfigParser(interpolation=None)
         try:
-            parser.read(ini)
-        except (OSError, configparser.Error):
+            return self.layout(tree) is not None
+        except MigrationError:
             return False
-        return parser.has_option("alembic", "script_location")
+
+    def _require(self, tree: Path) -> AlembicLayout:
+        layout = self.layout(tree)
+        if layout is None:
+            raise MigrationError(f"alembic config not found: {Path(tree) / self.config_path}")
+        return layout
 
     def revisions(self, tree: Path) -> dict[str, Revision]:
-        """Every revision of the tree, keyed by id."""
-        with self._session(tree, "revisions") as cfg:
-            from alembic.util import to_tuple
-
-            result: dict[str, Revision] = {}
-            for script in self._script(cfg).walk_revisions("base", "heads"):
-                result[script.revision] = Revision(
-                    id=script.revision,
-                    down_revisions=tuple(to_tuple(script.down_revision, default=())),
-                    path=Path(script.path),
-                    message=_message(script.doc),
-                )
-            return result
+        """Every revision of the tree, keyed by id (read with ast, never imported)."""
+        return scan_revisions(Path(tree), self._require(tree))
 
     def heads(self, tree: Path) -> list[str]:
-        with self._session(tree, "heads") as cfg:
-            return sorted(self._script(cfg).get_heads())
+        return heads_of(self.revisions(tree))
 
     def branch_points(self, tree: Path) -> list[str]:
         """Revisions with two or more children."""
@@ -288,12 +129,7 @@ class AlembicTool:
         return sorted(r for r, n in children.items() if n > 1)
 
     def chain(self, tree: Path, base: str | None, head: str) -> list[Revision]:
-        """Ancestors of ``head`` (inclusive) that are not ancestors of ``base`` (inclusive).
-
-        Oldest first. ``base=None`` means from the root. When ``base`` is not an ancestor of
-        ``head`` (a branch that is behind), the result is still the revisions of ``head``'s
-        history that ``base`` lacks.
-        """
+        """Ancestors of ``head`` (inclusive) that are not ancestors of ``base`` (inclusive), oldest first."""
         revs = self.revisions(tree)
         for rev_id in (head, base):
             if rev_id is not None and rev_id not in revs:
@@ -307,104 +143,124 @@ class AlembicTool:
         ws = self.revisions(ws_tree)
         return _topological(ws, set(ws) - set(main))
 
-    # -- running ----------------------------------------------------------------------------
+    # -- running (in the project's environment) ----------------------------------------------
 
-    def offline_sql(self, tree: Path, revision: str) -> str:
-        """SQL that upgrading ``<down>:<revision>`` emits in offline (``--sql``) mode.
+    def _run(self, tree: Path, request: dict[str, Any], *, db: ConnInfo, env: Mapping[str, str],
+             network: bool, workspace: str | None, what: str) -> dict[str, Any]:
+        if self.runner is None:
+            raise MigrationError("no project runner: sandbox runs alembic only in the project's environment")
+        layout = self._require(tree)
+        # The URL is the runner's view of the database: SANDBOX_DATABASE_URL, set by the runner.
+        req = {"config": layout.ini.name, "url_from_env": network, **request}
+        argv = [*self.runner.python(Path(tree)), self.runner.runner_script(), json.dumps(req)]
+        result = self.runner.run(Path(tree), argv, cwd=layout.workdir, env=env, db=db, workspace=workspace,
+                                 network=network)
+        parsed: dict[str, Any] | None = None
+        for line in reversed(result.stdout.splitlines()):
+            if line.startswith(RESULT_MARK):
+                try:
+                    parsed = json.loads(line[len(RESULT_MARK):])
+                except ValueError:
+                    parsed = None
+                break
+        if parsed is None:
+            tail = scrub_secrets(" | ".join(result.output.splitlines()[-4:]), db.url())
+            raise MigrationError(f"alembic {what} failed in {tree}: the project's interpreter exited "
+                                 f"{result.code} before alembic ran: {tail or 'no output'}",
+                                 hint="does the project's image or interpreter have alembic installed? "
+                                 "(see [workspace] dockerfile / [migrations] python)")
+        if not parsed.get("ok"):
+            error = scrub_secrets(str(parsed.get("error") or "unknown error"), db.url())
+            error = re.sub(r"\s*\(Background on this error at: [^)]*\)", "", error)
+            hint = None
+            if network and any(word in error.lower() for word in _UNREACHABLE):
+                hint = ("env.py could not reach the database sandbox gave it; it may aim at another server: "
+                        + misdirected_hint(self.config_path))
+            raise MigrationError(f"alembic {what} failed in {tree}: {error}", hint=hint)
+        return parsed
 
-        A root revision gives the SQL from an empty database (it includes creating the
-        version table). A merge revision is rendered from all of its parents.
+    def offline_sql(self, tree: Path, revision: str, *, env: Mapping[str, str] | None = None) -> str:
+        """SQL that upgrading ``<down>:<revision>`` emits in offline (``--sql``) mode, cached per file hash.
+
+        A root revision gives the SQL from an empty database (it includes creating the version
+        table). A merge revision is rendered from all of its parents. No database is reachable.
         """
-        from alembic import command
-
         revs = self.revisions(tree)
         if revision not in revs:
             raise MigrationError(f"unknown alembic revision {revision!r} in {tree}")
-        downs = revs[revision].down_revisions
-        output = io.StringIO()
-        # Offline mode needs a dialect but no server: a placeholder URL without a password.
-        placeholder = "postgresql://sandbox@localhost/offline"
-        with self._session(tree, f"offline SQL for {revision}", placeholder, output) as cfg:
-            if len(downs) <= 1:
-                command.upgrade(cfg, f"{downs[0]}:{revision}" if downs else revision, sql=True)
-            else:
-                # command.upgrade's "start:end" takes one start; a merge has several.
-                from alembic.runtime.environment import EnvironmentContext
+        rev = revs[revision]
+        key = self._cache_key(Path(tree), rev)
+        cached = self.cache_dir / f"{key}.sql" if self.cache_dir and key else None
+        if cached is not None and cached.is_file():
+            return cached.read_text()
+        out = self._run(Path(tree), {"action": "sql", "target": revision, "downs": list(rev.down_revisions)},
+                        db=_PLACEHOLDER, env=env or {}, network=False, workspace=None,
+                        what=f"offline SQL for {revision}")
+        sql = str(out.get("sql") or "")
+        if cached is not None:
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cached.with_suffix(f".tmp{os.getpid()}")
+            tmp.write_text(sql)
+            os.replace(tmp, cached)
+        return sql
 
-                script = self._script(cfg)
-                with EnvironmentContext(
-                        cfg, script, as_sql=True, starting_rev=downs, destination_rev=revision,
-                        fn=lambda rev, context: script._upgrade_revs(revision, downs)):
-                    script.run_env()
-        return output.getvalue()
+    def _cache_key(self, tree: Path, rev: Revision) -> str | None:
+        try:
+            layout = self._require(tree)
+            h = hashlib.sha256()
+            for part in (read_inside(tree, rev.path), read_inside(tree, layout.ini),
+                         read_inside(tree, layout.script_location / "env.py")):
+                h.update(hashlib.sha256(part).digest())
+            h.update(json.dumps([rev.id, list(rev.down_revisions), getattr(self.runner, "kind", "")]).encode())
+            return h.hexdigest()[:32]
+        except (MigrationError, OSError):
+            return None
 
-    def upgrade(self, tree: Path, url: str, target: str = "heads") -> None:
-        from alembic import command
+    def upgrade(self, tree: Path, db: ConnInfo, target: str = "heads", *, env: Mapping[str, str] | None = None,
+                workspace: str | None = None, what: str = "the workspace database") -> list[str]:
+        """Upgrade ``db`` to ``target`` with the tree's alembic, then verify it got there.
 
-        with self._session(tree, f"upgrade to {target}", url) as cfg:
-            command.upgrade(cfg, target)
-
-    def downgrade(self, tree: Path, url: str, target: str) -> None:
-        from alembic import command
-
-        with self._session(tree, f"downgrade to {target}", url) as cfg:
-            command.downgrade(cfg, target)
-
-    def current(self, tree: Path, url: str) -> list[str]:
-        """Revisions in the database's version table, sorted (empty when there is none).
-
-        The table is looked up in the first schema of a ``search_path`` given in the URL's
-        ``options`` (``?options=-csearch_path%3Dws``), else through the server's search_path.
+        Returns the revisions now in the version table. Raises :class:`MigrationsMisdirected`
+        when the version table of ``db`` does not show ``target`` afterwards.
         """
-        from alembic.runtime.migration import MigrationContext
-        from sqlalchemy import create_engine, pool
+        expected = self.heads(tree) if target in ("head", "heads") else [target]
+        self._run(Path(tree), {"action": "upgrade", "target": target}, db=db, env=env or {}, network=True,
+                  workspace=workspace, what=f"upgrade to {target}")
+        return self.verify(db, expected, what=what)
 
-        with _LOCK, self._translate("current", Path(tree), url):
-            engine = create_engine(to_sqlalchemy_url(url), poolclass=pool.NullPool)
-            try:
-                with engine.connect() as conn:
-                    ctx = MigrationContext.configure(conn, opts={
-                        "version_table": self.version_table,
-                        "version_table_schema": _search_path_schema(url)})
-                    return sorted(ctx.get_current_heads())
-            finally:
-                engine.dispose()
+    def downgrade(self, tree: Path, db: ConnInfo, target: str, *, env: Mapping[str, str] | None = None,
+                  workspace: str | None = None) -> list[str]:
+        self._run(Path(tree), {"action": "downgrade", "target": target}, db=db, env=env or {}, network=True,
+                  workspace=workspace, what=f"downgrade to {target}")
+        return self.verify(db, [] if target == "base" else [target], what="the workspace database")
 
-    # -- rewriting --------------------------------------------------------------------------
+    def verify(self, db: ConnInfo, expected: list[str], *, what: str = "the workspace database") -> list[str]:
+        """The target database's version table must hold exactly ``expected``."""
+        found = self.current(db)
+        if sorted(found) != sorted(expected):
+            raise MigrationsMisdirected(
+                f"the migrations did not reach {what}: its {self.version_table} holds "
+                f"{', '.join(found) or 'nothing'}, expected {', '.join(sorted(expected)) or 'nothing'}",
+                hint=misdirected_hint(self.config_path), found=found, expected=expected)
+        return found
 
-    def set_down_revision(self, revision: Revision, new_down: str) -> None:
-        """Point ``revision`` at ``new_down``: its ``down_revision`` value and ``Revises:`` line.
+    def current(self, db: ConnInfo) -> list[str]:
+        """Revisions in the database's version table, sorted (empty when there is none)."""
+        import psycopg
+        from psycopg import sql
 
-        Every other byte of the file stays as it was. The ``down_revision`` value is located
-        with :mod:`ast` (plain and annotated assignments); the docstring's ``Revises:`` line is
-        rewritten only inside the module docstring.
-        """
-        path = Path(revision.path)
+        table = (sql.Identifier(self.version_table_schema, self.version_table) if self.version_table_schema
+                 else sql.Identifier(self.version_table))
         try:
-            source = path.read_bytes()
-        except OSError as exc:
-            raise MigrationError(f"cannot read revision file {path}: {exc}") from exc
-        try:
-            new_source = rewrite_down_revision(source, new_down)
-        except (SyntaxError, ValueError) as exc:
-            raise MigrationError(f"cannot rewrite down_revision in {path}: {exc}") from exc
-        try:
-            path.write_bytes(new_source)
-        except OSError as exc:
-            raise MigrationError(f"cannot write revision file {path}: {exc}") from exc
-        # A same-size rewrite within the same second would let Python reuse the stale .pyc.
-        with contextlib.suppress(OSError, NotImplementedError, ValueError):
-            Path(importlib.util.cache_from_source(str(path))).unlink(missing_ok=True)
-
-
-def _message(doc: str | None) -> str:
-    """The revision's message: its docstring's first paragraph, unless that is the header."""
-    doc = (doc or "").strip()
-    return "" if doc.startswith("Revision ID:") else doc
-
-
-def _no_file_config(*args: Any, **kwargs: Any) -> None:
-    """Stands in for logging.config.fileConfig while a tree's env.py runs."""
+            with psycopg.connect(**db.kwargs(), connect_timeout=10, autocommit=True) as conn:
+                try:
+                    rows = conn.execute(sql.SQL("SELECT version_num FROM {}").format(table)).fetchall()
+                except psycopg.errors.UndefinedTable:
+                    return []
+        except psycopg.Error as exc:
+            raise DatabaseError(f"cannot read {self.version_table} in {db.dbname}: "
+                                f"{scrub_secrets(str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc))}") from exc
+        return sorted(str(r[0]) for r in rows)
 
 
 def _ancestors(revs: dict[str, Revision], start: str) -> set[str]:

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Mapping, Protocol
+
+if TYPE_CHECKING:
+    from ..databases.base import ConnInfo
 
 
 @dataclass(frozen=True)
@@ -13,6 +16,8 @@ class Revision:
     down_revisions: tuple[str, ...]     # empty for a root revision; two or more for a merge revision
     path: Path                          # the revision's file
     message: str = ""
+    branch_labels: tuple[str, ...] = ()
+    depends_on: tuple[str, ...] = ()
 
     @property
     def is_merge(self) -> bool:
@@ -20,7 +25,11 @@ class Revision:
 
 
 class MigrationTool(Protocol):
-    """Reads a tree's revisions and runs them. ``tree`` is a checkout (main or a worktree)."""
+    """Reads a tree's revisions (statically) and runs them (in the project's environment).
+
+    ``tree`` is a checkout (main or a workspace's). Running verifies its effect: ``upgrade``
+    reads the target database's version table afterwards.
+    """
 
     name: str
 
@@ -36,15 +45,15 @@ class MigrationTool(Protocol):
     def chain(self, tree: Path, base: str | None, head: str) -> list[Revision]:
         """Revisions after ``base`` up to ``head``, oldest first."""
 
-    def offline_sql(self, tree: Path, revision: str) -> str:
+    def offline_sql(self, tree: Path, revision: str, *, env: Mapping[str, str] | None = None) -> str:
         """The SQL that upgrading from the revision's parent to it emits (offline mode)."""
 
-    def upgrade(self, tree: Path, url: str, target: str = "heads") -> None: ...
+    def upgrade(self, tree: Path, db: ConnInfo, target: str = "heads", *, env: Mapping[str, str] | None = None,
+                workspace: str | None = None, what: str = "the workspace database") -> list[str]:
+        """Upgrade ``db`` to ``target``; raise unless its version table then shows ``target``."""
 
-    def downgrade(self, tree: Path, url: str, target: str) -> None: ...
+    def downgrade(self, tree: Path, db: ConnInfo, target: str, *, env: Mapping[str, str] | None = None,
+                  workspace: str | None = None) -> list[str]: ...
 
-    def current(self, tree: Path, url: str) -> list[str]:
+    def current(self, db: ConnInfo) -> list[str]:
         """Revisions recorded in the database's version table (empty if none)."""
-
-    def set_down_revision(self, revision: Revision, new_down: str) -> None:
-        """Rewrite the revision file's down_revision (and its ``Revises:`` line), nothing else."""

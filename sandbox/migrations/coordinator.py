@@ -38,10 +38,21 @@ def lint_report(sql: str) -> Report:
 
 
 def _git(tree: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    res = subprocess.run(["git", "-C", str(tree), *args], capture_output=True, text=True)
+    """git in MAIN's checkout only (trusted); a workspace's repository is never a ``tree`` here."""
+    res = subprocess.run(["git", "-C", str(tree), *args], capture_output=True, text=True,
+                         env={**os.environ, "LC_ALL": "C", "GIT_TERMINAL_PROMPT": "0"})
     if check and res.returncode != 0:
         raise WorkspaceError(f"git {args[0]} failed in {tree}: {(res.stderr or res.stdout).strip()}")
     return res
+
+
+def _suppressions(tree: Path, rev: Revision) -> dict[str, str]:
+    from .lint import parse_suppressions
+    from .scan import read_inside
+    try:
+        return parse_suppressions(read_inside(tree, rev.path).decode("utf-8", errors="replace"))
+    except MigrationError:
+        return {}
 
 
 def _created_tables(sql: str) -> set[str]:
@@ -164,6 +175,10 @@ class Coordinator:
         by_base: dict[str, list[str]] = {}
         by_rev: dict[str, list[str]] = {}
         for rec in self.sb.registry.all():
+            try:
+                self.sb.collect(rec)
+            except SandboxError:
+                pass              # its summary shows what it can; the branch is read as it was
             s = self.workspace_summary(rec)
             s["name"] = rec.name
             rows.append(s)
@@ -244,25 +259,25 @@ class Coordinator:
         return out
 
     def _static(self, rec: WorkspaceRecord, new: list[Revision], report: Report) -> None:
-        from .lint import lint_sql, parse_suppressions
+        from .lint import lint_sql
         created: set[str] = set()
         tree = self._tree(rec)
         for rev in new:
             try:
-                sql = self.tool.offline_sql(tree, rev.id)
+                sql = self.tool.offline_sql(tree, rev.id, env=self.sb.base_env(rec))
             except MigrationError as exc:
                 report.extra.setdefault("notes", []).append(
                     f"{rev.id}: no offline SQL ({exc}); covered by the dynamic check only")
                 continue
-            supp = parse_suppressions(rev.path.read_text()) if rev.path.exists() else {}
+            supp = _suppressions(tree, rev)
             report.extend(lint_sql(sql, revision=rev.id, suppressions=supp, created_before=created))
             created |= _created_tables(sql)
 
     def _dynamic(self, rec: WorkspaceRecord, new: list[Revision], report: Report,
                  run_tests: bool = False) -> None:
         from . import catalog
-        from .lint import parse_suppressions
         tree = self._tree(rec)
+        env = self.sb.base_env(rec)
         with self.sb.db.scratch(f"gate-{rec.name}") as conn:
             schemas, rename = None, None
             if conn.options and "search_path=" in conn.options:
@@ -272,14 +287,15 @@ class Coordinator:
             static_keys = {(f.rule, f.object, f.revision) for f in report.findings}
             for rev in new:
                 try:
-                    self.tool.upgrade(tree, conn.url(), rev.id)
+                    self.tool.upgrade(tree, conn, rev.id, env=env, workspace=rec.name,
+                                      what="the gate's fresh clone")
                 except MigrationError as exc:
                     report.extend([Finding(rule="apply-failed", kind="apply", severity="error",
                                            revision=rev.id, message=f"upgrade to {rev.id} failed on a fresh "
                                            f"clone of the baseline: {exc}")])
                     return
                 after = catalog.snapshot(conn, schemas=schemas, rename=rename)
-                supp = parse_suppressions(rev.path.read_text()) if rev.path.exists() else {}
+                supp = _suppressions(tree, rev)
                 for finding in catalog.diff(before, after, revision=rev.id):
                     if (finding.rule, finding.object, finding.revision) in static_keys:
                         continue
@@ -292,8 +308,9 @@ class Coordinator:
                 first = new[0]
                 target = first.down_revisions[0] if first.down_revisions else "base"
                 try:
-                    self.tool.downgrade(tree, conn.url(), target)
-                    self.tool.upgrade(tree, conn.url(), new[-1].id)
+                    self.tool.downgrade(tree, conn, target, env=env, workspace=rec.name)
+                    self.tool.upgrade(tree, conn, new[-1].id, env=env, workspace=rec.name,
+                                      what="the gate's fresh clone")
                 except MigrationError as exc:
                     report.extend([Finding(rule="roundtrip-failed", kind="apply", severity="error",
                                            revision=new[-1].id,
@@ -302,13 +319,16 @@ class Coordinator:
                 self._run_tests(rec, conn, report)
 
     def _run_tests(self, rec: WorkspaceRecord, conn: Any, report: Report) -> None:
-        env = {**os.environ, **self.sb.environment(rec), **conn.env()}
+        """The gate's test commands, in the project's environment, against the fresh clone only."""
+        from .alembic import scrub_secrets
+        tree = self._tree(rec)
         for command in self.sb.config.migrations.test:
-            res = subprocess.run(["sh", "-c", command], cwd=rec.path, env=env, capture_output=True, text=True)
-            if res.returncode != 0:
-                tail = (res.stdout + res.stderr).strip().splitlines()[-5:]
+            res = self.sb.runner.run(tree, ["sh", "-c", command], cwd=tree, env=self.sb.base_env(rec), db=conn,
+                                     workspace=rec.name, writable=True)
+            if res.code != 0:
+                tail = scrub_secrets(res.output, conn.url()).splitlines()[-5:]
                 report.extend([Finding(rule="tests-failed", kind="apply", severity="error",
-                                       message=f"test command {command!r} exited {res.returncode}: "
+                                       message=f"test command {command!r} exited {res.code}: "
                                        + " | ".join(tail))])
                 return
 
@@ -324,31 +344,38 @@ class Coordinator:
         for other in self.sb.registry.all():
             if other.name == rec.name or other.state not in ("ready", "stopped"):
                 continue
-            tree = Path(other.path)
-            if not tree.exists():
+            # Read from main's repository (the workspace's commits are collected into its branch):
+            # never by running git inside a workspace's own repository.
+            try:
+                self.sb.collect(other)
+            except SandboxError:
+                pass
+            ref = f"refs/heads/{other.branch}"
+            if not self.sb.git.branch_exists(other.branch):
                 continue
-            args = ["grep", "-I", "-l", "-w", "-F", "--untracked", "--all-match"]
+            args = ["grep", "-I", "-l", "-w", "-F", "--all-match"]
             for needle in needles:
                 args += ["-e", needle]
-            args += ["--", "."]
+            args += [ref, "--", "."]
             args += [f":(exclude){d}" for d in migrations_dirs]
-            res = _git(tree, *args, check=False)
-            files = [ln for ln in res.stdout.splitlines() if ln]
+            res = _git(self.root, *args, check=False)
+            files = [ln.split(":", 1)[1] if ln.startswith(ref + ":") else ln for ln in res.stdout.splitlines() if ln]
             # main's own code using the object is main's business; count files that differ from main
-            if any(fl in self._changed_files(tree) for fl in files):
+            if any(fl in self._changed_files(other) for fl in files):
                 hits.append(other.name)
                 continue
             if self._holds_more_rows(other, parts):
                 hits.append(other.name)
         return tuple(hits)
 
-    def _changed_files(self, tree: Path) -> set[str]:
-        """Files a worktree changed or added compared with main (once per tree and command)."""
-        if tree not in self._changed_cache:
-            changed = set(_git(tree, "diff", "--name-only", self.sb.git.main_branch(), check=False).stdout.split())
-            changed |= set(_git(tree, "ls-files", "--others", "--exclude-standard", check=False).stdout.split())
-            self._changed_cache[tree] = changed
-        return self._changed_cache[tree]
+    def _changed_files(self, other: WorkspaceRecord) -> set[str]:
+        """Files a workspace's branch changed or added compared with main (once per command)."""
+        key = Path(other.path)
+        if key not in self._changed_cache:
+            main = self.sb.git.main_branch()
+            self._changed_cache[key] = set(_git(self.root, "diff", "--name-only", f"{main}...refs/heads/{other.branch}",
+                                                check=False).stdout.split())
+        return self._changed_cache[key]
 
     def _migrations_dirs(self) -> list[str]:
         dirs = set()
@@ -410,6 +437,7 @@ class Coordinator:
     def check(self, name: str, *, dry_run_tests: bool = False, allow: str | None = None) -> Report:
         """The gate's checks, without merging."""
         rec = self.sb.record(name)
+        self.sb.collect(rec)
         report = Report(workspace=name)
         if not self.enabled():
             report.extra["notes"] = [f"no {self.sb.config.migrations.config} on main: nothing to check"]
@@ -419,9 +447,10 @@ class Coordinator:
         new = self.new_revisions(rec, main_revs)
         report.revisions = [r.id for r in new]
         report.extend(self._ordering(rec, main_revs, main_heads, new))
+        ordered = report.ok          # only ordering findings so far: replaying needs the right parent
         if new:
             self._static(rec, new, report)
-            if report.ok:   # only ordering findings so far: replaying needs the right parent
+            if ordered:   # the replay's evidence matters most when the static check found something
                 self._dynamic(rec, new, report, run_tests=dry_run_tests)
             else:
                 report.extra.setdefault("notes", []).append(
@@ -436,23 +465,35 @@ class Coordinator:
 
     # -- rebase / sync ---------------------------------------------------------------------------------
     def _merge_main_into(self, rec: WorkspaceRecord) -> bool:
-        """Merge main into the workspace branch (in its worktree); True if anything came in."""
-        tree = self._tree(rec)
+        """Merge main into the workspace's branch; True if anything came in.
+
+        The merge commit is made in main's repository without a worktree (``git merge-tree``),
+        then the workspace fast-forwards to it (inside its container for a Docker workspace):
+        a conflict changes nothing anywhere.
+        """
         main = self.sb.git.main_branch()
-        if not _git(tree, "rev-list", f"HEAD..{main}").stdout.strip():
+        self.sb.collect(rec)
+        if not self.sb.git.behind(rec.branch):
             return False
-        dirty = self.sb.git.dirty(tree)
-        if dirty:
-            raise WorkspaceError(f"workspace {rec.name!r} has uncommitted changes; commit them before syncing",
-                                 hint=", ".join(ln[3:] for ln in dirty[:5]))
-        res = _git(tree, "merge", "--no-edit", main, check=False)
-        if res.returncode != 0:
-            conflicts = _git(tree, "diff", "--name-only", "--diff-filter=U", check=False).stdout.split()
-            _git(tree, "merge", "--abort", check=False)
+        self._require_clean(rec, "syncing")
+        commit, conflicts = self.sb.repos.merge_commit(rec.branch, main, f"Merge {main} into {rec.branch} (sandbox sync)")
+        if commit is None:
             raise WorkspaceError(f"merging {main} into {rec.branch!r} conflicts in "
                                  f"{', '.join(conflicts) or 'some files'}; nothing was changed",
-                                 hint=f"resolve it in {tree} with `git merge {main}`")
+                                 hint=f"resolve it in the workspace: `sandbox exec {rec.name} -- git merge {main}`")
+        self.sb.advance(rec, commit)
         return True
+
+    def _require_clean(self, rec: WorkspaceRecord, doing: str) -> None:
+        if self.sb.isolated(rec):
+            dirty = self.sb.repos.unsaved(rec.name, self._tree(rec), rec.branch, ignore=self.sb._managed_files())
+            dirty = [d for d in dirty if not d.startswith(("HEAD ", "branch ", "stash:"))]
+        else:
+            dirty = [ln[3:] for ln in self.sb.git.dirty(self._tree(rec), ignore=self.sb._managed_files())
+                     if not ln.startswith("stash:")]
+        if dirty:
+            raise WorkspaceError(f"workspace {rec.name!r} has uncommitted changes; commit them before {doing}",
+                                 hint=", ".join(d.split(" ", 1)[-1] for d in dirty[:5]))
 
     def _rewrite_root(self, rec: WorkspaceRecord) -> str | None:
         """Point the root of the new revisions at main's head and commit; returns the old parent."""
@@ -473,15 +514,29 @@ class Coordinator:
         old = root.down_revisions[0] if root.down_revisions else None
         if old == head:
             return None
-        self.tool.set_down_revision(root, head)
+        self._require_clean(rec, "rebasing")
         tree = self._tree(rec)
         rel = str(root.path.relative_to(tree))
-        _git(tree, "add", "--", rel)
-        _git(tree, "commit", "-q", "-m", f"sandbox: rebase migration {root.id} onto {head}", "--", rel)
+        # The committed file, read from main's object store (not the workspace's files), rewritten,
+        # committed in main's repository; the workspace then fast-forwards to that commit.
+        source = self.sb.repos.show(f"refs/heads/{rec.branch}", rel)
+        try:
+            from .alembic import rewrite_down_revision
+            new_source = rewrite_down_revision(source, head)
+        except (SyntaxError, ValueError) as exc:
+            raise MigrationError(f"cannot rewrite down_revision in {rel}: {exc}") from exc
+        commit = self.sb.repos.commit_file(rec.branch, rel, new_source,
+                                           f"sandbox: rebase migration {root.id} onto {head}")
+        self.sb.advance(rec, commit)
         return old or "base"
 
+    def _upgrade_workspace(self, rec: WorkspaceRecord, info: Any) -> None:
+        tree = self._tree(rec)
+        if self.tool.available(tree):
+            self.tool.upgrade(tree, info, "heads", env=self.sb.base_env(rec), workspace=rec.name)
+
     def _rebuild_db(self, rec: WorkspaceRecord, label: str) -> str | None:
-        """Checkpoint, reset to the baseline, upgrade to the workspace's head."""
+        """Checkpoint, reset to the baseline, upgrade to the workspace's head (verified)."""
         if not rec.strategy:
             return None
         cp = None
@@ -490,9 +545,7 @@ class Coordinator:
         except SandboxError:
             cp = None
         info = self.sb.db.reset(rec.name, rec.data.get("network"))
-        tree = self._tree(rec)
-        if self.tool.available(tree):
-            self.tool.upgrade(tree, info.url(), "heads")
+        self._upgrade_workspace(rec, info)
         return cp
 
     def rebase(self, name: str) -> dict[str, Any]:
@@ -519,9 +572,9 @@ class Coordinator:
             if merged or old:
                 if old:
                     cp = self._rebuild_db(rec, _save_point("pre-sync"))
-                elif rec.strategy and self.tool.available(self._tree(rec)):
+                elif rec.strategy:
                     # nothing of ours to move: bring the database forward in place, keeping its data
-                    self.tool.upgrade(self._tree(rec), self.sb.db.info(name, rec.data.get("network")).url(), "heads")
+                    self._upgrade_workspace(rec, self.sb.db.info(name, rec.data.get("network")))
         parts = [f"{name}: " + ("main merged in" if merged else "already up to date with main")]
         if old:
             parts.append(f"migration root moved from {old} onto main's head")
@@ -536,10 +589,8 @@ class Coordinator:
         git = self.sb.git
         main = git.main_branch()
         with self.sb.registry.lock("merge"):
-            dirty = git.dirty(Path(rec.path))
-            if dirty:
-                raise WorkspaceError(f"workspace {name!r} has {len(dirty)} uncommitted change(s); commit first")
-            main_dirty = [ln for ln in git.dirty(self.root) if not ln.startswith("??")]
+            self._require_clean(rec, "merging")
+            main_dirty = [ln for ln in git.dirty(self.root) if not ln.startswith(("??", "stash:"))]
             if main_dirty:
                 raise WorkspaceError("the main checkout has uncommitted changes; merging would touch them",
                                      hint=", ".join(ln[3:] for ln in main_dirty[:5]))
@@ -567,8 +618,10 @@ class Coordinator:
                 self.sb.progress("bringing the baseline forward")
                 try:
                     with self.sb.registry.lock("baseline"):
-                        self.sb.db.update_baseline(
-                            lambda conn: self.tool.upgrade(self.root, conn.url(), "heads"))
+                        def forward(conn: Any) -> None:
+                            self.tool.upgrade(self.root, conn, "heads", env=self.sb.base_env(),
+                                              what="the baseline database")
+                        self.sb.db.update_baseline(forward)
                         heads = self.tool.heads(self.root)
                         self.sb.registry.set_meta("baseline_head", heads[0] if heads else "")
                 except SandboxError as exc:

@@ -15,6 +15,20 @@ LABEL_ROLE = "dev.sandbox.role"
 
 OutputSink = Callable[[str], None]   # receives output lines of hooks as they arrive
 
+# The user that workspace and project containers run as when sandbox itself runs as root:
+# a workspace is untrusted, and root in a container is one kernel bug away from root outside.
+UNPRIVILEGED_UID = 1000
+
+
+def unprivileged_ids() -> tuple[int, int]:
+    """(uid, gid) for workspace containers: the invoking user's, or 1000 when that is root."""
+    import os
+    uid = int(os.environ.get("SUDO_UID", os.getuid()))
+    gid = int(os.environ.get("SUDO_GID", os.getgid()))
+    if uid == 0:
+        return UNPRIVILEGED_UID, UNPRIVILEGED_UID
+    return uid, gid
+
 
 @dataclass(frozen=True)
 class WorkspaceSpec:
@@ -33,6 +47,10 @@ class WorkspaceSpec:
     cpus: float = 2.0
     pids: int = 1024
     labels: Mapping[str, str] = field(default_factory=dict)
+    # True: the worktree is a repository of its own (untrusted); only main's object store is
+    # mounted, read-only, for its alternates. False: a git worktree of the user's own, which
+    # needs main's whole .git (read-write).
+    isolated: bool = True
 
 
 class Runtime(Protocol):

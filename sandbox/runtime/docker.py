@@ -1,11 +1,12 @@
 """Runtime ``docker``: one hardened container per workspace, with git working inside it.
 
 Each workspace ``NAME`` of project ``P`` gets a container and a bridge network, both named
-``sandbox-P-NAME`` and labelled ``dev.sandbox.project``/``workspace``/``role``. The worktree and
-the main repository's ``.git`` are bind-mounted at their host paths, so the absolute path in the
-worktree's ``.git`` file resolves inside the container too, and commits made inside land on the
-workspace's branch. The container runs as the invoking host user, drops every capability, cannot
-gain privileges, and publishes the workspace's port block 1:1 on 127.0.0.1.
+``sandbox-P-NAME`` and labelled ``dev.sandbox.project``/``workspace``/``role``. The workspace's
+checkout is a repository of its own (see :mod:`sandbox.worktrees`), bind-mounted at its host
+path; main's object store is mounted read-only at its host path so that the checkout's
+alternates resolve, and nothing else of main's ``.git`` is visible. The container runs as an
+unprivileged user (the invoking user, or uid 1000 when that is root), drops every capability,
+cannot gain privileges, and publishes the workspace's port block 1:1 on 127.0.0.1.
 
 Errors from the docker SDK are translated here: an unreachable engine or a missing image is
 :class:`ServiceUnavailable` (exit 3), anything else :class:`WorkspaceError`.
@@ -230,8 +231,13 @@ class DockerRuntime:
         if not os.path.isabs(worktree) or not os.path.isabs(common):
             raise WorkspaceError(f"workspace {spec.name!r}: worktree and git dir must be absolute paths")
         mounts = [docker.types.Mount(target=worktree, source=worktree, type="bind")]
-        # A worktree nested in .git, or .git inside the worktree, is covered by the other mount.
-        if not (common + os.sep).startswith(worktree + os.sep) and common != worktree:
+        if spec.isolated:
+            # The workspace's own repository borrows main's objects (alternates): read-only, and
+            # nothing else of main's .git (config, hooks, refs) is visible at all.
+            objects = os.path.join(common, "objects")
+            mounts.append(docker.types.Mount(target=objects, source=objects, type="bind", read_only=True))
+        elif not (common + os.sep).startswith(worktree + os.sep) and common != worktree:
+            # A worktree nested in .git, or .git inside the worktree, is covered by the other mount.
             mounts.append(docker.types.Mount(target=common, source=common, type="bind"))
         env = {"HOME": "/tmp", **spec.env}
         env = _with_safe_directory(env)

@@ -1,0 +1,252 @@
+"""Where the project's own code runs: never in sandbox's process.
+
+alembic, ``env.py``, revision files, ``seed_command`` and the gate's tests are the project's
+code, and a workspace's copy of them is untrusted. sandbox runs them as subprocesses in the
+project's environment and reads only their effect:
+
+- :class:`DockerProjectRunner` (``runtime = "docker"``): a throwaway container of the project's
+  image (:mod:`sandbox.runtime.images`), as an unprivileged user with every capability dropped,
+  with only the tree it works on mounted (main's checkout without its ``.sandbox/`` state:
+  secrets and other workspaces stay out of reach). Its network reaches only the target
+  database: a fresh *internal* Docker network to which the database's container is attached
+  as host ``db``. A ``env.py`` that aims somewhere else fails to connect instead of finding
+  another server.
+- :class:`HostProjectRunner` (``runtime = "none"``): the project's interpreter (``[migrations]
+  python``, else a ``.venv`` beside the alembic config or at the root, else ``python3``), as
+  you, on the host. This cannot hold the untrusted-workspace rule, and ``doctor`` says so.
+
+Both give the project the same environment: the workspace's values (``SANDBOX_*``,
+``DATABASE_URL``, ``PG*``) and ``[workspace.env]``'s mapping of the project's own names.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import subprocess
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping, Protocol, Sequence
+
+from .config import Config
+from .databases.base import ConnInfo
+from .errors import ServiceUnavailable, WorkspaceError
+from .runtime.base import LABEL_PROJECT, LABEL_ROLE, LABEL_WORKSPACE, unprivileged_ids
+
+RUNNER_SCRIPT = Path(__file__).resolve().parent / "migrations" / "runner.py"
+RUNNER_IN_CONTAINER = "/opt/sandbox/runner.py"
+ROLE_RUN = "run"          # dev.sandbox.role of the throwaway containers and networks
+
+
+@dataclass(frozen=True)
+class RunResult:
+    code: int
+    stdout: str
+    stderr: str
+
+    @property
+    def output(self) -> str:
+        return (self.stdout + ("\n" if self.stdout and self.stderr else "") + self.stderr).strip()
+
+
+class ProjectRunner(Protocol):
+    """Runs one command of the project's, in the project's environment."""
+
+    kind: str
+
+    def python(self, tree: Path) -> list[str]:
+        """The project's interpreter, as argv."""
+
+    def runner_script(self) -> str:
+        """The path of :mod:`sandbox.migrations.runner` as the project's interpreter sees it."""
+
+    def run(self, tree: Path, argv: Sequence[str], *, cwd: Path, env: Mapping[str, str],
+            db: ConnInfo | None, workspace: str | None = None, network: bool = True,
+            writable: bool = False, timeout: float = 900) -> RunResult:
+        """Run ``argv`` with ``tree`` (a checkout) available, ``cwd`` inside it, and ``db`` the
+        one database it can reach (its ``DATABASE_URL``/``PG*``, and ``SANDBOX_DATABASE_URL``).
+        ``network=False``: ``db`` only fills the environment and nothing is reachable."""
+
+
+def project_env(config: Config, base: Mapping[str, str], db: ConnInfo | None, *,
+                container: bool) -> dict[str, str]:
+    """``base`` plus the database's variables, plus ``[workspace.env]`` expanded over them."""
+    env = dict(base)
+    if db is not None:
+        env.update(db.env(container=container))
+    env.update(config.workspace.mapped_env(env))
+    if db is not None:
+        env["SANDBOX_DATABASE_URL"] = db.url(container=container)
+    return env
+
+
+def _host_python(config: Config, tree: Path, workdir: Path) -> list[str]:
+    configured = config.migrations.python
+    if configured:
+        p = Path(configured)
+        if not p.is_absolute() and ("/" in configured or configured.startswith(".")):
+            # relative to main's root (the trusted checkout), never to a workspace's files
+            p = config.root / configured
+            return [str(p)]
+        return [configured]
+    for candidate in (workdir / ".venv" / "bin" / "python", tree / ".venv" / "bin" / "python",
+                      config.root / ".venv" / "bin" / "python"):
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return [str(candidate)]
+    return ["python3"]
+
+
+class HostProjectRunner:
+    """``runtime = "none"``: the project's interpreter, on the host, as the user."""
+
+    kind = "none"
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+
+    def python(self, tree: Path) -> list[str]:
+        from .migrations.scan import read_layout
+        try:
+            layout = read_layout(tree, self.config.migrations.config)
+        except Exception:  # noqa: BLE001 - no layout: the root's interpreter
+            layout = None
+        return _host_python(self.config, tree, layout.workdir if layout else tree)
+
+    def runner_script(self) -> str:
+        return str(RUNNER_SCRIPT)
+
+    def run(self, tree: Path, argv: Sequence[str], *, cwd: Path, env: Mapping[str, str],
+            db: ConnInfo | None, workspace: str | None = None, network: bool = True,
+            writable: bool = False, timeout: float = 900) -> RunResult:
+        full = {k: v for k, v in os.environ.items()
+                if k not in ("DATABASE_URL", "PGHOST", "PGPORT", "PGUSER", "PGPASSWORD", "PGDATABASE",
+                             "PGOPTIONS", "PGSERVICE", "PGPASSFILE")}
+        full.update(project_env(self.config, env, db, container=False))
+        full["PYTHONDONTWRITEBYTECODE"] = "1"     # no __pycache__ in a worktree
+        try:
+            res = subprocess.run(list(argv), cwd=cwd, env=full, capture_output=True, text=True,
+                                 errors="replace", timeout=timeout, stdin=subprocess.DEVNULL)
+        except FileNotFoundError as exc:
+            raise WorkspaceError(f"cannot run {argv[0]}: not found",
+                                 hint="set [migrations] python in sandbox.toml to the project's interpreter") from exc
+        except subprocess.TimeoutExpired as exc:
+            raise WorkspaceError(f"{' '.join(argv[:3])} did not finish within {timeout:.0f} s") from exc
+        return RunResult(res.returncode, res.stdout, res.stderr)
+
+
+class DockerProjectRunner:
+    """``runtime = "docker"``: a throwaway container of the project's image per command."""
+
+    kind = "docker"
+
+    def __init__(self, config: Config, image: Callable[[], str], *,
+                 progress: Callable[[str], None] | None = None) -> None:
+        self.config = config
+        self._image = image
+        self.progress = progress or (lambda msg: None)
+
+    def python(self, tree: Path) -> list[str]:
+        return ["python3"]
+
+    def runner_script(self) -> str:
+        return RUNNER_IN_CONTAINER
+
+    @property
+    def client(self) -> Any:
+        from .runtime.docker import shared_client
+        return shared_client()
+
+    @contextlib.contextmanager
+    def _network(self, db: ConnInfo | None, workspace: str | None) -> Iterator[tuple[dict[str, Any], ConnInfo | None]]:
+        """Container network settings that reach only ``db`` (and ``db`` as seen from there)."""
+        if db is None:
+            yield {"network_mode": "none"}, None
+            return
+        if db.container is None:
+            # A server sandbox does not run in Docker (server = "local" or "url"): the only way
+            # to it is the host's network. Said once per command; the docs explain the trade.
+            self.progress("warning: the database is not in a container, so project code runs on the "
+                          "host's network ([database] server = \"docker\" keeps it to the target database)")
+            yield {"network_mode": "host"}, replace(db, container_host=None, container_port=None)
+            return
+        import docker.errors
+
+        from .runtime.docker import _translated
+        client = self.client
+        name = f"sandbox-{self.config.project_id}-run-{secrets.token_hex(4)}"
+        labels = {LABEL_PROJECT: self.config.project_id, LABEL_WORKSPACE: workspace or "", LABEL_ROLE: ROLE_RUN}
+        with _translated(f"creating network {name}"):
+            net = client.networks.create(name, driver="bridge", internal=True, labels=labels)
+        try:
+            with _translated(f"attaching the database to {name}"):
+                net.connect(db.container, aliases=["db"])
+            try:
+                yield {"network": name}, replace(db, container_host="db", container_port=5432)
+            finally:
+                with contextlib.suppress(docker.errors.DockerException):
+                    net.disconnect(db.container, force=True)
+        finally:
+            with contextlib.suppress(docker.errors.DockerException):
+                net.remove()
+
+    def _mounts(self, tree: Path, writable: bool) -> list[Any]:
+        import docker.types
+        tree = tree.resolve()
+        mounts = [docker.types.Mount(target=str(tree), source=str(tree), type="bind", read_only=not writable),
+                  docker.types.Mount(target=RUNNER_IN_CONTAINER, source=str(RUNNER_SCRIPT), type="bind",
+                                     read_only=True)]
+        state = tree / ".sandbox"
+        if state.exists():
+            # main's checkout: its state (secrets, registry, other workspaces) is not the project's
+            mounts.append(docker.types.Mount(target=str(state), source=None, type="tmpfs",
+                                             tmpfs_size=1024 * 1024))
+        return mounts
+
+    def run(self, tree: Path, argv: Sequence[str], *, cwd: Path, env: Mapping[str, str],
+            db: ConnInfo | None, workspace: str | None = None, network: bool = True,
+            writable: bool = False, timeout: float = 900) -> RunResult:
+        import docker.errors
+        import requests.exceptions
+
+        from .runtime.docker import BUILD_HINT, _translated
+        image = self._image()
+        uid, gid = unprivileged_ids()
+        ws = self.config.workspace
+        with self._network(db if network else None, workspace) as (net, seen):
+            if not network:
+                seen = db
+            full = project_env(self.config, env, seen, container=seen is not None and seen.container_host is not None)
+            full.update({"HOME": "/tmp", "PYTHONDONTWRITEBYTECODE": "1"})
+            labels = {LABEL_PROJECT: self.config.project_id, LABEL_WORKSPACE: workspace or "", LABEL_ROLE: ROLE_RUN}
+            with _translated(f"running {argv[0]} in {image}"):
+                try:
+                    container = self.client.containers.create(
+                        image, list(argv), user=f"{uid}:{gid}", working_dir=str(cwd), environment=full,
+                        mounts=self._mounts(tree, writable), labels=labels, cap_drop=["ALL"],
+                        security_opt=["no-new-privileges"], pids_limit=ws.pids, mem_limit=ws.memory,
+                        init=True, **net)
+                except docker.errors.ImageNotFound as exc:
+                    raise ServiceUnavailable(f"Docker image {image} is missing", hint=BUILD_HINT) from exc
+            try:
+                with _translated(f"running {argv[0]} in {image}"):
+                    container.start()
+                    try:
+                        status = container.wait(timeout=timeout)
+                    except requests.exceptions.ConnectionError as exc:
+                        raise WorkspaceError(f"{' '.join(argv[:3])} did not finish within {timeout:.0f} s") from exc
+                    out = container.logs(stdout=True, stderr=False).decode("utf-8", errors="replace")
+                    err = container.logs(stdout=False, stderr=True).decode("utf-8", errors="replace")
+            finally:
+                with contextlib.suppress(docker.errors.DockerException):
+                    container.remove(force=True)
+        return RunResult(int(status.get("StatusCode", 1)), out, err)
+
+
+def make_runner(config: Config, runtime: str, *, progress: Callable[[str], None] | None = None) -> ProjectRunner:
+    """The runner for ``runtime`` (``docker`` or ``none``)."""
+    if runtime == "none":
+        return HostProjectRunner(config)
+    from .runtime.images import ProjectImage
+    image = ProjectImage(config, progress=progress)
+    return DockerProjectRunner(config, image.tag, progress=progress)
