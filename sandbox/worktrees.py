@@ -455,13 +455,13 @@ class IsolatedRepos:
         if not (path / ".git").is_dir():
             raise UnsafeToTell(f"{path} is not a git repository any more (its .git is gone or replaced)")
         prefix = self.prefix(name)
-        base = ["-c", f"safe.directory={path}", "-c", f"safe.directory={path}/.git", "-c", "protocol.file.allow=always",
-                "fetch", "-q", "--no-tags", "--no-write-fetch-head", "--prune", "--force", "--no-recurse-submodules",
+        base = ["-c", "protocol.file.allow=always", "fetch", "-q", "--no-tags", "--no-write-fetch-head", "--prune", "--force", "--no-recurse-submodules",
                 str(path), f"+refs/*:{prefix}refs/*"]
-        res = self._git(*base, f"+HEAD:{prefix}HEAD")
+        env = {"GIT_CONFIG_GLOBAL": str(self._safe_config(path))}
+        res = self._git(*base, f"+HEAD:{prefix}HEAD", env=env)
         head: str | None = None
         if res.returncode != 0 and "couldn't find remote ref HEAD" in res.stderr:
-            res = self._git(*base)
+            res = self._git(*base, env=env)
             self._git("update-ref", "-d", f"{prefix}HEAD")
         else:
             head = self._resolve(f"{prefix}HEAD")
@@ -473,6 +473,19 @@ class IsolatedRepos:
             if upd.returncode != 0:
                 raise WorkspaceError(f"cannot update branch {branch!r} in main's repository: {_failure(upd)}")
         return head
+
+    def _safe_config(self, path: Path) -> Path:
+        """A global git config (the user's own, included) that also trusts ``path``: the workspace's
+        repository belongs to the container's user, and git (2.39) honours ``safe.directory`` for
+        upload-pack only from the global or system config."""
+        conf = self.wt.common_dir / "sandbox" / f"safe-{path.name}.gitconfig"
+        conf.parent.mkdir(exist_ok=True)
+        home = os.environ.get("GIT_CONFIG_GLOBAL") or os.path.expanduser("~/.gitconfig")
+        text = (f"[include]\n\tpath = {home}\n" if os.path.isfile(home) else "") + \
+            f"[safe]\n\tdirectory = {path}\n\tdirectory = {path}/.git\n"
+        if not conf.is_file() or conf.read_text() != text:
+            conf.write_text(text)
+        return conf
 
     def _resolve(self, ref: str) -> str | None:
         res = self._git("rev-parse", "-q", "--verify", f"{ref}^{{commit}}")
