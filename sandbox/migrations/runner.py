@@ -18,11 +18,17 @@ else one the interpreter has: an async ``env.py`` gets asyncpg or psycopg, a syn
 or psycopg2.
 """
 
-import importlib.util
-import io
-import json
 import os
 import sys
+
+# Run as a script, this file's folder is sys.path[0]; the project's code must see its own world
+# instead, as `python -m alembic` run from the config's folder would: that folder first.
+if sys.path and os.path.abspath(sys.path[0] or ".") == os.path.dirname(os.path.abspath(__file__)):
+    sys.path[0] = os.getcwd()
+
+import importlib.util  # noqa: E402
+import io  # noqa: E402
+import json  # noqa: E402
 
 MARK = "@@sandbox-result@@"
 

@@ -1,4 +1,9 @@
-"""AlembicTool against real alembic projects in git repositories and a real PostgreSQL."""
+"""AlembicTool against real alembic projects in git repositories and a real PostgreSQL.
+
+Reading is static (nothing imported); running goes through the host runner (the project's
+interpreter in a subprocess: here this test run's own, which has alembic). The Docker runner
+is covered in tests/e2e and tests/security.
+"""
 
 from __future__ import annotations
 
@@ -20,17 +25,32 @@ from alembic_project import (
 )
 from psycopg import sql
 
-from sandbox.errors import MigrationError
+from sandbox.config import parse
+from sandbox.databases.base import ConnInfo
+from sandbox.errors import DatabaseError, MigrationError, MigrationsMisdirected
 from sandbox.migrations.alembic import AlembicTool, rewrite_down_revision, scrub_secrets
 from sandbox.migrations.base import MigrationTool, Revision
+from sandbox.project import HostProjectRunner
 
 ADD_BIO = 'op.add_column("users", sa.Column("bio", sa.Text()))'
 DROP_BIO = 'op.drop_column("users", "bio")'
 
 
+def ci(url: str) -> ConnInfo:
+    """A URL of the test server as the ConnInfo sandbox passes around."""
+    from urllib.parse import unquote, urlsplit
+    u = urlsplit(url)
+    options = None
+    if "options=" in u.query:
+        options = unquote(u.query.split("options=", 1)[1])
+    return ConnInfo(host=u.hostname or "127.0.0.1", port=u.port or 5432, user=unquote(u.username or ""),
+                    password=unquote(u.password or ""), dbname=u.path.lstrip("/"), options=options)
+
+
 @pytest.fixture
-def tool() -> AlembicTool:
-    return AlembicTool()
+def tool(tmp_path: Path) -> AlembicTool:
+    config = parse(tmp_path, {"migrations": {"python": sys.executable}}, environ={})
+    return AlembicTool(runner=HostProjectRunner(config))
 
 
 @pytest.fixture
@@ -170,22 +190,22 @@ def test_offline_sql_unknown_revision(tool: AlembicTool, project: Path) -> None:
 
 def test_upgrade_downgrade_current(tool: AlembicTool, project: Path, db: str) -> None:
     add_revision(project, "a1", INITIAL_REVISION, ADD_BIO, DROP_BIO)
-    assert tool.current(project, db) == []
+    assert tool.current(ci(db)) == []
 
-    tool.upgrade(project, db)
-    assert tool.current(project, db) == ["a1"]
+    assert tool.upgrade(project, ci(db)) == ["a1"]
+    assert tool.current(ci(db)) == ["a1"]
     assert ("bio",) in query(db, "SELECT column_name FROM information_schema.columns "
                                  "WHERE table_name = 'users'")
     with psycopg.connect(db) as conn:   # the project's seed applies to the migrated schema
         conn.execute((project / "db" / "seed.sql").read_text())
 
-    tool.downgrade(project, db, INITIAL_REVISION)
-    assert tool.current(project, db) == [INITIAL_REVISION]
+    tool.downgrade(project, ci(db), INITIAL_REVISION)
+    assert tool.current(ci(db)) == [INITIAL_REVISION]
     assert ("bio",) not in query(db, "SELECT column_name FROM information_schema.columns "
                                      "WHERE table_name = 'users'")
-    tool.upgrade(project, db, "a1")
-    tool.downgrade(project, db, "base")
-    assert tool.current(project, db) == []
+    tool.upgrade(project, ci(db), "a1")
+    tool.downgrade(project, ci(db), "base")
+    assert tool.current(ci(db)) == []
 
 
 def test_search_path_option_puts_the_version_table_in_that_schema(
@@ -194,24 +214,87 @@ def test_search_path_option_puts_the_version_table_in_that_schema(
         conn.execute("CREATE SCHEMA ws_a")
     ws_url = db + "?options=" + quote("-csearch_path=ws_a", safe="")
 
-    tool.upgrade(project, ws_url)
+    tool.upgrade(project, ci(ws_url))
     assert query(db, "SELECT table_schema FROM information_schema.tables "
                      "WHERE table_name IN ('alembic_version', 'users') ORDER BY 1") == [("ws_a",), ("ws_a",)]
-    assert tool.current(project, ws_url) == [INITIAL_REVISION]
-    assert tool.current(project, db) == []   # public has no version table
+    assert tool.current(ci(ws_url)) == [INITIAL_REVISION]
+    assert tool.current(ci(db)) == []   # public has no version table
 
 
-def test_calls_leave_the_process_as_they_found_it(
-        tool: AlembicTool, project: Path, db: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_nothing_of_the_project_runs_in_sandbox_s_process(
+        tool: AlembicTool, project: Path, db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Reading never imports a revision; running happens in a subprocess whose env.py sees the URL."""
+    marker = tmp_path / "imported"
+    add_revision(project, "a1", INITIAL_REVISION, ADD_BIO, DROP_BIO)
+    rev = next((project / "migrations" / "versions").glob("a1_*"))
+    rev.write_text(f"import pathlib, os\npathlib.Path({str(marker)!r}).write_text(str(os.getpid()))\n"
+                   + rev.read_text())
     monkeypatch.setenv("DATABASE_URL", "postgresql://someone-else/db")
-    path_before = list(sys.path)
-    root_handlers = list(logging.getLogger().handlers)
-    tool.upgrade(project, db)
-    tool.revisions(project)
+    modules = set(sys.modules)
+    assert tool.heads(project) == ["a1"] and "a1" in tool.revisions(project)
+    assert not marker.exists()                       # ls / migrate status: read with ast only
+    tool.upgrade(project, ci(db))
+    assert marker.exists() and marker.read_text() != str(os.getpid())   # ran, in another process
     assert os.environ["DATABASE_URL"] == "postgresql://someone-else/db"
-    assert sys.path == path_before
-    assert logging.getLogger().handlers == root_handlers   # env.py's fileConfig did not run
+    assert not {m for m in set(sys.modules) - modules if m.startswith(("alembic", "migrations", "env"))}
     assert not list(project.rglob("__pycache__"))
+
+
+def test_revision_ids_must_be_literals(tool: AlembicTool, project: Path) -> None:
+    add_revision(project, "a1", INITIAL_REVISION, ADD_BIO, DROP_BIO)
+    rev = next((project / "migrations" / "versions").glob("a1_*"))
+    rev.write_text(rev.read_text().replace("revision: str = 'a1'", "revision: str = 'a' + '1'"))
+    with pytest.raises(MigrationError, match="literals"):
+        tool.revisions(project)
+
+
+def test_a_symlinked_revision_outside_the_tree_is_not_read(tool: AlembicTool, project: Path,
+                                                           tmp_path: Path) -> None:
+    secret = tmp_path / "host-secret.py"
+    secret.write_text('revision = "stolen"\ndown_revision = None\n')
+    (project / "migrations" / "versions" / "evil.py").symlink_to(secret)
+    with pytest.raises(MigrationError, match="outside"):
+        tool.revisions(project)
+
+
+def test_an_env_py_that_ignores_the_url_is_caught(tool: AlembicTool, project: Path, db: str,
+                                                   local_pg) -> None:  # type: ignore[no-untyped-def]
+    """The migrations land in another database: the target's version table says so, exit 1."""
+    other = f"t_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(local_pg.url(), autocommit=True) as c:
+        c.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(other)))
+    env_py = project / "migrations" / "env.py"
+    env_py.write_text(env_py.read_text().replace("from alembic import context",
+                                                 "from alembic import context\n"
+                                                 f"context.config.set_main_option('sqlalchemy.url', "
+                                                 f"{local_pg.url(other)!r})", 1)
+                      .replace('os.environ.get("DATABASE_URL")', "None"))
+    with pytest.raises(MigrationsMisdirected) as info:
+        tool.upgrade(project, ci(db))
+    assert "did not reach" in str(info.value) and info.value.exit_code == 1
+    assert "DATABASE_URL" in (info.value.hint or "") and "[workspace.env]" in (info.value.hint or "")
+    assert tool.current(ci(db)) == []
+    assert tool.current(ci(local_pg.url(other))) == [INITIAL_REVISION]
+
+
+def test_offline_sql_is_cached_per_file_hash(project: Path, tmp_path: Path) -> None:
+    config = parse(tmp_path, {"migrations": {"python": sys.executable}}, environ={})
+    runner = HostProjectRunner(config)
+    calls: list[int] = []
+    original = runner.run
+
+    def counting(*args, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    runner.run = counting  # type: ignore[method-assign]
+    tool = AlembicTool(runner=runner, cache_dir=tmp_path / "cache")
+    add_revision(project, "a1", INITIAL_REVISION, ADD_BIO, DROP_BIO)
+    first = tool.offline_sql(project, "a1")
+    assert tool.offline_sql(project, "a1") == first and len(calls) == 1
+    rev = next((project / "migrations" / "versions").glob("a1_*"))
+    rev.write_text(rev.read_text().replace('"bio"', '"bio2"'))
+    assert "bio2" in tool.offline_sql(project, "a1") and len(calls) == 2
 
 
 def test_two_trees_do_not_share_stale_project_modules(
@@ -231,10 +314,10 @@ def test_two_trees_do_not_share_stale_project_modules(
     urls = []
     for tree in (project, ws, project):
         name = f"t_{uuid.uuid4().hex[:10]}"
-        with psycopg.connect(local_pg.url(), autocommit=True) as conn:
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        with psycopg.connect(local_pg.url(), autocommit=True) as c:
+            c.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
         urls.append(local_pg.url(name))
-        tool.upgrade(tree, urls[-1])
+        tool.upgrade(tree, ci(urls[-1]))
         assert "myapp" not in sys.modules and "myapp.settings" not in sys.modules
     tables = [{r[0] for r in query(u, "SELECT tablename FROM pg_tables WHERE tablename LIKE 'from_%'")}
               for u in urls]
@@ -245,23 +328,21 @@ def test_failures_become_migration_errors_without_the_password(
         tool: AlembicTool, project: Path, db: str, local_pg) -> None:  # type: ignore[no-untyped-def]
     add_revision(project, "bad1", INITIAL_REVISION, 'op.execute("SELEC nonsense")')
     with pytest.raises(MigrationError) as info:
-        tool.upgrade(project, db)
+        tool.upgrade(project, ci(db))
     assert "syntax error" in str(info.value)
-    assert info.value.__cause__ is not None
     assert f":{local_pg.password}@" not in str(info.value)
 
-    wrong = db.replace(f":{local_pg.password}@", ":Sup3r-s3cret%25pw@")
-    for call in (lambda: tool.upgrade(project, wrong), lambda: tool.current(project, wrong)):
-        with pytest.raises(MigrationError) as info:
+    wrong = ci(db.replace(f":{local_pg.password}@", ":Sup3r-s3cret%25pw@"))
+    for call in (lambda: tool.upgrade(project, wrong), lambda: tool.current(wrong)):
+        with pytest.raises((MigrationError, DatabaseError)) as info:
             call()
         assert "Sup3r" not in str(info.value) and "s3cret" not in str(info.value)
-        assert info.value.__cause__ is not None
 
 
 def test_broken_env_py_is_a_migration_error(tool: AlembicTool, project: Path, db: str) -> None:
     (project / "migrations" / "env.py").write_text("import no_such_module_here\n")
     with pytest.raises(MigrationError, match="no_such_module_here"):
-        tool.upgrade(project, db)
+        tool.upgrade(project, ci(db))
 
 
 def test_scrub_secrets() -> None:
@@ -286,7 +367,7 @@ def test_set_down_revision_plain_style(tool: AlembicTool, project: Path) -> None
     assert tool.heads(project) == ["a1", "b1"]
     before = path.read_bytes()
 
-    tool.set_down_revision(tool.revisions(project)["b1"], "a1")
+    path.write_bytes(rewrite_down_revision(path.read_bytes(), "a1"))
     after = path.read_bytes()
     assert _changed_lines(before, after) == [
         (f"Revises: {INITIAL_REVISION}\n".encode(), b"Revises: a1\n"),
@@ -312,7 +393,7 @@ def test_set_down_revision_typed_style_keeps_every_other_byte(tool: AlembicTool,
     path.write_bytes(text.encode("utf-8"))
     assert tool.heads(project) == ["a1", "b2"]
 
-    tool.set_down_revision(tool.revisions(project)["b2"], "a1")
+    path.write_bytes(rewrite_down_revision(path.read_bytes(), "a1"))
     expected = (text.replace(f"Revises: {INITIAL_REVISION}\r\nCreate", "Revises: a1\r\nCreate")
                 .replace(f'None] = "{INITIAL_REVISION}"  # the parent', 'None] = "a1"  # the parent'))
     assert path.read_bytes() == expected.encode("utf-8")
@@ -327,10 +408,3 @@ def test_rewrite_down_revision_of_a_root_and_of_a_merge() -> None:
     assert rewrite_down_revision(merge, "c") == b'"""m\n\nRevises: c\n"""\ndown_revision = "c"\nx = 1\n'
     with pytest.raises(ValueError):
         rewrite_down_revision(b"revision = 'x'\n", "c")
-
-
-def test_set_down_revision_on_a_file_without_one(tool: AlembicTool, tmp_path: Path) -> None:
-    path = tmp_path / "x.py"
-    path.write_text("revision = 'x'\n")
-    with pytest.raises(MigrationError):
-        tool.set_down_revision(Revision("x", (), path), "y")
