@@ -31,6 +31,7 @@ def run_checks(sb: "Sandbox") -> list[Check]:
     except SandboxError as exc:
         required = sb.config.workspace.runtime == "docker"
         checks.append(Check("docker", False, str(exc), "scripts/install-docker", required=required))
+    checks.append(_isolation_check(sb))
     try:
         from .databases.factory import doctor_checks
         checks += doctor_checks(sb.config)
@@ -53,9 +54,40 @@ def run_checks(sb: "Sandbox") -> list[Check]:
         try:
             checks.append(Check("strategy", True, f"{sb.db.name} (server {sb.registry.get_meta('db.server')})"))
             checks += sb.db.doctor()
+            checks.append(_baseline_probe(sb))
         except SandboxError as exc:
             checks.append(Check("database", False, str(exc), "see the message; `sandbox db baseline --refresh`"))
     return checks
+
+
+def _isolation_check(sb: "Sandbox") -> Check:
+    """Whether the untrusted-workspace rule can hold (it cannot without containers)."""
+    if sb.config.workspace.runtime == "none":
+        return Check("isolation", True, "runtime \"none\": workspace code runs as you, on the host "
+                     "(migrations, hooks and tests of every workspace run with your rights)",
+                     "use runtime = \"docker\" when agents or anyone untrusted work in the workspaces",
+                     required=False)
+    return Check("isolation", True, "runtime \"docker\": workspace code runs in containers, never on the host")
+
+
+def _baseline_probe(sb: "Sandbox") -> Check:
+    """The verification ``init`` makes: the baseline's version table is at main's head."""
+    if not sb.tool.available(sb.root):
+        return Check("baseline migrations", True, "no migrations to verify", required=False)
+    try:
+        heads = sb.tool.heads(sb.root)
+        found = sb.tool.current(sb.db.baseline())
+    except SandboxError as exc:
+        return Check("baseline migrations", False, f"cannot read the baseline's version table: {exc}",
+                     "`sandbox db baseline --refresh`")
+    if sorted(found) == sorted(heads):
+        return Check("baseline migrations", True, f"the baseline's {sb.config.migrations.version_table} "
+                     f"is at main's head ({', '.join(heads) or 'none'})")
+    from .migrations.alembic import misdirected_hint
+    return Check("baseline migrations", False,
+                 f"the baseline is at {', '.join(found) or 'nothing'}, main's head is {', '.join(heads) or 'none'}: "
+                 "the migrations did not reach the baseline database, or it is behind main",
+                 f"`sandbox db baseline --refresh`; if that fails the same way, {misdirected_hint('')}")
 
 
 def run_checks_standalone(project: Path | None, progress: Callable[[str], None]) -> list[Check]:

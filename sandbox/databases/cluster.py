@@ -413,6 +413,18 @@ class LocalCluster:
         return checks
 
 
+# Database containers are hardened like workspace containers: every capability dropped except
+# what the entrypoint needs to hand the data directory to `postgres` and drop to it (chown,
+# reading files it does not own, setuid/setgid), no privilege gain, and bounded memory and pids.
+DB_HARDENING: dict[str, Any] = {
+    "cap_drop": ["ALL"],
+    "cap_add": ["CHOWN", "DAC_OVERRIDE", "FOWNER", "SETUID", "SETGID"],
+    "security_opt": ["no-new-privileges"],
+    "pids_limit": 512,
+    "mem_limit": "1g",
+}
+
+
 class DockerCluster:
     """A cluster run by the ``sandbox/postgres`` image over a bind-mounted data directory.
 
@@ -473,6 +485,7 @@ class DockerCluster:
 
         net: dict[str, Any] = {}
         if self.network:
+            self._ensure_network()
             net = {"network": self.network, "networking_config": {
                 self.network: self.docker.api.create_endpoint_config(aliases=["db"])}}
         try:
@@ -482,7 +495,7 @@ class DockerCluster:
                 environment={"PGDATA": PGDATA_IN_CONTAINER, **env},
                 volumes={str(self.datadir.parent.absolute()): {"bind": "/sandbox", "mode": "rw"}},
                 ports={"5432/tcp": ("127.0.0.1", self.port)},
-                shm_size="64m", stop_signal="SIGINT", **net)
+                shm_size="64m", stop_signal="SIGINT", **DB_HARDENING, **net)
         except docker.errors.ImageNotFound as exc:
             raise ServiceUnavailable(f"Docker image {self.image} is missing",
                                      hint="run scripts/build-images") from exc
@@ -491,6 +504,23 @@ class DockerCluster:
         if self.network:
             self._attached.add(self.network)
         return container
+
+    def _ensure_network(self) -> None:
+        """The network the container is made on exists (a workspace's is made by its runtime; the
+        shared server's own network, which keeps it off Docker's default bridge, is made here)."""
+        import docker.errors
+
+        assert self.network
+        try:
+            if any(n.name == self.network for n in self.docker.networks.list(names=[self.network])):
+                return
+            self.docker.networks.create(self.network, driver="bridge",
+                                        labels={**self.labels, "dev.sandbox.role": "database-network"})
+        except docker.errors.APIError:
+            if not any(n.name == self.network for n in self.docker.networks.list(names=[self.network])):
+                raise DatabaseError(f"cannot create network {self.network}") from None
+        except docker.errors.DockerException as exc:
+            raise ServiceUnavailable(f"Docker: {exc}") from exc
 
     def initdb(self) -> None:
         """Let the image's entrypoint create the cluster (its first start), then stop it."""
@@ -593,8 +623,23 @@ class DockerCluster:
         if mode == "immediate":
             self._attached.clear()
             container.remove(force=True)
+        else:
+            self._remove(container)
+        self._remove_own_network()
+
+    def _remove_own_network(self) -> None:
+        """The shared server's own network goes with its container (a workspace's stays)."""
+        import docker.errors
+
+        if not self.network:
             return
-        self._remove(container)
+        try:
+            for n in self.docker.networks.list(names=[self.network]):
+                if n.name == self.network and (n.attrs.get("Labels") or {}).get("dev.sandbox.role") == \
+                        "database-network":
+                    n.remove()
+        except docker.errors.DockerException:
+            pass      # still in use, or already gone: gc and deinit see it again
 
     def run_client(self, tool: str, args: list[str], *, dbname: str, input_file: Path | None = None,
                    options: str | None = None, timeout: float | None = None) -> str:

@@ -134,7 +134,9 @@ def shared_server(config: Config, ctx: BackendContext, server: str) -> Server:
                                 labels={LABEL_PROJECT: config.project_id, LABEL_WORKSPACE: "",
                                         LABEL_ROLE: "database"},
                                 docker_factory=_docker_factory, password=password,
-                                superuser=config.database.user)
+                                superuser=config.database.user,
+                                # its own network: never on Docker's default bridge with strangers
+                                network=f"sandbox-{config.project_id}-db-shared")
     else:
         cluster = LocalCluster(home / "data", port, password=password, superuser=config.database.user,
                                bin_dir=config.database.bin_dir)
