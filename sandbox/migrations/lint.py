@@ -442,7 +442,8 @@ class _Linter:
     # The run of DROP INDEX statements just before this one: (index, its findings). A DROP TABLE
     # of the index's table right after them takes their findings back: one finding for the drop.
     index_drops: list[tuple[str, list[Finding]]] = field(default_factory=list)
-    # Unique keys dropped here: the rows still satisfy them until the migration ends.
+    # Unique keys and indexes dropped here: the rows still satisfy the keys until the migration
+    # ends, and a DROP TABLE right after a DROP INDEX needs to know the index's table.
     dropped_keys: set[str] = field(default_factory=set)
     timeout_reported: bool = False
     text: str = ""                                        # the current statement
@@ -493,9 +494,10 @@ class _Linter:
             self.index_drops.clear()
 
     def finish(self) -> None:
-        """The end of the migration: keys it dropped no longer hold for the next one."""
+        """The end of the migration: keys and indexes it dropped are gone for the next one."""
         for name in self.dropped_keys:
             self.session.keys.pop(name, None)
+            self.session.index_tables.pop(name, None)
 
     # -- what the SQL says about the schema (never reported) ---------------------------------------
     def learn(self, stmt: Any) -> None:
@@ -530,9 +532,7 @@ class _Linter:
                         del keys[name]
         elif isinstance(stmt, ast.DropStmt) and stmt.removeType == OT.OBJECT_INDEX:
             for obj_node in stmt.objects or ():
-                name = self.qualify(_names(obj_node))
-                self.dropped_keys.add(name)
-                tables.pop(name, None)
+                self.dropped_keys.add(self.qualify(_names(obj_node)))   # and the index, at the end
         elif isinstance(stmt, ast.DropStmt) and stmt.removeType == OT.OBJECT_TABLE:
             for obj_node in stmt.objects or ():
                 table = self.qualify(_names(obj_node))
