@@ -40,7 +40,7 @@ ConstrType = enums.ConstrType
 TransactionStmtKind = enums.TransactionStmtKind
 VariableSetKind = enums.VariableSetKind
 
-__all__ = ["RULES", "DumpLint", "Rule", "decode_sql", "lint_dump", "lint_sql", "parse_suppressions"]
+__all__ = ["RULES", "DumpLint", "Rule", "decode_sql", "lint_dump", "lint_sql", "parse_suppressions", "split_dump"]
 
 
 @dataclass(frozen=True)
@@ -116,6 +116,9 @@ RULES: Mapping[str, Rule] = _rules(
          "clean the data and make every writer respect it first; expect an ACCESS EXCLUSIVE index build"),
     Rule("add-check-constraint", _D, "a new CHECK constraint on an existing table",
          "make every writer satisfy it first, ADD it NOT VALID, then VALIDATE CONSTRAINT in a later migration"),
+    Rule("drop-unique-key", _D,
+         "DROP CONSTRAINT / DROP INDEX of a known unique or primary key that nothing as strict replaces",
+         "keep the old key until no code relies on it (ON CONFLICT on the new key), then drop it in a later migration"),
     Rule("truncate", _D, "TRUNCATE of an existing table",
          "delete the rows in batches with a WHERE clause, or drop the table after its users are gone"),
     Rule("unfiltered-update", _D, "UPDATE without WHERE on an existing table",
@@ -303,21 +306,32 @@ def lint_dump(sql: str, *, suppressions: Mapping[str, str] | None = None,
     (``split=False``), as with :func:`lint_sql`.
     """
     session = _Session()
-    markers = list(_MARKER.finditer(sql))
-    if not markers:
+    parts = split_dump(sql)
+    if parts is None:
         return DumpLint(_lint_part(sql, 0, len(sql), None, suppressions, created_before, session), [], False)
     findings: list[Finding] = []
     revisions: list[str] = []
-    bounds: list[tuple[int, int, str | None]] = [(0, markers[0].start(), None)]
-    for m, nxt in zip(markers, [*markers[1:], None]):
-        revision = m.group("dst") if m.group("dir") == "upgrade" else m.group("src").strip()
-        revision = revision or None
+    for revision, start, end in parts:
         if revision is not None and revision not in revisions:
             revisions.append(revision)
-        bounds.append((m.start(), nxt.start() if nxt else len(sql), revision))
-    for start, end, revision in bounds:
         findings += _lint_part(sql, start, end, revision, suppressions, created_before, session)
     return DumpLint(findings, revisions, True)
+
+
+def split_dump(sql: str) -> list[tuple[str | None, int, int]] | None:
+    """The parts of alembic offline SQL as ``(revision, start, end)`` offsets, None without markers.
+
+    The first part (``revision=None``) is the text before the first marker; each marker starts a
+    part that runs to the next one. See :func:`lint_dump`.
+    """
+    markers = list(_MARKER.finditer(sql))
+    if not markers:
+        return None
+    parts: list[tuple[str | None, int, int]] = [(None, 0, markers[0].start())]
+    for m, nxt in zip(markers, [*markers[1:], None]):
+        revision = m.group("dst") if m.group("dir") == "upgrade" else m.group("src").strip()
+        parts.append((revision or None, m.start(), nxt.start() if nxt else len(sql)))
+    return parts
 
 
 def decode_sql(data: bytes, source: str) -> str:
@@ -444,7 +458,11 @@ class _Linter:
     index_drops: list[tuple[str, list[Finding]]] = field(default_factory=list)
     # Unique keys and indexes dropped here: the rows still satisfy the keys until the migration
     # ends, and a DROP TABLE right after a DROP INDEX needs to know the index's table.
-    dropped_keys: set[str] = field(default_factory=set)
+    # name -> (statement no, its text, the key as it was, if known)
+    dropped_keys: dict[str, tuple[int, str, _Key | None]] = field(default_factory=dict)
+    new_keys: set[str] = field(default_factory=set)       # keys created here: dropping them is free
+    statement_no: int = 0
+    finding_statement: dict[int, int] = field(default_factory=dict)         # id(finding) -> statement no
     timeout_reported: bool = False
     text: str = ""                                        # the current statement
 
@@ -486,6 +504,7 @@ class _Linter:
         if first <= last:
             start, end = self.token_starts[first], self.token_ends[last]
         self.text = self.sql[start:end].strip()
+        self.statement_no += 1
         handler = getattr(self, "_" + type(raw.stmt).__name__, None)
         if handler is not None:
             handler(raw.stmt)
@@ -494,10 +513,22 @@ class _Linter:
             self.index_drops.clear()
 
     def finish(self) -> None:
-        """The end of the migration: keys and indexes it dropped are gone for the next one."""
+        """The end of the migration: report unique keys it weakened; what it dropped is gone."""
+        keys = self.session.keys
+        for name, (no, text, key) in self.dropped_keys.items():
+            if key is None or name in self.new_keys or self.is_new(key.table):
+                continue                                   # unknown, or new here, or its table is new
+            if any(k.table == key.table and set(k.columns) <= set(key.columns) for k in keys.values()):
+                continue                                   # an equal or stricter key replaces it
+            self.statement_no, self.text = no, text
+            self.add("drop-unique-key", key.table,
+                     f"dropping {name.rsplit('.', 1)[-1]}, the unique key ({', '.join(key.columns)}) of {key.table}, "
+                     "with no equal or stricter key left: INSERT ... ON CONFLICT on those columns in other "
+                     "workspaces' code fails, and lookups that expect one row may get several")
         for name in self.dropped_keys:
-            self.session.keys.pop(name, None)
-            self.session.index_tables.pop(name, None)
+            if name not in keys:                           # not created again under the same name
+                self.session.index_tables.pop(name, None)
+        self.findings.sort(key=lambda f: self.finding_statement.get(id(f), 0))
 
     # -- what the SQL says about the schema (never reported) ---------------------------------------
     def learn(self, stmt: Any) -> None:
@@ -520,49 +551,63 @@ class _Linter:
             columns = [e.name for e in stmt.indexParams or () if isinstance(e, ast.IndexElem) and e.name]
             if stmt.unique and stmt.whereClause is None and len(columns) == len(stmt.indexParams or ()):
                 keys[name] = _Key(table, tuple(columns), False)
+                self.new_keys.add(name)
         elif isinstance(stmt, ast.AlterTableStmt) and stmt.objtype == OT.OBJECT_TABLE:
             table = self.rel(stmt.relation)
             for cmd in stmt.cmds or ():
                 if cmd.subtype == AT.AT_AddConstraint and isinstance(cmd.def_, ast.Constraint):
                     self._learn_key(table, cmd.def_, _names(cmd.def_.keys))
                 elif cmd.subtype == AT.AT_DropConstraint and cmd.name:
-                    self.dropped_keys.add(self.sibling(stmt.relation, cmd.name))
-                elif cmd.subtype == AT.AT_DropColumn:
+                    self._drop_key(self.sibling(stmt.relation, cmd.name))
+                elif cmd.subtype == AT.AT_DropColumn:          # its keys go with it (drop-column says so)
                     for name in [n for n, k in keys.items() if k.table == table and cmd.name in k.columns]:
                         del keys[name]
+                    for name in [n for n, (_, _, k) in self.dropped_keys.items()
+                                 if k and k.table == table and cmd.name in k.columns]:
+                        del self.dropped_keys[name]
         elif isinstance(stmt, ast.DropStmt) and stmt.removeType == OT.OBJECT_INDEX:
             for obj_node in stmt.objects or ():
-                self.dropped_keys.add(self.qualify(_names(obj_node)))   # and the index, at the end
+                self._drop_key(self.qualify(_names(obj_node)))   # its table is forgotten at the end
         elif isinstance(stmt, ast.DropStmt) and stmt.removeType == OT.OBJECT_TABLE:
             for obj_node in stmt.objects or ():
                 table = self.qualify(_names(obj_node))
                 for name in [n for n, k in keys.items() if k.table == table]:
                     del keys[name]
+                for name in [n for n, (_, _, k) in self.dropped_keys.items() if k and k.table == table]:
+                    del self.dropped_keys[name]
                 for name in [n for n, t in tables.items() if t == table]:
                     del tables[name]
         elif isinstance(stmt, ast.RenameStmt):
             self._learn_rename(stmt)
+
+    def _drop_key(self, name: str) -> None:
+        """A DROP INDEX or DROP CONSTRAINT: the key (if it was one) is checked at the end (``finish``)."""
+        self.dropped_keys[name] = (self.statement_no, self.text, self.session.keys.pop(name, None))
+
+    def _dropped(self) -> list[_Key]:
+        return [k for _, _, k in self.dropped_keys.values() if k is not None]
 
     def _learn_key(self, table: str, c: Any, columns: list[str]) -> None:
         if not isinstance(c, ast.Constraint) or c.contype not in (ConstrType.CONSTR_PRIMARY, ConstrType.CONSTR_UNIQUE):
             return
         primary = c.contype == ConstrType.CONSTR_PRIMARY
         schema = table.rsplit(".", 1)[0]
-        if c.indexname:                                    # ADD CONSTRAINT ... USING INDEX i: i's key
-            known = self.session.keys.get(f"{schema}.{c.indexname}")
+        if c.indexname:                                    # ADD CONSTRAINT ... USING INDEX i: i becomes it
+            known = self.session.keys.pop(f"{schema}.{c.indexname}", None)
             columns = list(known.columns) if known else []
         if not columns:
             return
         name = f"{schema}.{c.conname}" if c.conname else f"{table}({','.join(columns)})"
         self.session.keys[name] = _Key(table, tuple(columns), primary)
         self.session.index_tables[name] = table
+        self.new_keys.add(name)
 
     def _learn_rename(self, node: ast.RenameStmt) -> None:
         keys, tables = self.session.keys, self.session.index_tables
         kind = node.renameType
         if kind in (OT.OBJECT_TABLE, OT.OBJECT_FOREIGN_TABLE) and node.newname:
             old, new = self.rel(node.relation), self.sibling(node.relation, node.newname)
-            for k in keys.values():
+            for k in [*keys.values(), *self._dropped()]:
                 if k.table == old:
                     k.table = new
             for name, t in list(tables.items()):
@@ -570,7 +615,7 @@ class _Linter:
                     tables[name] = new
         elif kind == OT.OBJECT_COLUMN and node.subname and node.newname:
             table = self.rel(node.relation)
-            for k in keys.values():
+            for k in [*keys.values(), *self._dropped()]:
                 if k.table == table:
                     k.columns = tuple(node.newname if c == node.subname else c for c in k.columns)
         elif kind == OT.OBJECT_INDEX and node.newname:
@@ -582,9 +627,11 @@ class _Linter:
 
     def add(self, rule_id: str, obj: str | None, detail: str) -> None:
         rule = RULES[rule_id]
-        self.findings.append(Finding(
+        finding = Finding(
             rule=rule_id, kind=rule.kind, severity=default_severity(rule.kind), revision=self.revision,
-            statement=self.text, object=obj, message=f"{detail}; instead: {rule.safe_alternative}"))
+            statement=self.text, object=obj, message=f"{detail}; instead: {rule.safe_alternative}")
+        self.findings.append(finding)
+        self.finding_statement[id(finding)] = self.statement_no
 
     def qualify(self, names: Iterable[str]) -> str:
         parts = list(names) or ["?"]
@@ -732,7 +779,7 @@ class _Linter:
         migration still holds for the rows; NULLS NOT DISTINCT needs a primary key)."""
         have = set(columns)
         return any(k.table == table and set(k.columns) <= have and (k.primary or not nulls_not_distinct)
-                   for k in self.session.keys.values())
+                   for k in [*self.session.keys.values(), *self._dropped()])
 
     @staticmethod
     def _not_null_columns(where: Any) -> list[str]:

@@ -178,7 +178,35 @@ def test_a_key_dropped_in_the_same_revision_still_holds_for_its_rows() -> None:
            "-- Running upgrade  -> a\nCREATE TABLE bucket (a int, k varchar, CONSTRAINT uq_bucket__a_k UNIQUE (a, k));\n"
            "-- Running upgrade a -> b\nALTER TABLE bucket DROP CONSTRAINT uq_bucket__a_k;\n"
            "CREATE UNIQUE INDEX uq_bucket__a_t_k ON bucket (a, t, k);\n")
-    assert [r[0] for r in rules(lint_dump(sql).findings)] == ["create-index-non-concurrently"]
+    # the wider key cannot fail; but (a, k) is no longer unique: ON CONFLICT (a, k) breaks
+    assert [(f.rule, f.statement) for f in lint_dump(sql).findings] == [
+        ("drop-unique-key", "ALTER TABLE bucket DROP CONSTRAINT uq_bucket__a_k"),
+        ("create-index-non-concurrently", "CREATE UNIQUE INDEX uq_bucket__a_t_k ON bucket (a, t, k)")]
+
+
+def test_drop_unique_key_needs_a_known_key_that_nothing_replaces() -> None:
+    head = ("SET lock_timeout = '1s';\n-- Running upgrade  -> a\n"
+            "CREATE TABLE art (id int, key varchar, CONSTRAINT pk_art PRIMARY KEY (id));\n"
+            "CREATE UNIQUE INDEX ix_art__key ON art (key);\n-- Running upgrade a -> b\n")
+
+    def found(body: str) -> list[tuple[str, str | None]]:
+        return [(f.rule, f.object) for f in lint_dump(head + body).findings if f.kind == "destructive"]
+
+    # Prefect aa84ac237ce8: the unique index becomes a plain one
+    assert found("DROP INDEX ix_art__key;\nCREATE INDEX ix_art__key ON art (key);") == [
+        ("drop-unique-key", "public.art")]
+    # the same key again (another name, a constraint, a renamed table): nothing is weakened
+    assert found("DROP INDEX ix_art__key;\nALTER TABLE art ADD CONSTRAINT uq_art__key UNIQUE (key);") == []
+    assert found("ALTER TABLE art DROP CONSTRAINT pk_art;\nALTER TABLE art ADD CONSTRAINT pk2 PRIMARY KEY (id);") == []
+    assert found("ALTER TABLE art RENAME TO artifact;\nDROP INDEX ix_art__key;\n"
+                 "CREATE UNIQUE INDEX uq ON artifact (key);") == [("rename-table", "public.art")]
+    # an unknown index, an index dropped with its table, a key created in the same revision
+    assert found("DROP INDEX ix_other;") == []
+    assert found("DROP INDEX ix_art__key;\nDROP TABLE art;") == [("drop-table", "public.art")]
+    assert [r for r, _ in found("CREATE UNIQUE INDEX u2 ON art (id, key);\nDROP INDEX u2;")] == []
+    # linted alone, the revision cannot know ix_art__key was unique
+    assert [f.rule for f in lint_sql("SET lock_timeout = '1s'; DROP INDEX ix_art__key;")] == [
+        "drop-index-non-concurrently"]
 
 
 def test_a_key_on_a_dropped_column_no_longer_holds() -> None:
