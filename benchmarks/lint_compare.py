@@ -434,7 +434,22 @@ def main(argv: Sequence[str]) -> int:
     unmapped = sq_cases.unmapped + sq_dump.unmapped + sb_cases.unmapped + sb_dump.unmapped
     if unmapped:
         lines.append(f"- unmapped rule names (not scored; add them to the maps): {dict(unmapped)}")
-    lines += ["", "### What each tool misses and where it raises false alarms", "", *details, "",
+    lines += ["", "### Reading these numbers", "",
+              "- The hand-labelled cases were written as sandbox rule ids, so sandbox matches them by construction "
+              "(`tests/unit/test_lint.py` enforces it); there they only show where squawk disagrees. The real history is "
+              "the fair test: its labels were written by reading each statement, not from either tool's output.",
+              "- Judgement calls in the labels, each with its reason in `labels.json`: `DROP NOT NULL`, dropping a foreign "
+              "key, a primary key dropped and added again, and index renames are not destructive (old code keeps "
+              "working), which is where squawk's rollback-compatibility rules (`ban-drop-not-null`, "
+              "`ban-drop-constraint`, `renaming-object`) count as false alarms; dropping a unique key that nothing as "
+              "strict replaces is destructive (`INSERT ... ON CONFLICT` on it breaks), and `SET NOT NULL` is both "
+              "destructive and a lock, where squawk's `adding-not-nullable-field` claims only the lock.",
+              "- sandbox's one destructive miss and one false alarm on the history are the same fact: the unique key "
+              "`uq_block_schema__checksum` was made by revision 1c9390e2f9c6, which reads the database and cannot be "
+              "rendered offline, so no static linter of this dump can know it.",
+              "- squawk is faster per statement; sandbox's CLI time is mostly interpreter start-up and imports (the "
+              "`--help` row), and the machine is shared, so CLI rows vary by ±50% between runs.",
+              "", "### What each tool misses and where it raises false alarms", "", *details, "",
               f"Total wall time {time.perf_counter() - t_all:.1f} s."]
     body = "## Migration linters compared (`lint_compare.py`)\n\n" + "\n".join(lines)
     print(body)
