@@ -14,6 +14,10 @@ Each statement is classified as
   inside a transaction block);
 * or additive, which produces nothing.
 
+``lint_dump`` lints alembic ``--sql`` output of many revisions revision by revision (split at its
+``-- Running upgrade A -> B`` markers), carrying the session and what is known of the schema
+from one revision to the next.
+
 Every rule is listed in :data:`RULES` and documented in ``docs/migration-rules.md``. Inline
 suppressions (``-- sandbox: allow drop-column reason: ...``) turn a finding into a visible,
 non-blocking warning that carries its reason.
@@ -300,7 +304,8 @@ def lint_dump(sql: str, *, suppressions: Mapping[str, str] | None = None,
     an existing table for revision B, exactly as when each revision is linted on its own. (A
     downgrade part, ``-- Running downgrade B -> A``, carries the revision it undoes, B.) The
     session carries over from part to part, as it does when the file runs: the open transaction,
-    ``SET lock_timeout`` and ``SET search_path``, and which table each known index belongs to.
+    ``SET lock_timeout`` and ``SET search_path``, plus what the SQL so far says about the schema:
+    which table each index belongs to and which unique keys exist (see ``_Linter.learn``).
     Text before the first marker (alembic's ``BEGIN`` and ``CREATE TABLE alembic_version``) is
     linted with ``revision=None``. Without markers the whole text is one migration
     (``split=False``), as with :func:`lint_sql`.
