@@ -389,20 +389,24 @@ def migrate_lint(
     file: Annotated[Optional[str], typer.Argument(help="A SQL file, or - for stdin (default).")] = None,
     json_: JsonOpt = False,
 ) -> None:
-    """Lint raw PostgreSQL migration SQL; needs no workspace."""
+    """Lint raw PostgreSQL migration SQL; needs no workspace.
+
+    alembic --sql output of several revisions is linted revision by revision.
+    """
     from .migrations.coordinator import lint_report
+    from .migrations.lint import decode_sql
     def go() -> Any:
         if file in (None, "-"):
-            text = sys.stdin.read()
+            data, source = sys.stdin.buffer.read(), "stdin"
         else:
             p = Path(file)
             if not p.is_file():
                 raise UsageError(f"{file}: no such file")
             try:
-                text = p.read_text()
-            except (OSError, UnicodeDecodeError) as exc:
+                data, source = p.read_bytes(), file
+            except OSError as exc:
                 raise UsageError(f"{file}: cannot read: {exc}") from exc
-        return lint_report(text)
+        return lint_report(decode_sql(data, source))
     _render_report(_run(go), json_)
 
 

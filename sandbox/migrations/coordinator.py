@@ -30,10 +30,20 @@ if TYPE_CHECKING:
 
 
 def lint_report(sql: str) -> Report:
-    """``migrate lint``: lint raw SQL with no workspace."""
-    from .lint import lint_sql
-    report = Report()
-    report.extend(lint_sql(sql))
+    """``migrate lint``: lint raw SQL with no workspace.
+
+    alembic ``--sql`` output of several revisions is split at its ``-- Running upgrade A -> B``
+    markers and each revision is linted on its own (``revisions`` lists them); a file without
+    markers is one migration, and the report's ``notes`` say so.
+    """
+    from .lint import lint_dump
+    dump = lint_dump(sql)
+    report = Report(revisions=dump.revisions)
+    report.extend(dump.findings)
+    if not dump.split:
+        report.extra["notes"] = [
+            "no alembic revision markers (-- Running upgrade A -> B): the SQL was linted as one "
+            "migration, so objects created anywhere in it count as new"]
     return report
 
 

@@ -14,6 +14,10 @@ Each statement is classified as
   inside a transaction block);
 * or additive, which produces nothing.
 
+``lint_dump`` lints alembic ``--sql`` output of many revisions revision by revision (split at its
+``-- Running upgrade A -> B`` markers), carrying the session and what is known of the schema
+from one revision to the next.
+
 Every rule is listed in :data:`RULES` and documented in ``docs/migration-rules.md``. Inline
 suppressions (``-- sandbox: allow drop-column reason: ...``) turn a finding into a visible,
 non-blocking warning that carries its reason.
@@ -31,6 +35,7 @@ from typing import Any
 from pglast import ast, enums, parse_sql
 from pglast.parser import ParseError, scan
 
+from sandbox.errors import UsageError
 from sandbox.migrations.findings import Finding, Kind, default_severity
 
 AT = enums.AlterTableType
@@ -39,7 +44,7 @@ ConstrType = enums.ConstrType
 TransactionStmtKind = enums.TransactionStmtKind
 VariableSetKind = enums.VariableSetKind
 
-__all__ = ["RULES", "Rule", "lint_sql", "parse_suppressions"]
+__all__ = ["RULES", "DumpLint", "Rule", "decode_sql", "lint_dump", "lint_sql", "parse_suppressions", "split_dump"]
 
 
 @dataclass(frozen=True)
@@ -115,6 +120,9 @@ RULES: Mapping[str, Rule] = _rules(
          "clean the data and make every writer respect it first; expect an ACCESS EXCLUSIVE index build"),
     Rule("add-check-constraint", _D, "a new CHECK constraint on an existing table",
          "make every writer satisfy it first, ADD it NOT VALID, then VALIDATE CONSTRAINT in a later migration"),
+    Rule("drop-unique-key", _D,
+         "DROP CONSTRAINT / DROP INDEX of a known unique or primary key that nothing as strict replaces",
+         "keep the old key until no code relies on it (ON CONFLICT on the new key), then drop it in a later migration"),
     Rule("truncate", _D, "TRUNCATE of an existing table",
          "delete the rows in batches with a WHERE clause, or drop the table after its users are gone"),
     Rule("unfiltered-update", _D, "UPDATE without WHERE on an existing table",
@@ -151,6 +159,9 @@ RULES: Mapping[str, Rule] = _rules(
          "add a unique index on the view and REFRESH MATERIALIZED VIEW CONCURRENTLY"),
     Rule("lock-table", _L, "an explicit LOCK TABLE on an existing table",
          "avoid explicit locks in migrations; if needed, SET lock_timeout first and keep the transaction short"),
+    Rule("unbatched-backfill", _L, "UPDATE without WHERE that only fills columns added in the same migration",
+         "add the column with a constant DEFAULT (no rewrite since PostgreSQL 11), or backfill in batches "
+         "keyed on the primary key, outside the schema migration"),
     Rule("missing-lock-timeout", _L,
          "a heavy lock on an existing table without a prior SET lock_timeout",
          "start the migration with SET lock_timeout = '5s' (and retry on timeout)"),
@@ -261,20 +272,130 @@ def lint_sql(sql: str, *, revision: str | None = None,
     comments. ``created_before`` names tables (``t`` or ``schema.t``) created by earlier,
     not yet merged migrations: like tables created in this SQL, they are nobody's yet.
     A parse error gives a single ``syntax-error`` finding instead of an exception.
+
+    The whole text is one migration, whatever it holds: for alembic's ``--sql`` output of several
+    revisions use :func:`lint_dump`, which splits it at the ``-- Running upgrade`` markers.
     """
+    return _lint_part(sql, 0, len(sql), revision, suppressions, created_before, _Session())
+
+
+@dataclass(frozen=True)
+class DumpLint:
+    """The result of :func:`lint_dump`: findings in file order and the revisions found."""
+
+    findings: list[Finding]
+    revisions: list[str]          # in file order; [] when the text has no revision markers
+    split: bool                   # True when the text held alembic's ``-- Running ...`` markers
+
+
+# alembic's offline mode writes one of these comments before each revision's SQL:
+# "-- Running upgrade A -> B", "-- Running upgrade  -> B" (a root), "-- Running upgrade A, C -> B"
+# (a merge) and "-- Running downgrade B -> A".
+_MARKER = re.compile(r"^--[ \t]*Running (?P<dir>upgrade|downgrade) (?P<src>[^\n]*?)->[ \t]*(?P<dst>[^\s,]*)[ \t]*$",
+                     re.MULTILINE)
+
+
+def lint_dump(sql: str, *, suppressions: Mapping[str, str] | None = None,
+              created_before: Iterable[str] = ()) -> DumpLint:
+    """Findings for alembic offline SQL (``alembic upgrade --sql A:B``) that holds several revisions.
+
+    The text is split at alembic's ``-- Running upgrade A -> B`` markers and each part is linted
+    as its own migration, whose findings carry ``revision="B"``: a table created by revision A is
+    an existing table for revision B, exactly as when each revision is linted on its own. (A
+    downgrade part, ``-- Running downgrade B -> A``, carries the revision it undoes, B.) The
+    session carries over from part to part, as it does when the file runs: the open transaction,
+    ``SET lock_timeout`` and ``SET search_path``, plus what the SQL so far says about the schema:
+    which table each index belongs to and which unique keys exist (see ``_Linter.learn``).
+    Text before the first marker (alembic's ``BEGIN`` and ``CREATE TABLE alembic_version``) is
+    linted with ``revision=None``. Without markers the whole text is one migration
+    (``split=False``), as with :func:`lint_sql`.
+    """
+    session = _Session()
+    parts = split_dump(sql)
+    if parts is None:
+        return DumpLint(_lint_part(sql, 0, len(sql), None, suppressions, created_before, session), [], False)
+    findings: list[Finding] = []
+    revisions: list[str] = []
+    for revision, start, end in parts:
+        if revision is not None and revision not in revisions:
+            revisions.append(revision)
+        findings += _lint_part(sql, start, end, revision, suppressions, created_before, session)
+    return DumpLint(findings, revisions, True)
+
+
+def split_dump(sql: str) -> list[tuple[str | None, int, int]] | None:
+    """The parts of alembic offline SQL as ``(revision, start, end)`` offsets, None without markers.
+
+    The first part (``revision=None``) is the text before the first marker; each marker starts a
+    part that runs to the next one. See :func:`lint_dump`.
+    """
+    markers = list(_MARKER.finditer(sql))
+    if not markers:
+        return None
+    parts: list[tuple[str | None, int, int]] = [(None, 0, markers[0].start())]
+    for m, nxt in zip(markers, [*markers[1:], None]):
+        revision = m.group("dst") if m.group("dir") == "upgrade" else m.group("src").strip()
+        parts.append((revision or None, m.start(), nxt.start() if nxt else len(sql)))
+    return parts
+
+
+def decode_sql(data: bytes, source: str) -> str:
+    """The text of SQL read as bytes; :class:`UsageError` for binary or non-UTF-8 input.
+
+    ``source`` names the input in the message (a path, or ``stdin``). A UTF-8 byte order mark
+    is dropped.
+    """
+    nul = data.find(b"\0")
+    if nul >= 0:
+        raise UsageError(f"{source}: binary input (a NUL byte at offset {nul}), not SQL text")
     try:
-        stmts = parse_sql(sql)
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"{source}: not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}); "
+                         "save the SQL as UTF-8") from exc
+
+
+@dataclass
+class _Key:
+    """A unique key known to hold on a table's rows: a primary key, a UNIQUE constraint or index."""
+
+    table: str                                            # "schema.table"
+    columns: tuple[str, ...]
+    primary: bool                                         # its columns are NOT NULL too
+
+
+@dataclass
+class _Session:
+    """What one part of a dump leaves to the next: the database session's state, and what the
+    SQL so far says about the schema (which table an index belongs to, the unique keys)."""
+
+    schema: str = "public"                                # from SET search_path
+    lock_timeout: bool = False
+    in_transaction: bool = False
+    index_tables: dict[str, str] = field(default_factory=dict)   # "schema.index" -> "schema.table"
+    keys: dict[str, _Key] = field(default_factory=dict)          # "schema.index or constraint" -> key
+
+
+def _lint_part(sql: str, start: int, end: int, revision: str | None,
+               suppressions: Mapping[str, str] | None, created_before: Iterable[str],
+               session: _Session) -> list[Finding]:
+    """Lint ``sql[start:end]`` as one migration, continuing (and updating) ``session``."""
+    part = sql[start:end]
+    try:
+        stmts = parse_sql(part)
     except ParseError as exc:
-        return [_syntax_error(sql, exc, revision)]
-    tokens = scan(sql)
+        return [_syntax_error(sql, exc, revision, start)]
+    tokens = scan(part)
     inline, unreasoned = _suppressions_in(
-        "\n".join(sql[t.start:t.end + 1] for t in tokens if t.name in ("SQL_COMMENT", "C_COMMENT")),
+        "\n".join(part[t.start:t.end + 1] for t in tokens if t.name in ("SQL_COMMENT", "C_COMMENT")),
         marked=False)
     allowed = {**inline, **(suppressions or {})}
     code = [t for t in tokens if t.name not in ("SQL_COMMENT", "C_COMMENT")]
-    linter = _Linter(sql, revision, [t.start for t in code], [t.end + 1 for t in code], created_before)
+    linter = _Linter(part, revision, [t.start for t in code], [t.end + 1 for t in code], created_before,
+                     session=session)
     for raw in stmts:
         linter.statement(raw)
+    linter.finish()
     return [_apply_suppression(f, allowed, unreasoned) for f in linter.findings]
 
 
@@ -289,13 +410,14 @@ def _apply_suppression(f: Finding, allowed: Mapping[str, str], unreasoned: set[s
     return f
 
 
-def _syntax_error(sql: str, exc: ParseError, revision: str | None) -> Finding:
+def _syntax_error(sql: str, exc: ParseError, revision: str | None, offset: int = 0) -> Finding:
+    """The finding for a parse error of the text that starts at ``offset`` in ``sql``."""
     pos = exc.args[1] if len(exc.args) > 1 and isinstance(exc.args[1], int) else None
     text = exc.args[0] if exc.args else str(exc)
     if pos is None:
         return Finding(rule="syntax-error", kind="apply", severity="error", revision=revision,
                        message=f"the SQL does not parse: {text}")
-    pos = max(0, min(pos, len(sql)))
+    pos = max(0, min(pos + offset, len(sql)))
     line = sql.count("\n", 0, pos) + 1
     col = pos - (sql.rfind("\n", 0, pos) + 1) + 1
     start, end = sql.rfind("\n", 0, pos) + 1, sql.find("\n", pos)
@@ -328,18 +450,55 @@ class _Linter:
     token_starts: list[int]                               # of every non-comment token, ascending
     token_ends: list[int]                                 # exclusive ends of the same tokens
     created_before: Iterable[str]
+    session: _Session = field(default_factory=_Session)   # carried from one part of a dump to the next
     findings: list[Finding] = field(default_factory=list)
-    schema: str = "public"
     created: set[str] = field(default_factory=set)        # "schema.name" of relations, types, functions
     new_columns: set[str] = field(default_factory=set)    # "schema.table.column" added here
-    lock_timeout: bool = False
+    # What every existing row holds in a column added here without a default: "null" (nullable: all
+    # NULL until an UPDATE fills it) or "empty" (NOT NULL without a default: the ADD COLUMN fails
+    # unless the table is empty).
+    new_column_rows: dict[str, str] = field(default_factory=dict)
+    # The run of DROP INDEX statements just before this one: (index, its findings). A DROP TABLE
+    # of the index's table right after them takes their findings back: one finding for the drop.
+    index_drops: list[tuple[str, list[Finding]]] = field(default_factory=list)
+    # Unique keys and indexes dropped here: the rows still satisfy the keys until the migration
+    # ends, and a DROP TABLE right after a DROP INDEX needs to know the index's table.
+    # name -> (statement no, its text, the key as it was, if known)
+    dropped_keys: dict[str, tuple[int, str, _Key | None]] = field(default_factory=dict)
+    new_keys: set[str] = field(default_factory=set)       # keys created here: dropping them is free
+    statement_no: int = 0
+    finding_statement: dict[int, int] = field(default_factory=dict)         # id(finding) -> statement no
     timeout_reported: bool = False
-    in_transaction: bool = False
     text: str = ""                                        # the current statement
 
     def __post_init__(self) -> None:
         for name in self.created_before:
             self.created.add(name if "." in name else f"public.{name}")
+
+    # The session's state lives in ``session`` so that it outlives one part of a dump.
+    @property
+    def schema(self) -> str:
+        return self.session.schema
+
+    @schema.setter
+    def schema(self, value: str) -> None:
+        self.session.schema = value
+
+    @property
+    def lock_timeout(self) -> bool:
+        return self.session.lock_timeout
+
+    @lock_timeout.setter
+    def lock_timeout(self, value: bool) -> None:
+        self.session.lock_timeout = value
+
+    @property
+    def in_transaction(self) -> bool:
+        return self.session.in_transaction
+
+    @in_transaction.setter
+    def in_transaction(self, value: bool) -> None:
+        self.session.in_transaction = value
 
     # -- plumbing ------------------------------------------------------------------------------
     def statement(self, raw: ast.RawStmt) -> None:
@@ -350,15 +509,134 @@ class _Linter:
         if first <= last:
             start, end = self.token_starts[first], self.token_ends[last]
         self.text = self.sql[start:end].strip()
+        self.statement_no += 1
         handler = getattr(self, "_" + type(raw.stmt).__name__, None)
         if handler is not None:
             handler(raw.stmt)
+        self.learn(raw.stmt)
+        if not (isinstance(raw.stmt, ast.DropStmt) and raw.stmt.removeType == OT.OBJECT_INDEX):
+            self.index_drops.clear()
+
+    def finish(self) -> None:
+        """The end of the migration: report unique keys it weakened; what it dropped is gone."""
+        keys = self.session.keys
+        for name, (no, text, key) in self.dropped_keys.items():
+            if key is None or name in self.new_keys or self.is_new(key.table):
+                continue                                   # unknown, or new here, or its table is new
+            if any(k.table == key.table and set(k.columns) <= set(key.columns) for k in keys.values()):
+                continue                                   # an equal or stricter key replaces it
+            self.statement_no, self.text = no, text
+            self.add("drop-unique-key", key.table,
+                     f"dropping {name.rsplit('.', 1)[-1]}, the unique key ({', '.join(key.columns)}) of {key.table}, "
+                     "with no equal or stricter key left: INSERT ... ON CONFLICT on those columns in other "
+                     "workspaces' code fails, and lookups that expect one row may get several")
+        for name in self.dropped_keys:
+            if name not in keys:                           # not created again under the same name
+                self.session.index_tables.pop(name, None)
+        self.findings.sort(key=lambda f: self.finding_statement.get(id(f), 0))
+
+    # -- what the SQL says about the schema (never reported) ---------------------------------------
+    def learn(self, stmt: Any) -> None:
+        """Record indexes and unique keys, and follow renames and drops, after ``stmt`` is linted.
+
+        This knowledge, unlike "created here", carries over to later parts of a dump: it makes
+        a unique index that extends a known unique key (and so cannot fail) recognisable.
+        """
+        keys, tables = self.session.keys, self.session.index_tables
+        if isinstance(stmt, ast.CreateStmt):
+            table = self.rel(stmt.relation)
+            for elt in stmt.tableElts or ():
+                if isinstance(elt, ast.Constraint):
+                    self._learn_key(table, elt, _names(elt.keys))
+                elif isinstance(elt, ast.ColumnDef):
+                    for c in elt.constraints or ():
+                        self._learn_key(table, c, [elt.colname] if elt.colname else [])
+        elif isinstance(stmt, ast.IndexStmt) and stmt.idxname:
+            name, table = self.sibling(stmt.relation, stmt.idxname), self.rel(stmt.relation)
+            columns = [e.name for e in stmt.indexParams or () if isinstance(e, ast.IndexElem) and e.name]
+            if stmt.unique and stmt.whereClause is None and len(columns) == len(stmt.indexParams or ()):
+                keys[name] = _Key(table, tuple(columns), False)
+                self.new_keys.add(name)
+        elif isinstance(stmt, ast.AlterTableStmt) and stmt.objtype == OT.OBJECT_TABLE:
+            table = self.rel(stmt.relation)
+            for cmd in stmt.cmds or ():
+                if cmd.subtype == AT.AT_AddConstraint and isinstance(cmd.def_, ast.Constraint):
+                    self._learn_key(table, cmd.def_, _names(cmd.def_.keys))
+                elif cmd.subtype == AT.AT_DropConstraint and cmd.name:
+                    self._drop_key(self.sibling(stmt.relation, cmd.name))
+                elif cmd.subtype == AT.AT_DropColumn:          # its keys go with it (drop-column says so)
+                    for name in [n for n, k in keys.items() if k.table == table and cmd.name in k.columns]:
+                        del keys[name]
+                    for name in [n for n, (_, _, k) in self.dropped_keys.items()
+                                 if k and k.table == table and cmd.name in k.columns]:
+                        del self.dropped_keys[name]
+        elif isinstance(stmt, ast.DropStmt) and stmt.removeType == OT.OBJECT_INDEX:
+            for obj_node in stmt.objects or ():
+                self._drop_key(self.qualify(_names(obj_node)))   # its table is forgotten at the end
+        elif isinstance(stmt, ast.DropStmt) and stmt.removeType == OT.OBJECT_TABLE:
+            for obj_node in stmt.objects or ():
+                table = self.qualify(_names(obj_node))
+                for name in [n for n, k in keys.items() if k.table == table]:
+                    del keys[name]
+                for name in [n for n, (_, _, k) in self.dropped_keys.items() if k and k.table == table]:
+                    del self.dropped_keys[name]
+                for name in [n for n, t in tables.items() if t == table]:
+                    del tables[name]
+        elif isinstance(stmt, ast.RenameStmt):
+            self._learn_rename(stmt)
+
+    def _drop_key(self, name: str) -> None:
+        """A DROP INDEX or DROP CONSTRAINT: the key (if it was one) is checked at the end (``finish``)."""
+        self.dropped_keys[name] = (self.statement_no, self.text, self.session.keys.pop(name, None))
+
+    def _dropped(self) -> list[_Key]:
+        return [k for _, _, k in self.dropped_keys.values() if k is not None]
+
+    def _learn_key(self, table: str, c: Any, columns: list[str]) -> None:
+        if not isinstance(c, ast.Constraint) or c.contype not in (ConstrType.CONSTR_PRIMARY, ConstrType.CONSTR_UNIQUE):
+            return
+        primary = c.contype == ConstrType.CONSTR_PRIMARY
+        schema = table.rsplit(".", 1)[0]
+        if c.indexname:                                    # ADD CONSTRAINT ... USING INDEX i: i becomes it
+            known = self.session.keys.pop(f"{schema}.{c.indexname}", None)
+            columns = list(known.columns) if known else []
+        if not columns:
+            return
+        name = f"{schema}.{c.conname}" if c.conname else f"{table}({','.join(columns)})"
+        self.session.keys[name] = _Key(table, tuple(columns), primary)
+        self.session.index_tables[name] = table
+        self.new_keys.add(name)
+
+    def _learn_rename(self, node: ast.RenameStmt) -> None:
+        keys, tables = self.session.keys, self.session.index_tables
+        kind = node.renameType
+        if kind in (OT.OBJECT_TABLE, OT.OBJECT_FOREIGN_TABLE) and node.newname:
+            old, new = self.rel(node.relation), self.sibling(node.relation, node.newname)
+            for k in [*keys.values(), *self._dropped()]:
+                if k.table == old:
+                    k.table = new
+            for name, t in list(tables.items()):
+                if t == old:
+                    tables[name] = new
+        elif kind == OT.OBJECT_COLUMN and node.subname and node.newname:
+            table = self.rel(node.relation)
+            for k in [*keys.values(), *self._dropped()]:
+                if k.table == table:
+                    k.columns = tuple(node.newname if c == node.subname else c for c in k.columns)
+        elif kind == OT.OBJECT_INDEX and node.newname:
+            old, new = self.rel(node.relation), self.sibling(node.relation, node.newname)
+            if old in keys:
+                keys[new] = keys.pop(old)
+            if old in tables:
+                tables[new] = tables.pop(old)
 
     def add(self, rule_id: str, obj: str | None, detail: str) -> None:
         rule = RULES[rule_id]
-        self.findings.append(Finding(
+        finding = Finding(
             rule=rule_id, kind=rule.kind, severity=default_severity(rule.kind), revision=self.revision,
-            statement=self.text, object=obj, message=f"{detail}; instead: {rule.safe_alternative}"))
+            statement=self.text, object=obj, message=f"{detail}; instead: {rule.safe_alternative}")
+        self.findings.append(finding)
+        self.finding_statement[id(finding)] = self.statement_no
 
     def qualify(self, names: Iterable[str]) -> str:
         parts = list(names) or ["?"]
@@ -465,11 +743,12 @@ class _Linter:
         table = self.rel(node.relation)
         if node.idxname:
             self.created.add(self.sibling(node.relation, node.idxname))
+            self.session.index_tables[self.sibling(node.relation, node.idxname)] = table
         if node.concurrent:
             self.needs_no_transaction("CREATE INDEX CONCURRENTLY", table)
         if self.is_new(table):
             return
-        if node.unique:
+        if node.unique and not self._unique_cannot_collide(table, node):
             self.add("add-unique-constraint", table,
                      f"a unique index on existing table {table} fails if current rows hold duplicates, and "
                      "inserts from other workspaces' code that write duplicates start failing")
@@ -477,6 +756,45 @@ class _Linter:
             self.heavy_lock(table, "CREATE INDEX")
             self.add("create-index-non-concurrently", table,
                      f"CREATE INDEX without CONCURRENTLY blocks all writes to {table} until the index is built")
+
+    def _unique_cannot_collide(self, table: str, node: ast.IndexStmt) -> bool:
+        """True when no two existing rows can share a key of this new unique index.
+
+        That holds when a key column was added in this migration without a default and since
+        left unfilled: if it is NOT NULL the ADD COLUMN succeeded only on an empty table; if it
+        is nullable every row holds NULL, and NULLs never collide (unless NULLS NOT DISTINCT),
+        and a partial index ``WHERE col IS NOT NULL`` holds no row at all. Code in other
+        workspaces does not know the column either, so it writes NULL (or cannot insert).
+        It also holds when the index's columns include a unique key the SQL so far made
+        (``_extends_a_key``): alembic drops ``uq_t__a`` and creates ``uq_t__a_b``.
+        """
+        columns = [e.name for e in node.indexParams or () if isinstance(e, ast.IndexElem) and e.name]
+        rows = [self.new_column_rows.get(f"{table}.{c}") for c in columns]
+        if "empty" in rows:
+            return True
+        if "null" in rows and not node.nulls_not_distinct:
+            return True
+        if any(self.new_column_rows.get(f"{table}.{c}") == "null" for c in self._not_null_columns(node.whereClause)):
+            return True
+        return self._extends_a_key(table, columns, bool(node.nulls_not_distinct))
+
+    def _extends_a_key(self, table: str, columns: Iterable[str], nulls_not_distinct: bool = False) -> bool:
+        """True when ``columns`` include every column of a unique key known to hold on ``table``:
+        rows distinct on that key are distinct on ``columns`` too (a key dropped in this
+        migration still holds for the rows; NULLS NOT DISTINCT needs a primary key)."""
+        have = set(columns)
+        return any(k.table == table and set(k.columns) <= have and (k.primary or not nulls_not_distinct)
+                   for k in [*self.session.keys.values(), *self._dropped()])
+
+    @staticmethod
+    def _not_null_columns(where: Any) -> list[str]:
+        """Columns that a WHERE clause requires to be NOT NULL (``c IS NOT NULL``, joined by AND)."""
+        if isinstance(where, ast.NullTest) and where.nulltesttype == enums.NullTestType.IS_NOT_NULL:
+            names = _names(getattr(where.arg, "fields", None)) if isinstance(where.arg, ast.ColumnRef) else []
+            return names[-1:]
+        if isinstance(where, ast.BoolExpr) and where.boolop == enums.BoolExprType.AND_EXPR:
+            return [c for arg in where.args or () for c in _Linter._not_null_columns(arg)]
+        return []
 
     def _ReindexStmt(self, node: ast.ReindexStmt) -> None:
         concurrent = any(getattr(p, "defname", "") == "concurrently" for p in node.params or ())
@@ -522,6 +840,7 @@ class _Linter:
         if self.is_new(obj) or names[-1] == _ALEMBIC_VERSION:
             return
         if kind in (OT.OBJECT_TABLE, OT.OBJECT_FOREIGN_TABLE):
+            self._take_back_index_drops(obj)
             self.heavy_lock(obj, "DROP TABLE")
             self.add("drop-table", obj,
                      f"DROP TABLE {obj} deletes its data, and code in other workspaces that still reads or writes it fails")
@@ -541,10 +860,34 @@ class _Linter:
             if node.concurrent:
                 self.needs_no_transaction("DROP INDEX CONCURRENTLY", obj)
             else:
+                before = len(self.findings)
                 self.heavy_lock(obj, "DROP INDEX")
                 self.add("drop-index-non-concurrently", obj,
                          f"DROP INDEX {obj} without CONCURRENTLY takes an ACCESS EXCLUSIVE lock on its table, "
                          "blocking reads and writes")
+                self.index_drops.append((obj, self.findings[before:]))
+
+    def _take_back_index_drops(self, table: str) -> None:
+        """Forget the findings of the DROP INDEX statements just before a DROP TABLE of their table.
+
+        alembic drops a table's indexes before the table; the drop of the table is the one
+        finding. An index's table is known when its CREATE INDEX was seen (in this text, or in an
+        earlier part of a dump); otherwise it is taken to be the table whose name it contains
+        (``ix_orders__created`` for ``orders``), alembic's and most ORMs' naming convention.
+        """
+        relname = table.rsplit(".", 1)[-1]
+        taken: list[Finding] = []
+        for index, found in self.index_drops:
+            known = self.session.index_tables.get(index)
+            name = index.rsplit(".", 1)[-1]
+            if known == table or (known is None and re.search(rf"(?:^|_){re.escape(relname)}(?:_|$)", name)):
+                taken += found
+        if not taken:
+            return
+        ids = {id(f) for f in taken}
+        self.findings = [f for f in self.findings if id(f) not in ids]
+        if any(f.rule == "missing-lock-timeout" for f in taken):
+            self.timeout_reported = False                  # reported again at the DROP TABLE
 
     def _DropdbStmt(self, node: ast.DropdbStmt) -> None:
         self.add("drop-database", node.dbname, f"DROP DATABASE {node.dbname} deletes everything in it")
@@ -552,6 +895,10 @@ class _Linter:
     # -- renames -------------------------------------------------------------------------------
     def _RenameStmt(self, node: ast.RenameStmt) -> None:
         kind = node.renameType
+        if kind == OT.OBJECT_INDEX:                        # breaks no query (see the docs)
+            if self.is_new(self.rel(node.relation)):
+                self.created.add(self.sibling(node.relation, node.newname))
+            return
         if kind in (OT.OBJECT_TABLE, OT.OBJECT_FOREIGN_TABLE, OT.OBJECT_VIEW, OT.OBJECT_MATVIEW):
             obj = self.rel(node.relation)
             if self.is_new(obj):
@@ -622,7 +969,19 @@ class _Linter:
 
     def _UpdateStmt(self, node: ast.UpdateStmt) -> None:
         table = self.rel(node.relation)
-        if node.whereClause is None and not self.is_new(table) and not self.is_bookkeeping(node.relation):
+        columns = [f"{table}.{t.name}" for t in node.targetList or () if isinstance(t, ast.ResTarget) and t.name]
+        for column in columns:
+            if self.new_column_rows.get(column) == "null":
+                self.new_column_rows.pop(column)            # filled: its rows may now collide
+        if node.whereClause is not None or self.is_new(table) or self.is_bookkeeping(node.relation):
+            return
+        if columns and all(c in self.new_columns for c in columns):
+            self.add("unbatched-backfill", table,
+                     f"filling new column{'s' if len(columns) > 1 else ''} "
+                     f"{', '.join(c.rsplit('.', 1)[-1] for c in columns)} in one UPDATE writes a new version "
+                     f"of every row of {table} and holds their row locks until the migration commits, "
+                     "blocking other workspaces' writes to those rows")
+        else:
             self.add("unfiltered-update", table,
                      f"UPDATE of every row of {table} in one transaction locks all rows and bloats the table "
                      "while other workspaces' code writes to it")
@@ -724,9 +1083,12 @@ class _Linter:
                          f"the default of {column} calls {volatile}, evaluated per row: "
                          f"{table} is rewritten under an ACCESS EXCLUSIVE lock")
         elif not_null:
+            self.new_column_rows[column] = "empty"
             self.add("add-column-not-null-without-default", column,
                      f"adding NOT NULL column {column} without a default fails if {table} has rows, and inserts "
                      "from other workspaces' code (which does not know the column) fail")
+        else:
+            self.new_column_rows[column] = "null"
         for c in constraints:
             if c.contype == ConstrType.CONSTR_PRIMARY:
                 self.add("add-primary-key", table,
@@ -813,6 +1175,10 @@ class _Linter:
                 ref = self.rel(c.pktable) if c.pktable else "?"
                 self.add("add-foreign-key-validated", table,
                          f"FOREIGN KEY{name} without NOT VALID scans {table} while blocking writes to it and to {ref}")
+        elif c.contype == ConstrType.CONSTR_UNIQUE and not c.indexname and self._extends_a_key(table, _names(c.keys)):
+            self.add("create-index-non-concurrently", table,
+                     f"UNIQUE constraint{name} on {table} extends a unique key it already has, so it cannot fail, "
+                     "but it builds its index under an ACCESS EXCLUSIVE lock")
         elif c.contype == ConstrType.CONSTR_UNIQUE and not c.indexname:
             self.add("add-unique-constraint", table,
                      f"UNIQUE constraint{name} on {table} builds its index under an ACCESS EXCLUSIVE lock, fails "
