@@ -233,10 +233,16 @@ class Sandbox:
         return self.db.info(name, self._network(rec))
 
     def _git_identity(self) -> dict[str, str]:
+        """Who commits inside a container: the user's git identity (config, else GIT_* variables)."""
         env: dict[str, str] = {}
         for key, value in self.git.identity().items():
             for who in ("AUTHOR", "COMMITTER"):
                 env[f"GIT_{who}_{key.upper()}"] = value
+        for who in ("AUTHOR", "COMMITTER"):
+            for key in ("NAME", "EMAIL"):
+                var = f"GIT_{who}_{key}"
+                if var not in env and os.environ.get(var):
+                    env[var] = os.environ[var]
         return env
 
     def environment(self, rec: WorkspaceRecord, *, container: bool = False,
