@@ -238,6 +238,11 @@ def query(url: str, sql: str, *params: Any) -> list[tuple[Any, ...]]:
         return conn.execute(sql, params).fetchall()  # type: ignore[arg-type]
 
 
+def execute(url: str, sql: str) -> None:
+    with psycopg.connect(url, connect_timeout=10) as conn:
+        conn.execute(sql)  # type: ignore[arg-type]
+
+
 def columns(url: str, table: str) -> set[str]:
     return {r[0] for r in query(url, "SELECT column_name FROM information_schema.columns "
                                      "WHERE table_schema = 'public' AND table_name = %s", table)}
@@ -365,7 +370,7 @@ def test_real_project_end_to_end(real_repo, project: RealProject) -> None:  # ty
     assert git(repo, "rev-parse", "HEAD").strip() == main_after_a
 
     # reset: b's database becomes a fresh clone of the current baseline (main's head, a's column)
-    query(urls["b"], "CREATE TABLE scratch_before_reset (id int)")
+    execute(urls["b"], "CREATE TABLE scratch_before_reset (id int)")
     cli(repo, "db", "reset", "b", timeout=600)
     url_b = db_url(repo, "b")
     assert alembic_version(url_b) == [project.additive.rev]
