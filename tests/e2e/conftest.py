@@ -35,8 +35,9 @@ def make_demo_repo(dest: Path, toml: str) -> Path:
     return dest
 
 
-def cli(repo: Path, *args: str, check: int | None = 0, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    res = subprocess.run([sys.executable, "-m", "sandbox", "-q", "--project", str(repo), *args],
+def cli(repo: Path, *args: str, check: int | None = 0, timeout: float = 300,
+        quiet: bool = True) -> subprocess.CompletedProcess[str]:
+    res = subprocess.run([sys.executable, "-m", "sandbox", *(["-q"] if quiet else []), "--project", str(repo), *args],
                          capture_output=True, text=True, timeout=timeout,
                          env={**os.environ, **GIT_ENV, "NO_COLOR": "1", "COLUMNS": "200"})
     if check is not None:
