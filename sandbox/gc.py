@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import contextlib
+import shutil
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
@@ -50,7 +51,14 @@ def collect(sb: "Sandbox", *, dry_run: bool = False) -> list["GcAction"]:
     for rec in reg.all():
         if rec.state == "creating" and not _pid_alive(rec.pid):
             path = Path(rec.path)
-            work = sb.git.dirty(path) or (sb.git.unmerged(rec.branch, main) if rec.branch_created else [])
+            try:
+                if sb.isolated(rec):
+                    found = sb.repos.unsaved(rec.name, path, rec.branch) if (path / ".git").is_dir() else []
+                else:
+                    found = sb.git.dirty(path)
+                work = found or (sb.git.unmerged(rec.branch, main) if rec.branch_created else [])
+            except SandboxError as exc:        # cannot tell: keep it (fail closed)
+                work = [str(exc)]
             if work:
                 act(GcAction("workspace", rec.name, rec.name, "mark-broken",
                              "interrupted while creating; its worktree holds work, kept for `sandbox up` to retry"),
@@ -119,6 +127,21 @@ def collect(sb: "Sandbox", *, dry_run: bool = False) -> list["GcAction"]:
             else:
                 act(GcAction("worktree", str(path), branch, "remove", "not in the registry (branch kept)"),
                     partial(sb.git.remove, path))
+    for path in sb.repos.orphans(paths, wt_dir):
+        if path.name.startswith(".new-"):
+            act(GcAction("worktree", str(path), None, "remove", "a half-made workspace repository"),
+                partial(shutil.rmtree, path))
+            continue
+        try:
+            work = sb.repos.unsaved(path.name, path, path.name)
+        except SandboxError as exc:
+            work = [str(exc)]
+        if work:
+            actions.append(GcAction("worktree", str(path), path.name, "kept",
+                                    f"not in the registry but holds work ({work[0]})"))
+        else:
+            act(GcAction("worktree", str(path), path.name, "remove", "not in the registry (branch kept)"),
+                partial(sb.repos.remove, path.name, path))
     if not dry_run:
         sb.git.prune()
 
@@ -140,7 +163,10 @@ def _rollback(sb: "Sandbox", rec: "WorkspaceRecord", keep_branch: bool = False) 
         except ServiceUnavailable:
             pass
     sb.db.drop(rec.name)
-    sb.git.remove(Path(rec.path))
+    if sb.isolated(rec):
+        sb.repos.remove(rec.name, Path(rec.path))
+    else:
+        sb.git.remove(Path(rec.path))
     if rec.branch_created and not keep_branch and not sb.git.unmerged(rec.branch):
         sb.git.delete_branch(rec.branch)
     sb.registry.delete(rec.name)

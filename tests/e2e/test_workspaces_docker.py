@@ -67,9 +67,11 @@ def test_three_workspaces_on_docker(docker_demo: Path, docker_client) -> None:  
     assert CONTRACT_ENV_KEYS <= env.keys()
     assert int(env["SANDBOX_PORT"]) == min(rows["a"]["ports"])
 
-    # git works inside, and a commit made inside is on branch a on the host
+    # git works inside, and a commit made inside is on branch a on the host by the time a command
+    # reads it (the workspace's repository is its own; sandbox fetches from it)
     assert "On branch a" in cli(repo, "exec", "a", "--", "git", "status").stdout
     cli(repo, "exec", "a", "--", "sh", "-c", "echo hi > inside.txt && git add inside.txt && git commit -qm inside")
+    cli(repo, "ls")
     assert git(repo, "log", "-1", "--format=%s", "a").strip() == "inside"
     # the container reaches its own database through the injected environment
     out = cli(repo, "exec", "a", "--", "sh", "-c", 'psql "$DATABASE_URL" -tAc "select count(*) from users"').stdout

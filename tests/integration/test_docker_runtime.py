@@ -80,7 +80,7 @@ def runtime(docker_client: docker.DockerClient) -> DockerRuntime:
 
 @pytest.fixture
 def make_spec(git_repo: Path, tmp_path: Path, project: str, workspace_image: str) -> Callable[..., WorkspaceSpec]:
-    """Builds a WorkspaceSpec over a real `git worktree add` of the fixture repository."""
+    """Builds a WorkspaceSpec over a real `git worktree add` of the fixture repository (not isolated)."""
     def make(name: str, ports: list[int] | None = None, **kw: object) -> WorkspaceSpec:
         worktree = tmp_path / "worktrees" / name
         subprocess.run(["git", "-c", "safe.directory=*", "-C", str(git_repo), "worktree", "add", "-q", "-b", f"ws/{name}",
@@ -91,7 +91,9 @@ def make_spec(git_repo: Path, tmp_path: Path, project: str, workspace_image: str
             "project": project, "name": name, "worktree": worktree.resolve(),
             "git_common_dir": (git_repo / ".git").resolve(), "image": workspace_image,
             "env": {**GIT_ENV, "SANDBOX_WORKSPACE": name}, "ports": ports if ports is not None else port_block(3),
-            "uid": UID, "gid": GID, "memory": "512m", "cpus": 1.0, "pids": 256, "labels": {"dev.sandbox.test": "1"}}
+            "uid": UID, "gid": GID, "memory": "512m", "cpus": 1.0, "pids": 256, "labels": {"dev.sandbox.test": "1"},
+            # a git worktree of the user's own (runtime tests); isolated repositories: tests/e2e, tests/security
+            "isolated": False}
         fields.update(kw)
         return WorkspaceSpec(**fields)  # type: ignore[arg-type]
     return make
