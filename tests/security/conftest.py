@@ -26,6 +26,7 @@ import base64
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -94,7 +95,10 @@ class HostileProject:
     expect: dict[str, str] = field(default_factory=dict)     # branch -> sha it must still have
     orphans: set[str] = field(default_factory=set)
     planting: list[str] = field(default_factory=list)        # what planting changed in main's repo
-    victim_env: dict[str, str] = field(default_factory=dict)
+    victim_env: dict[str, str] = field(default_factory=dict, repr=False)   # holds a's password
+
+    def __repr__(self) -> str:
+        return f"HostileProject({self.repo})"
 
     # -- acting as an agent ------------------------------------------------------------------
     def sh(self, ws: str, script: str, check: int | None = 0) -> subprocess.CompletedProcess[str]:
@@ -138,14 +142,15 @@ class HostileProject:
         self.sh("a", 'psql "$DATABASE_URL" -qc "create table if not exists canary (v text); '
                      "insert into canary values ('alive')\"")
 
-    def verdict(self, step: str) -> list[str]:
-        """Problems left by ``step`` (each one repaired, so the next step is judged on its own)."""
+    def verdict(self, step: str, *, victim: bool = True) -> list[str]:
+        """Problems left by ``step`` (each one repaired, so the next step is judged on its own).
+        ``victim=False`` when the step removed a's database itself (deinit)."""
         problems: list[str] = []
         found = markers(self.mark)
         if found:
             problems.append(f"{step}: workspace code ran on the host: {', '.join(found)}")
             clear(self.mark)
-        damage = self.victim_damage()
+        damage = self.victim_damage() if victim else None
         if damage:
             problems.append(f"{step}: the other workspace's data was touched: {damage}")
             self.repair_victim()
@@ -221,12 +226,13 @@ def _arm(hp: HostileProject) -> None:
     # b: its own alembic.ini sends script_location out of the tree; its own sandbox.toml is hostile
     (hp.evil_alembic / "versions").mkdir(parents=True)
     (hp.evil_alembic / "env.py").write_text(toplevel_marker(mark, "b-ini-env-py"))
+    shutil.copy(repo / "migrations" / "versions" / "0001_initial.py", hp.evil_alembic / "versions")
     (hp.evil_alembic / "versions" / "e001.py").write_text(revision_source(
         "e001", "0001", "pass", top=toplevel_marker(mark, "b-ini-script-location")))
+    out_of_tree = os.path.relpath(hp.evil_alembic, hp.paths["b"])     # ../../../../evil-alembic
     ini = (repo / "alembic.ini").read_text().replace(
-        "script_location = migrations",
-        f"script_location = {os.path.relpath(hp.evil_alembic, hp.paths['b'])}\n"
-        f"prepend_sys_path = {os.path.relpath(hp.evil_alembic, hp.paths['b'])}")
+        "script_location = migrations", f"script_location = {out_of_tree}").replace(
+        "prepend_sys_path = .", f"prepend_sys_path = {out_of_tree}")
     assert ini != (repo / "alembic.ini").read_text()
     hp.put("b", "alembic.ini", ini)
     hp.put("b", "sandbox.toml", f"""\

@@ -28,8 +28,9 @@ from .hardening import hardening_problems
 pytestmark = pytest.mark.docker
 
 
-def _judge(hp: HostileProject, step: str, res: Any, expect_code: int | None = 0) -> list[str]:
-    problems = hp.verdict(step)
+def _judge(hp: HostileProject, step: str, res: Any, expect_code: int | None = 0, *,
+           victim: bool = True) -> list[str]:
+    problems = hp.verdict(step, victim=victim)
     if expect_code is not None and res.returncode != expect_code:
         problems.append(f"{step}: exit {res.returncode}, expected {expect_code}\n{res.stdout[-1500:]}\n"
                         f"{res.stderr[-1500:]}")
@@ -91,15 +92,15 @@ def test_merge_runs_gate_and_tests_away_from_the_host_and_moves_main_to_the_bran
     and only then. Bringing the baseline forward runs the merged revision, still not on the host."""
     m_tip = hostile.refs()["refs/heads/m"]
     res = cli(hostile.repo, "merge", "m", "--json", check=None)
-    problems = _judge(hostile, "merge m", res)
     main_now = safe_git(hostile.repo, "rev-parse", "refs/heads/main").strip()
+    hostile.expect.pop("m", None)
+    if main_now == m_tip:
+        hostile.expect["main"] = m_tip          # sandbox's own merge: the one way main may move
+    problems = _judge(hostile, "merge m", res)
     if main_now != m_tip:
         problems.append(f"merge m: main is at {main_now[:10]}, expected m's tip {m_tip[:10]}")
-    else:
-        hostile.expect["main"] = m_tip
     if res.returncode == 0 and not json.loads(res.stdout).get("merged"):
         problems.append(f"merge m: not merged: {res.stdout[:500]}")
-    hostile.expect.pop("m", None)
     assert not problems, "\n".join(problems)
 
 
@@ -165,7 +166,7 @@ def test_doctor_runs_nothing_of_the_workspaces(hostile: HostileProject) -> None:
 
 def test_deinit_runs_nothing_of_the_workspaces(hostile: HostileProject) -> None:
     res = cli(hostile.repo, "deinit", "--force", check=None)
-    problems = _judge(hostile, "deinit --force", res)
+    problems = _judge(hostile, "deinit --force", res, victim=False)
     leftover = markers(hostile.mark)
     assert not problems and not leftover, "\n".join(problems + leftover)
 
