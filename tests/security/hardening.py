@@ -26,8 +26,9 @@ def hardening_problems(container: Any, role: str) -> list[str]:
         out.append(f"{name}: runs as root (User={user!r})")
     else:
         try:   # the user the processes really run as (the image's entrypoint could switch back)
-            top = container.top(ps_args="-o uid,comm")
-            uids = {row[0] for row in top.get("Processes") or []}
+            top = container.top(ps_args="-o pid,uid,comm")
+            col = [t.upper() for t in top["Titles"]].index("UID")
+            uids = {row[col] for row in top.get("Processes") or []}
             if "0" in uids:
                 out.append(f"{name}: a process runs as uid 0: {top.get('Processes')}")
         except Exception:  # noqa: BLE001 - `top` is a best-effort second look

@@ -58,3 +58,26 @@ def test_snapshot_workspace_and_database_containers_are_hardened(snapshot_projec
         for c in found:
             problems += hardening_problems(c, role)
     assert not problems, "\n".join(problems)
+
+
+def test_the_hardening_check_accepts_a_hardened_container_and_names_each_gap(docker_client: Any) -> None:
+    """The check itself: silent on a container hardened as issue #9 asks, and one line per gap on
+    a container started with Docker's defaults (root, all default capabilities, default bridge)."""
+    need_docker_images(docker_client)
+    net = docker_client.networks.create("sandbox-security-check", driver="bridge")
+    made = []
+    try:
+        hardened = docker_client.containers.run(
+            "sandbox/workspace:bookworm", ["sleep", "60"], detach=True, user="1000:1000", cap_drop=["ALL"],
+            security_opt=["no-new-privileges"], mem_limit="128m", pids_limit=64, network=net.name)
+        made.append(hardened)
+        plain = docker_client.containers.run("sandbox/workspace:bookworm", ["sleep", "60"], detach=True)
+        made.append(plain)
+        assert hardening_problems(hardened, "workspace") == []
+        gaps = "\n".join(hardening_problems(plain, "workspace"))
+        for gap in ("runs as root", "CapDrop", "no-new-privileges", "memory", "pids", "bridge"):
+            assert gap in gaps, gaps
+    finally:
+        for c in made:
+            c.remove(force=True)
+        net.remove()
