@@ -123,7 +123,7 @@ def test_pushing_into_the_workspace_runs_its_receive_hooks_and_alternate_refs_co
     assert "w-cfg-alternaterefs" in fired
 
 
-def test_core_hookspath_points_hooks_into_the_checkout(tmp_path: Path) -> None:
+def test_core_hookspath_moves_the_hooks(tmp_path: Path) -> None:
     hostile = Hostile(tmp_path, hooks_path=True)
     run(hostile.ws, "-c", "commit.gpgSign=false", "commit", "-q", "--allow-empty", "-m", "x")
     fired = hostile.fired()
