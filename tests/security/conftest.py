@@ -199,7 +199,22 @@ def hostile(tmp_path_factory: pytest.TempPathFactory, docker_client: Any) -> Ite
         _arm(hp)
         yield hp
     finally:
-        cli(repo, "deinit", "--force", check=None)
+        teardown(repo, docker_client)
+
+
+def teardown(repo: Path, docker_client: Any) -> None:
+    """deinit; when an attack wedged it (today, a `.git` symlink stops `rm`), remove what is
+    labelled with the project by hand, so no container or network outlives the test."""
+    from sandbox import Sandbox
+    res = cli(repo, "deinit", "--force", check=None)
+    if res.returncode == 0:
+        return
+    project = Sandbox.open(repo).config.project_id
+    label = {"label": f"dev.sandbox.project={project}"}
+    for c in docker_client.containers.list(all=True, filters=label):
+        c.remove(force=True, v=True)
+    for n in docker_client.networks.list(filters=label):
+        n.remove()
 
 
 def _arm(hp: HostileProject) -> None:

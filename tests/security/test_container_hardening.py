@@ -12,7 +12,7 @@ import pytest
 
 from e2e.conftest import cli, make_demo_repo
 
-from .conftest import need_docker_images
+from .conftest import need_docker_images, teardown
 from .hardening import hardening_problems
 
 pytestmark = pytest.mark.docker
@@ -37,7 +37,7 @@ def snapshot_project(tmp_path: Path, docker_client: Any) -> Iterator[Path]:
         cli(repo, "init")
         yield repo
     finally:
-        cli(repo, "deinit", "--force", check=None)
+        teardown(repo, docker_client)
 
 
 def test_snapshot_workspace_and_database_containers_are_hardened(snapshot_project: Path,

@@ -142,11 +142,19 @@ def test_workspace_and_database_containers_are_hardened(hostile: HostileProject,
 
 
 def test_rm_force_of_a_hostile_workspace_runs_nothing_of_it(hostile: HostileProject) -> None:
-    """r has hostile git config and hooks, core.hooksPath, and uncommitted changes."""
+    """r has hostile git config and hooks, core.hooksPath, and uncommitted changes; last, its
+    agent swaps its `.git` for a symlink to main's `.git` (a host path, dangling inside the
+    container): removing r must not run, follow or delete anything through it."""
+    git_dir = hostile.repo / ".git"
+    head, config = (git_dir / "HEAD").read_bytes(), (git_dir / "config").read_bytes()
+    hostile.sh("r", f"mv .git .git-moved && ln -s {git_dir} .git")
     res = cli(hostile.repo, "rm", "r", "--force", check=None)
     problems = _judge(hostile, "rm r --force", res)
     if hostile.paths["r"].exists():
         problems.append("rm r --force: r's checkout is still there")
+    if (git_dir / "HEAD").read_bytes() != head or (git_dir / "config").read_bytes() != config \
+            or not (git_dir / "objects").is_dir():
+        problems.append("rm r --force: main's .git changed through r's .git symlink")
     assert not problems, "\n".join(problems)
 
 
