@@ -455,7 +455,7 @@ class IsolatedRepos:
         if not (path / ".git").is_dir():
             raise UnsafeToTell(f"{path} is not a git repository any more (its .git is gone or replaced)")
         prefix = self.prefix(name)
-        base = ["-c", "protocol.file.allow=always", "fetch", "-q", "--no-tags", "--no-write-fetch-head", "--prune", "--force", "--no-recurse-submodules",
+        base = ["-c", "protocol.file.allow=always", "-c", "fetch.fsckObjects=true", "fetch", "-q", "--no-tags", "--no-write-fetch-head", "--prune", "--force", "--no-recurse-submodules",
                 str(path), f"+refs/*:{prefix}refs/*"]
         env = {"GIT_CONFIG_GLOBAL": str(self._safe_config(path))}
         res = self._git(*base, f"+HEAD:{prefix}HEAD", env=env)

@@ -480,7 +480,10 @@ class DockerCluster:
         except docker.errors.DockerException as exc:
             raise ServiceUnavailable(f"Docker: {exc}") from exc
 
-    def _create(self, env: Mapping[str, str]) -> Any:
+    def _create(self, env: Mapping[str, str], *, as_root: bool = False) -> Any:
+        """The container. Only the first start of a new cluster (``initdb``, which hands the
+        data directory to ``postgres``) runs the entrypoint as root; every later one runs as the
+        image's ``postgres`` user from the start."""
         import docker.errors
 
         net: dict[str, Any] = {}
@@ -495,7 +498,8 @@ class DockerCluster:
                 environment={"PGDATA": PGDATA_IN_CONTAINER, **env},
                 volumes={str(self.datadir.parent.absolute()): {"bind": "/sandbox", "mode": "rw"}},
                 ports={"5432/tcp": ("127.0.0.1", self.port)},
-                shm_size="64m", stop_signal="SIGINT", **DB_HARDENING, **net)
+                shm_size="64m", stop_signal="SIGINT", **DB_HARDENING, **net,
+                **({} if as_root else {"user": "postgres"}))
         except docker.errors.ImageNotFound as exc:
             raise ServiceUnavailable(f"Docker image {self.image} is missing",
                                      hint="run scripts/build-images") from exc
@@ -534,7 +538,7 @@ class DockerCluster:
         fd = os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
             f.write(self._password)
-        container = self._create({"POSTGRES_USER": self.superuser, "POSTGRES_DB": "postgres",
+        container = self._create(as_root=True, env={"POSTGRES_USER": self.superuser, "POSTGRES_DB": "postgres",
                                   "POSTGRES_PASSWORD_FILE": f"/sandbox/{pwfile.name}"})
         try:
             container.start()

@@ -261,7 +261,10 @@ class Coordinator:
         for other in self.sb.registry.all():
             if other.name == name:
                 continue
-            theirs = {r.id for r in self.new_revisions(other, main_revs)}
+            try:
+                theirs = {r.id for r in self.new_revisions(other, main_revs)}
+            except SandboxError:
+                continue       # another workspace's broken history is its own problem, not this gate's
             for rev in new:
                 if rev.id in theirs:
                     f("duplicate-revision-id", f"revision id {rev.id} was also created in workspace "
