@@ -135,8 +135,12 @@ def shared_server(config: Config, ctx: BackendContext, server: str) -> Server:
                                         LABEL_ROLE: "database"},
                                 docker_factory=_docker_factory, password=password,
                                 superuser=config.database.user,
-                                # its own network: never on Docker's default bridge with strangers
-                                network=f"sandbox-{config.project_id}-db-shared")
+                                # Its own network: never on Docker's default bridge with strangers.
+                                # The name sorts before every workspace network ("--"): Docker
+                                # routes a container through the network whose name sorts first,
+                                # and attaching a workspace network that sorted earlier would move
+                                # the server's default route and cut the host's open connections.
+                                network=f"sandbox-{config.project_id}--db-shared")
     else:
         cluster = LocalCluster(home / "data", port, password=password, superuser=config.database.user,
                                bin_dir=config.database.bin_dir)
