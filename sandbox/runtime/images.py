@@ -58,6 +58,16 @@ def _strip_jsonc(text: str) -> str:
     return re.sub(r",(\s*[}\]])", r"\1", "".join(out))
 
 
+_NEVER_SENT = [".sandbox", ".sandbox/**", ".git", ".git/**"]
+
+
+def _dockerignore_raw(context: Path) -> list[str]:
+    f = context / ".dockerignore"
+    if not f.is_file():
+        return []
+    return [ln.strip() for ln in f.read_text(errors="replace").splitlines() if ln.strip() and not ln.startswith("#")]
+
+
 def _dockerignore(context: Path) -> list[str]:
     f = context / ".dockerignore"
     if not f.is_file():
@@ -178,8 +188,13 @@ class ProjectImage:
                           "(once per change of its inputs)")
             log: list[str] = []
             try:
-                stream = client.api.build(path=str(context), dockerfile=rel, tag=tag, rm=True, forcerm=True,
-                                          buildargs=buildargs or None, decode=True,
+                # The context as docker would send it, minus sandbox's own state (a live pool of
+                # clusters, secrets, other workspaces) and git's: neither belongs in an image.
+                from docker.utils import build as docker_build
+                exclude = [*_dockerignore_raw(context), *_NEVER_SENT]
+                context_tar: Any = docker_build.tar(context, exclude=exclude, dockerfile=(rel, None))
+                stream = client.api.build(fileobj=context_tar, custom_context=True, dockerfile=rel, tag=tag,
+                                          rm=True, forcerm=True, buildargs=buildargs or None, decode=True,
                                           labels={"dev.sandbox.project": self.config.project_id})
                 for chunk in stream:
                     if "stream" in chunk:
