@@ -10,8 +10,11 @@ id, every name made by ``pg_name``)::
     sbx_<pid>_ws_<name>          a workspace's schema AND its role (same name)
     sbx_<pid>_scratch_<…>        a throwaway clone for the merge gate
 
-A workspace connects with ``options=-csearch_path=<its schema>``: unqualified names
-(and alembic's ``alembic_version``) resolve to its schema.
+A workspace's role and schema share a name, so PostgreSQL's default ``search_path``
+(``"$user", public``) resolves unqualified names (and alembic's ``alembic_version``) to its
+schema: its URL is a plain one, with no ``options`` (which asyncpg, for one, refuses). While the
+baseline is populated, its owner role's ``search_path`` is set to the new schema for the same
+reason; sandbox's own internal sessions still pass ``options``.
 
 **How a schema is cloned, faithfully.** Once per baseline build, the baseline schema is
 dumped (``pg_dump --schema``, then ``pg_restore --no-owner --no-privileges`` without the
@@ -121,9 +124,12 @@ class SchemaStrategy(SharedServerStrategy):
         return self._ws_ident(ws)
 
     def _conninfo(self, schema: str, user: str, password: str, network: str | None,
-                  extra_options: str = "", *, attach: bool = True) -> ConnInfo:
+                  extra_options: str = "", *, attach: bool = True, plain: bool = False) -> ConnInfo:
         # pg_name yields lower-case [a-z0-9_.-] only: no quoting or escaping needed in options
-        options = f"-csearch_path={schema}" + (f" {extra_options}" if extra_options else "")
+        if plain or (schema == user and not extra_options):
+            options = None        # "$user" in the default search_path is this schema
+        else:
+            options = f"-csearch_path={schema}" + (f" {extra_options}" if extra_options else "")
         return self._server_info(user, password, self.shared_db, network, attach=attach, options=options)
 
     def _admin_shared(self) -> ConnInfo:
@@ -256,10 +262,19 @@ class SchemaStrategy(SharedServerStrategy):
     def _fill_new(self, fill: Callable[[ConnInfo], None]) -> None:
         """Run ``fill`` on the (already created) ``…_baseline_new`` schema, then install it."""
         password = self.secrets.read(self.owner_role) or ""
+        owner = ident(self.owner_role)
         try:
             self.ctx.progress("populating the baseline")
-            with translate("populating the baseline"):
-                fill(self._conninfo(self._new_schema, self.owner_role, password, None))
+            with self._admin(self.shared_db) as conn, translate("populating the baseline"):
+                conn.execute(sql.SQL("ALTER ROLE {} IN DATABASE {} SET search_path = {}").format(
+                    owner, ident(self.shared_db), ident(self._new_schema)))
+            try:
+                with translate("populating the baseline"):
+                    fill(self._conninfo(self._new_schema, self.owner_role, password, None, plain=True))
+            finally:
+                with self._admin(self.shared_db) as conn, translate("populating the baseline"):
+                    conn.execute(sql.SQL("ALTER ROLE {} IN DATABASE {} RESET search_path").format(
+                        owner, ident(self.shared_db)))
             with self._admin(self.shared_db) as conn, translate("installing the new baseline"):
                 self._install_baseline(conn)
         except BaseException:
