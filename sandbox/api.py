@@ -238,6 +238,19 @@ class Sandbox:
                     fh.write(f"[exit {code}]\n")
                     raise HookFailed(rec.name, command, code, str(log))
 
+    def check_env_file(self, ref: str | None = None) -> None:
+        """``[workspace] env_file`` receives credentials: it must not be a file git tracks
+        (in the main checkout, or in ``ref`` that a new branch starts from)."""
+        env_file = self.config.workspace.env_file
+        for where in (None, ref):
+            if self.git.tracked(env_file, where):
+                raise ConfigError(f"sandbox.toml: [workspace] env_file {env_file!r} is tracked by git"
+                                  + (f" (in {ref})" if where else "") + ": it would receive PGPASSWORD; "
+                                  "name a git-ignored or untracked file such as \".env\"",
+                                  file="sandbox.toml", key="workspace.env_file")
+            if ref is None:
+                break
+
     # -- init ---------------------------------------------------------------------------------
     def init(self, *, strategy: str | None = None, runtime: str | None = None,
              migrations: str | None = None) -> dict[str, Any]:
@@ -259,6 +272,7 @@ class Sandbox:
             self.config = config_mod.load(self.root)
         elif strategy or runtime or migrations:
             self.progress("sandbox.toml exists: using it as it is (flags ignored)")
+        self.check_env_file()
         self.config.state_dir.mkdir(exist_ok=True)
         self.git.ensure_excluded("/.sandbox/")
         env_file = self.config.workspace.env_file
@@ -341,7 +355,13 @@ class Sandbox:
         if main in names:
             raise UsageError(f"{main!r} is the main checkout's branch; pick another workspace name")
         if from_ref is not None:
-            self.git.rev(from_ref)
+            start = self.git.rev(from_ref)
+            for n in names:   # --from makes a branch; it never silently means an existing one
+                if self.git.branch_exists(n) and self.git.rev(f"refs/heads/{n}") != start:
+                    raise UsageError(f"branch {n!r} already exists at another commit than {from_ref!r}: "
+                                     f"--from only makes new branches (drop --from to use {n!r}, or pick "
+                                     "another name)")
+        self.check_env_file(from_ref)
         self.registry  # noqa: B018 - fails early when not initialised
         runtime = self.config.workspace.runtime if container else "none"
         if runtime != "none":

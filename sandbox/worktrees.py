@@ -314,3 +314,11 @@ class Worktrees:
 
     def ignored(self, rel: str) -> bool:
         return subprocess.run(["git", "-C", str(self.root), "check-ignore", "-q", rel]).returncode == 0
+
+    def tracked(self, rel: str, ref: str | None = None) -> bool:
+        """Whether git tracks ``rel``: in the main checkout's index, or in ``ref``'s tree when given."""
+        if ref is None:
+            res = _plain(self.root, "ls-files", "--error-unmatch", "--", rel)
+        else:
+            res = _plain(self.root, "cat-file", "-e", f"{ref}:{rel}")
+        return res.returncode == 0

@@ -32,13 +32,11 @@ import psycopg
 from psycopg import sql
 
 from ..errors import DatabaseError, ServiceUnavailable, UsageError
+from ..names import validate_label
 from .base import ConnInfo
 
 CONNECT_TIMEOUT = 10          # seconds to wait for a connection
 TERMINATE_WAIT = 10.0         # seconds to wait for terminated sessions to go away
-
-# Label of a checkpoint: printable, no path separators, bounded.
-LABEL_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
 # ---------------------------------------------------------------------------- names
@@ -68,10 +66,8 @@ def name_key(ws: str) -> str:
 
 
 def check_label(label: str) -> str:
-    if not isinstance(label, str) or LABEL_RE.fullmatch(label) is None:
-        raise UsageError(f"invalid checkpoint label {label!r}: use 1-64 characters from "
-                         "A-Z a-z 0-9 . _ - starting with a letter or digit")
-    return label
+    """The one label rule (:func:`sandbox.names.validate_label`)."""
+    return validate_label(label)
 
 
 def label_key(ws: str, label: str) -> str:

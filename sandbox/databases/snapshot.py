@@ -50,7 +50,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..checks import Check, OwnedResource
 from ..errors import DatabaseError, UsageError
-from ..names import NAME_RE, pg_name, validate_name
+from ..names import pg_name, validate_label, validate_name
 from .base import BackendContext, CheckpointInfo, ConnInfo
 from .cluster import DockerCluster, LocalCluster
 from .storage import Storage, detect
@@ -545,10 +545,7 @@ class SnapshotStrategy:
 
     @staticmethod
     def _check_label(label: str) -> str:
-        if not isinstance(label, str) or NAME_RE.fullmatch(label) is None:
-            raise UsageError(f"invalid checkpoint label {label!r}: use 1-48 characters from "
-                             "A-Z a-z 0-9 . _ - starting with a letter or digit")
-        return label
+        return validate_label(label)
 
     def checkpoint(self, ws: str, label: str) -> CheckpointInfo:
         self._require_ws(ws)
