@@ -126,9 +126,7 @@ class Sandbox:
     @property
     def registry(self) -> Registry:
         if self._registry is None:
-            if not (self.config.state_dir / "registry.db").exists():
-                raise UsageError(f"{self.root} is not initialised: run `sandbox init`")
-            self._registry = Registry(self.config.state_dir)
+            self._registry = Registry(self.config.state_dir)   # verified; not initialised: exit 2
         return self._registry
 
     @property
@@ -279,7 +277,7 @@ class Sandbox:
         if not self.git.ignored(env_file):
             # the managed block holds credentials: never let git pick it up
             self.git.ensure_excluded(env_file)
-        self._registry = Registry(self.config.state_dir)
+        self._registry = Registry(self.config.state_dir, create=True)
         self.registry.set_meta("project_id", self.config.project_id)
         self.build_baseline()
         return {"config": str(cfg_path), "wrote_config": wrote, "strategy": self.db.name,
@@ -690,14 +688,17 @@ class Sandbox:
         return {"removed_workspaces": [r.name for r in recs]}
 
     # -- gc and doctor ---------------------------------------------------------------------------------
-    def gc(self, *, dry_run: bool = False) -> list[GcAction]:
-        """Find what the registry does not know, and repair what a crash left half-done."""
-        from .gc import collect
-        return collect(self, dry_run=dry_run)
+    def gc(self, *, dry_run: bool = False, trust_registry: bool = False) -> list[GcAction]:
+        """Find what the registry does not know, and repair what a crash left half-done.
 
-    def doctor(self) -> list[Check]:
+        ``trust_registry`` lifts the caution that follows a restore from the registry's backup.
+        """
+        from .gc import collect
+        return collect(self, dry_run=dry_run, trust=trust_registry)
+
+    def doctor(self, *, repair: bool = False) -> list[Check]:
         from .doctor import run_checks
-        return run_checks(self)
+        return run_checks(self, repair=repair)
 
 
 def user_name() -> str:

@@ -224,10 +224,13 @@ def rm(
 @app.command()
 def gc(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only list what would be repaired.")] = False,
+    trust_registry: Annotated[bool, typer.Option(
+        "--trust-registry", help="After `doctor --repair` restored the registry: remove what it does not "
+                                 "know again (until then such things are kept and reported).")] = False,
     json_: JsonOpt = False,
 ) -> None:
     """Remove what the registry does not know, and repair what a crash left half-done."""
-    actions = _run(lambda: _sandbox().gc(dry_run=dry_run))
+    actions = _run(lambda: _sandbox().gc(dry_run=dry_run, trust_registry=trust_registry))
     if json_:
         _print_json([a.to_json() for a in actions])
         return
@@ -263,10 +266,14 @@ def deinit(
 
 
 @app.command()
-def doctor(json_: JsonOpt = False) -> None:
+def doctor(
+    repair: Annotated[bool, typer.Option("--repair", help="Restore a damaged registry from its backup "
+                                         "(the damaged file is kept beside it).")] = False,
+    json_: JsonOpt = False,
+) -> None:
     """Check Docker, Postgres, copy-on-write storage, git and config, and say what to do about each."""
     from .doctor import run_checks_standalone
-    checks = _run(lambda: run_checks_standalone(state.project, _progress))
+    checks = _run(lambda: run_checks_standalone(state.project, _progress, repair=repair))
     if json_:
         _print_json({"ok": all(c.ok for c in checks if c.required), "checks": [c.to_json() for c in checks]})
     else:
