@@ -18,6 +18,7 @@ import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as futures_wait
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -26,16 +27,18 @@ from .checks import Check
 from .config import Config
 from .databases.base import ConnInfo, Strategy
 from .envfile import write_block
-from .errors import (ConfigError, DatabaseError, HookFailed, SandboxError, ServiceUnavailable, UnknownWorkspace,
-                     UnsafeRemoval, UsageError, WorkspaceError)
+from .errors import (CheckpointExists, ConfigError, DatabaseError, HookFailed, InvalidLabel, SandboxError,
+                     ServiceUnavailable, UnknownWorkspace, UnsafeRemoval, UsageError, WorkspaceError)
 from .migrations.base import MigrationTool
-from .names import validate_name
+from .disk import disk_full_translated
+from .names import AUTO_PREFIX, validate_label, validate_name
 from .registry import Registry, WorkspaceRecord
 from .runtime.base import Runtime, WorkspaceSpec
 from .runtime.none import HostRuntime
 from .worktrees import Worktrees, find_project_root
 
 Progress = Callable[[str], None]
+AUTO_CHECKPOINTS = 3       # automatic checkpoints kept per workspace (db reset and db restore make them)
 
 
 @dataclass
@@ -142,7 +145,8 @@ class Sandbox:
         with self._runtime_lock:
             if self._runtime is None or self._runtime.name != kind:
                 from .runtime.docker import DockerRuntime
-                self._runtime = DockerRuntime(images=(self.config.workspace.image, self.config.database.image))
+                self._runtime = DockerRuntime(images=(self.config.workspace.image, self.config.database.image),
+                                              subnet_pool=self.config.workspace.subnet_pool)
             return self._runtime
 
     @property
@@ -571,30 +575,75 @@ class Sandbox:
         return self.conninfo(name).url()
 
     def db_reset(self, name: str) -> str:
+        """The database becomes a fresh clone of the baseline; the state it replaces is kept
+        as an automatic checkpoint (``auto-…``, the last :data:`AUTO_CHECKPOINTS` are kept)."""
         rec = self.record(name)
-        with self.registry.lock(f"ws-{name}"):
+        with self.registry.lock(f"ws-{name}"), disk_full_translated(f"resetting the database of {name!r}"):
+            self._keep_current(name)
             self.progress(f"{name}: resetting the database to the baseline")
             info = self.db.reset(name, self._network(rec))
+            self._prune_auto(name)
         return info.url()
 
-    def db_checkpoint(self, name: str, label: str) -> dict[str, Any]:
-        validate_name(label)
+    def db_checkpoint(self, name: str, label: str, *, force: bool = False) -> dict[str, Any]:
+        """Save the database as checkpoint ``label``; an existing label is replaced only with ``force``."""
+        validate_label(label)
+        if label.startswith(AUTO_PREFIX):
+            raise InvalidLabel(label, f"labels starting with {AUTO_PREFIX!r} belong to the automatic "
+                                      "checkpoints of reset and restore")
         self.record(name)
-        with self.registry.lock(f"ws-{name}"):
+        with self.registry.lock(f"ws-{name}"), disk_full_translated(f"checkpoint {label!r} of {name!r}"):
+            if not force and label in {c.label for c in self.db.checkpoints(name)}:
+                raise CheckpointExists(name, label)
             cp = self.db.checkpoint(name, label)
         return dataclasses.asdict(cp)
 
     def db_restore(self, name: str, label: str) -> None:
-        validate_name(label)
+        """The database becomes checkpoint ``label``; the state it replaces is kept as ``auto-…``."""
+        validate_label(label)
         rec = self.record(name)
-        with self.registry.lock(f"ws-{name}"):
+        with self.registry.lock(f"ws-{name}"), disk_full_translated(f"restoring {name!r} to {label!r}"):
             if label not in [c.label for c in self.db.checkpoints(name)]:
-                raise UsageError(f"workspace {name!r} has no checkpoint {label!r}")
+                raise UsageError(f"workspace {name!r} has no checkpoint {label!r}",
+                                 hint=f"see `sandbox db checkpoints {name}`")
+            self._keep_current(name)
             self.db.restore(name, label, self._network(rec))
+            self._prune_auto(name)
+
+    def db_drop_checkpoint(self, name: str, label: str) -> None:
+        """Delete checkpoint ``label`` and give its space back."""
+        validate_label(label)
+        self.record(name)
+        with self.registry.lock(f"ws-{name}"), disk_full_translated(f"dropping checkpoint {label!r} of {name!r}"):
+            self.db.drop_checkpoint(name, label)
 
     def db_checkpoints(self, name: str) -> list[dict[str, Any]]:
         self.record(name)
-        return [dataclasses.asdict(c) for c in self.db.checkpoints(name)]
+        return [{**dataclasses.asdict(c), "auto": c.label.startswith(AUTO_PREFIX)}
+                for c in self.db.checkpoints(name)]
+
+    def _keep_current(self, name: str) -> str | None:
+        """Checkpoint the current database as ``auto-<UTC time>`` before it is replaced."""
+        if not self.db.exists(name):
+            return None
+        taken = {c.label for c in self.db.checkpoints(name)}
+        stamp = datetime.now(timezone.utc)
+        label = f"{AUTO_PREFIX}{stamp:%Y%m%d-%H%M%S}-{stamp.microsecond // 1000:03d}"
+        n = 1
+        while label in taken:
+            n += 1
+            label = f"{AUTO_PREFIX}{stamp:%Y%m%d-%H%M%S}-{stamp.microsecond // 1000:03d}-{n}"
+        self.progress(f"{name}: keeping the current database as checkpoint {label}")
+        self.db.checkpoint(name, label)
+        return label
+
+    def _prune_auto(self, name: str) -> None:
+        """Keep the newest :data:`AUTO_CHECKPOINTS` automatic checkpoints."""
+        autos = sorted((c for c in self.db.checkpoints(name) if c.label.startswith(AUTO_PREFIX)),
+                       key=lambda c: (c.created_at, c.label))
+        for old in autos[:-AUTO_CHECKPOINTS]:
+            self.progress(f"{name}: dropping the oldest automatic checkpoint {old.label}")
+            self.db.drop_checkpoint(name, old.label)
 
     def db_psql(self, name: str) -> int:
         """Run psql against the workspace's database (the host's psql, else the workspace's); its exit code."""
@@ -642,6 +691,15 @@ class Sandbox:
             return {"pool": str(pool), "kind": current.kind, "created": False}
         st = provision_pool(pool, size)
         return {"pool": str(pool), "kind": st.kind, "created": True, "size": size}
+
+    def storage_grow(self, size: str) -> dict[str, Any]:
+        """Grow the loop-mounted copy-on-write pool to SIZE (or by +SIZE); needs root."""
+        from .databases.storage import grow_pool
+        storage = getattr(self.db, "storage", None)
+        if storage is None:
+            raise UsageError(f"the {self.db.name} strategy keeps no copy-on-write pool: grow the filesystem "
+                             "that holds the database server's data instead")
+        return grow_pool(storage.root, size)
 
     # -- deinit ---------------------------------------------------------------------------------------
     def deinit(self, *, force: bool = False) -> dict[str, Any]:
