@@ -658,6 +658,7 @@ class Sandbox:
         return Coordinator(self)
 
     def migrate_status(self) -> dict[str, Any]:
+        self.registry  # noqa: B018 - a damaged registry is an error here too, migrations or not
         return self.coordinator().status()
 
     def migrate_check(self, name: str) -> Any:
