@@ -582,7 +582,9 @@ class SnapshotStrategy:
             try:
                 if running and self.storage.atomic:
                     # Flush first so recovery from the snapshot is short; the snapshot is atomic
-                    # over the whole data directory, WAL included: crash-consistent.
+                    # over the whole data directory, WAL included: crash-consistent. A cluster
+                    # still recovering (e.g. after a full disk) is waited for first.
+                    cluster.ensure_running()
                     self._sql(cluster, "CHECKPOINT", f"flushing {ws!r} before the checkpoint")
                     self.storage.clone(volume, tmp)
                 else:

@@ -17,7 +17,7 @@ import pytest
 from sandbox import Sandbox
 from sandbox.registry import Registry, WorkspaceRecord
 
-from .conftest import cli, toml_for
+from .conftest import cli, rtoml
 
 
 def sandbox(repo: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -34,8 +34,9 @@ def tree(repo: Path) -> dict[str, bytes]:
 
 @pytest.fixture
 def project(git_repo: Path) -> Path:
+    # a server nobody runs: doctor reports it, and no test leaves a cluster behind
     (git_repo / "sandbox.toml").write_text('[workspace]\nruntime = "none"\n[database]\nstrategy = "template"\n'
-                                           'server = "local"\n')
+                                           'server = "url"\nurl = "postgresql://u:p@127.0.0.1:9/postgres"\n')
     subprocess.run(["git", "-C", str(git_repo), "add", "sandbox.toml"], check=True)
     subprocess.run(["git", "-C", str(git_repo), "commit", "-qm", "config"], check=True)
     reg = Registry(git_repo / ".sandbox", create=True)
@@ -133,7 +134,7 @@ def test_a_registry_locked_for_long_is_exit_3_after_a_bounded_wait(project: Path
 
 @pytest.mark.postgres
 def test_gc_never_removes_on_an_emptied_registry_and_adopts_after_a_restore(demo_factory, need_pg) -> None:  # type: ignore[no-untyped-def]
-    repo = demo_factory(toml_for("template"))
+    repo = demo_factory(rtoml("template"))
     cli(repo, "up", "w1")
     state = repo / ".sandbox"
     shutil.copy(state / "registry.backup.db", state / "lagging.db")   # the backup as it was before w2
