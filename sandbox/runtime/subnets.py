@@ -26,7 +26,7 @@ import sqlite3
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
-from ..errors import WorkspaceError
+from ..errors import ConfigError, WorkspaceError
 from ..registry import _immediate, _sqlite, host_state_dir
 
 PREFIX = 28
@@ -39,7 +39,12 @@ class SubnetPool:
     """Host-wide allocation of /28 subnets from ``pool`` for sandbox's Docker networks."""
 
     def __init__(self, pool: str | None = None, *, prefix: int = PREFIX, directory: Path | None = None) -> None:
-        self.pool = ipaddress.IPv4Network(pool or os.environ.get("SANDBOX_SUBNET_POOL") or DEFAULT_POOL)
+        value = pool or os.environ.get("SANDBOX_SUBNET_POOL") or DEFAULT_POOL
+        try:
+            self.pool = ipaddress.IPv4Network(value)
+        except ValueError as exc:
+            raise ConfigError(f"subnet pool {value!r} (workspace.subnet_pool or SANDBOX_SUBNET_POOL) is not "
+                              "an IPv4 network such as 10.213.0.0/16", key="workspace.subnet_pool") from exc
         self.prefix = prefix
         self.dir = directory or host_state_dir()
         self.path = self.dir / "subnets.db"
