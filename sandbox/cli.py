@@ -430,7 +430,11 @@ def migrate_lint(
     from .migrations.coordinator import lint_report
     def go() -> Any:
         if file in (None, "-"):
-            text = sys.stdin.read()
+            data = sys.stdin.buffer.read() if hasattr(sys.stdin, "buffer") else sys.stdin.read().encode()
+            try:
+                text = data.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise UsageError(f"standard input is not UTF-8 text (byte {exc.start})") from exc
         else:
             p = Path(file)
             if not p.is_file():

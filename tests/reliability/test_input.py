@@ -209,3 +209,12 @@ def test_env_values_that_would_corrupt_an_env_file_are_refused() -> None:
             render(env)
         assert info.value.exit_code == 2 and "\n" not in str(info.value)
         assert "x\ny" not in str(info.value)          # the value (maybe a secret) is not echoed
+
+
+def test_binary_input_to_migrate_lint_is_exit_2(tmp_path: Path) -> None:
+    for argv in (["-"], [str(tmp_path / "bin.sql")]):
+        (tmp_path / "bin.sql").write_bytes(b"CREATE TABLE \xff\xfe (id int);")
+        res = subprocess.run([sys.executable, "-m", "sandbox", "migrate", "lint", *argv], cwd=tmp_path,
+                             input=b"\x00\xff\xfe binary", capture_output=True, env={**os.environ, "NO_COLOR": "1"})
+        assert res.returncode == 2, res.stderr
+        assert len(res.stderr.strip().splitlines()) == 1 and b"Traceback" not in res.stderr
