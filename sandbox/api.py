@@ -18,6 +18,7 @@ import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as futures_wait
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -26,16 +27,18 @@ from .checks import Check
 from .config import Config
 from .databases.base import ConnInfo, Strategy
 from .envfile import write_block
-from .errors import (ConfigError, DatabaseError, HookFailed, SandboxError, ServiceUnavailable, UnknownWorkspace,
-                     UnsafeRemoval, UsageError, WorkspaceError)
+from .errors import (CheckpointExists, ConfigError, DatabaseError, HookFailed, InvalidLabel, SandboxError,
+                     ServiceUnavailable, UnknownWorkspace, UnsafeRemoval, UsageError, WorkspaceError)
 from .migrations.base import MigrationTool
-from .names import validate_name
+from .disk import disk_full_translated
+from .names import AUTO_PREFIX, validate_label, validate_name
 from .registry import Registry, WorkspaceRecord
 from .runtime.base import Runtime, WorkspaceSpec, unprivileged_ids
 from .runtime.none import HostRuntime
 from .worktrees import IsolatedRepos, Worktrees, find_project_root
 
 Progress = Callable[[str], None]
+AUTO_CHECKPOINTS = 3       # automatic checkpoints kept per workspace (db reset and db restore make them)
 
 # Where the managed block goes when the configured env file is tracked by git (credentials must
 # never land in a tracked file).
@@ -133,9 +136,7 @@ class Sandbox:
     @property
     def registry(self) -> Registry:
         if self._registry is None:
-            if not (self.config.state_dir / "registry.db").exists():
-                raise UsageError(f"{self.root} is not initialised: run `sandbox init`")
-            self._registry = Registry(self.config.state_dir)
+            self._registry = Registry(self.config.state_dir)   # verified; not initialised: exit 2
         return self._registry
 
     @property
@@ -202,7 +203,8 @@ class Sandbox:
         with self._runtime_lock:
             if self._runtime is None or self._runtime.name != kind:
                 from .runtime.docker import DockerRuntime
-                self._runtime = DockerRuntime(images=(self.config.workspace.image, self.config.database.image))
+                self._runtime = DockerRuntime(images=(self.config.workspace.image, self.config.database.image),
+                                              subnet_pool=self.config.workspace.subnet_pool)
             return self._runtime
 
     @property
@@ -312,6 +314,23 @@ class Sandbox:
                     fh.write(f"[exit {code}]\n")
                     raise HookFailed(rec.name, command, code, str(log))
 
+    def check_env_file(self, ref: str | None = None) -> None:
+        """``[workspace] env_file`` receives credentials: a file named in sandbox.toml must not be
+        one git tracks (in the main checkout, or in ``ref`` that a new branch starts from). The
+        default ``.env`` may be tracked (some templates commit it): the block then goes to
+        ``.env.sandbox`` instead (:meth:`env_file`)."""
+        env_file = self.config.workspace.env_file
+        if env_file == config_mod.WorkspaceConfig().env_file:
+            return
+        for where in (None, ref):
+            if self.git.tracked(env_file, where):
+                raise ConfigError(f"sandbox.toml: [workspace] env_file {env_file!r} is tracked by git"
+                                  + (f" (in {ref})" if where else "") + ": it would receive PGPASSWORD; "
+                                  "name a git-ignored or untracked file such as \".env\"",
+                                  file="sandbox.toml", key="workspace.env_file")
+            if ref is None:
+                break
+
     # -- init ---------------------------------------------------------------------------------
     def init(self, *, strategy: str | None = None, runtime: str | None = None,
              migrations: str | None = None) -> dict[str, Any]:
@@ -333,6 +352,7 @@ class Sandbox:
             self.config = config_mod.load(self.root)
         elif strategy or runtime or migrations:
             self.progress("sandbox.toml exists: using it as it is (flags ignored)")
+        self.check_env_file()
         self.config.state_dir.mkdir(exist_ok=True)
         self.git.ensure_excluded("/.sandbox/")
         env_file = self.env_file()
@@ -342,7 +362,7 @@ class Sandbox:
         if not self.git.ignored(env_file):
             # the managed block holds credentials: never let git pick it up
             self.git.ensure_excluded(env_file)
-        self._registry = Registry(self.config.state_dir)
+        self._registry = Registry(self.config.state_dir, create=True)
         self.registry.set_meta("project_id", self.config.project_id)
         self.build_baseline()
         return {"config": str(cfg_path), "wrote_config": wrote, "strategy": self.db.name,
@@ -422,7 +442,13 @@ class Sandbox:
         if main in names:
             raise UsageError(f"{main!r} is the main checkout's branch; pick another workspace name")
         if from_ref is not None:
-            self.git.rev(from_ref)
+            start = self.git.rev(from_ref)
+            for n in names:   # --from makes a branch; it never silently means an existing one
+                if self.git.branch_exists(n) and self.git.rev(f"refs/heads/{n}") != start:
+                    raise UsageError(f"branch {n!r} already exists at another commit than {from_ref!r}: "
+                                     f"--from only makes new branches (drop --from to use {n!r}, or pick "
+                                     "another name)")
+        self.check_env_file(from_ref)
         self.registry  # noqa: B018 - fails early when not initialised
         runtime = self.config.workspace.runtime if container else "none"
         if runtime != "none":
@@ -688,30 +714,75 @@ class Sandbox:
         return self.conninfo(name).url()
 
     def db_reset(self, name: str) -> str:
+        """The database becomes a fresh clone of the baseline; the state it replaces is kept
+        as an automatic checkpoint (``auto-…``, the last :data:`AUTO_CHECKPOINTS` are kept)."""
         rec = self.record(name)
-        with self.registry.lock(f"ws-{name}"):
+        with self.registry.lock(f"ws-{name}"), disk_full_translated(f"resetting the database of {name!r}"):
+            self._keep_current(name)
             self.progress(f"{name}: resetting the database to the baseline")
             info = self.db.reset(name, self._network(rec))
+            self._prune_auto(name)
         return info.url()
 
-    def db_checkpoint(self, name: str, label: str) -> dict[str, Any]:
-        validate_name(label)
+    def db_checkpoint(self, name: str, label: str, *, force: bool = False) -> dict[str, Any]:
+        """Save the database as checkpoint ``label``; an existing label is replaced only with ``force``."""
+        validate_label(label)
+        if label.startswith(AUTO_PREFIX):
+            raise InvalidLabel(label, f"labels starting with {AUTO_PREFIX!r} belong to the automatic "
+                                      "checkpoints of reset and restore")
         self.record(name)
-        with self.registry.lock(f"ws-{name}"):
+        with self.registry.lock(f"ws-{name}"), disk_full_translated(f"checkpoint {label!r} of {name!r}"):
+            if not force and label in {c.label for c in self.db.checkpoints(name)}:
+                raise CheckpointExists(name, label)
             cp = self.db.checkpoint(name, label)
         return dataclasses.asdict(cp)
 
     def db_restore(self, name: str, label: str) -> None:
-        validate_name(label)
+        """The database becomes checkpoint ``label``; the state it replaces is kept as ``auto-…``."""
+        validate_label(label)
         rec = self.record(name)
-        with self.registry.lock(f"ws-{name}"):
+        with self.registry.lock(f"ws-{name}"), disk_full_translated(f"restoring {name!r} to {label!r}"):
             if label not in [c.label for c in self.db.checkpoints(name)]:
-                raise UsageError(f"workspace {name!r} has no checkpoint {label!r}")
+                raise UsageError(f"workspace {name!r} has no checkpoint {label!r}",
+                                 hint=f"see `sandbox db checkpoints {name}`")
+            self._keep_current(name)
             self.db.restore(name, label, self._network(rec))
+            self._prune_auto(name)
+
+    def db_drop_checkpoint(self, name: str, label: str) -> None:
+        """Delete checkpoint ``label`` and give its space back."""
+        validate_label(label)
+        self.record(name)
+        with self.registry.lock(f"ws-{name}"), disk_full_translated(f"dropping checkpoint {label!r} of {name!r}"):
+            self.db.drop_checkpoint(name, label)
 
     def db_checkpoints(self, name: str) -> list[dict[str, Any]]:
         self.record(name)
-        return [dataclasses.asdict(c) for c in self.db.checkpoints(name)]
+        return [{**dataclasses.asdict(c), "auto": c.label.startswith(AUTO_PREFIX)}
+                for c in self.db.checkpoints(name)]
+
+    def _keep_current(self, name: str) -> str | None:
+        """Checkpoint the current database as ``auto-<UTC time>`` before it is replaced."""
+        if not self.db.exists(name):
+            return None
+        taken = {c.label for c in self.db.checkpoints(name)}
+        stamp = datetime.now(timezone.utc)
+        label = f"{AUTO_PREFIX}{stamp:%Y%m%d-%H%M%S}-{stamp.microsecond // 1000:03d}"
+        n = 1
+        while label in taken:
+            n += 1
+            label = f"{AUTO_PREFIX}{stamp:%Y%m%d-%H%M%S}-{stamp.microsecond // 1000:03d}-{n}"
+        self.progress(f"{name}: keeping the current database as checkpoint {label}")
+        self.db.checkpoint(name, label)
+        return label
+
+    def _prune_auto(self, name: str) -> None:
+        """Keep the newest :data:`AUTO_CHECKPOINTS` automatic checkpoints."""
+        autos = sorted((c for c in self.db.checkpoints(name) if c.label.startswith(AUTO_PREFIX)),
+                       key=lambda c: (c.created_at, c.label))
+        for old in autos[:-AUTO_CHECKPOINTS]:
+            self.progress(f"{name}: dropping the oldest automatic checkpoint {old.label}")
+            self.db.drop_checkpoint(name, old.label)
 
     def db_psql(self, name: str) -> int:
         """Run psql against the workspace's database (the host's psql, else the workspace's); its exit code."""
@@ -726,6 +797,7 @@ class Sandbox:
         return Coordinator(self)
 
     def migrate_status(self) -> dict[str, Any]:
+        self.registry  # noqa: B018 - a damaged registry is an error here too, migrations or not
         return self.coordinator().status()
 
     def migrate_check(self, name: str) -> Any:
@@ -759,6 +831,15 @@ class Sandbox:
             return {"pool": str(pool), "kind": current.kind, "created": False}
         st = provision_pool(pool, size)
         return {"pool": str(pool), "kind": st.kind, "created": True, "size": size}
+
+    def storage_grow(self, size: str) -> dict[str, Any]:
+        """Grow the loop-mounted copy-on-write pool to SIZE (or by +SIZE); needs root."""
+        from .databases.storage import grow_pool
+        storage = getattr(self.db, "storage", None)
+        if storage is None:
+            raise UsageError(f"the {self.db.name} strategy keeps no copy-on-write pool: grow the filesystem "
+                             "that holds the database server's data instead")
+        return grow_pool(storage.root, size)
 
     # -- deinit ---------------------------------------------------------------------------------------
     def deinit(self, *, force: bool = False) -> dict[str, Any]:
@@ -804,14 +885,17 @@ class Sandbox:
         return {"removed_workspaces": [r.name for r in recs], "kept_branches": kept}
 
     # -- gc and doctor ---------------------------------------------------------------------------------
-    def gc(self, *, dry_run: bool = False) -> list[GcAction]:
-        """Find what the registry does not know, and repair what a crash left half-done."""
-        from .gc import collect
-        return collect(self, dry_run=dry_run)
+    def gc(self, *, dry_run: bool = False, trust_registry: bool = False) -> list[GcAction]:
+        """Find what the registry does not know, and repair what a crash left half-done.
 
-    def doctor(self) -> list[Check]:
+        ``trust_registry`` lifts the caution that follows a restore from the registry's backup.
+        """
+        from .gc import collect
+        return collect(self, dry_run=dry_run, trust=trust_registry)
+
+    def doctor(self, *, repair: bool = False) -> list[Check]:
         from .doctor import run_checks
-        return run_checks(self)
+        return run_checks(self, repair=repair)
 
 
 def user_name() -> str:

@@ -95,10 +95,20 @@ def _root(
 
 
 def _run(fn: Callable[[], Any]) -> Any:
+    from .disk import is_disk_full
+    from .errors import DiskFull
     try:
         return fn()
-    except SandboxError as exc:
+    except DiskFull as exc:
         _fail(exc)
+    except SandboxError as exc:
+        if exc.exit_code != 3 and is_disk_full(exc):   # a backend that did not say so
+            _fail(DiskFull(exc.message))
+        _fail(exc)
+    except OSError as exc:
+        if is_disk_full(exc):
+            _fail(DiskFull(f"writing {exc.filename}" if exc.filename else "writing"))
+        raise
 
 
 @app.command()
@@ -224,10 +234,13 @@ def rm(
 @app.command()
 def gc(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only list what would be repaired.")] = False,
+    trust_registry: Annotated[bool, typer.Option(
+        "--trust-registry", help="After `doctor --repair` restored the registry: remove what it does not "
+                                 "know again (until then such things are kept and reported).")] = False,
     json_: JsonOpt = False,
 ) -> None:
     """Remove what the registry does not know, and repair what a crash left half-done."""
-    actions = _run(lambda: _sandbox().gc(dry_run=dry_run))
+    actions = _run(lambda: _sandbox().gc(dry_run=dry_run, trust_registry=trust_registry))
     if json_:
         _print_json([a.to_json() for a in actions])
         return
@@ -253,6 +266,16 @@ def storage_init(
     out.print(f"{res['pool']}: {verb} ({res['kind']})", markup=False)
 
 
+@storage_app.command("grow")
+def storage_grow(
+    size: Annotated[str, typer.Argument(help="The pool's new size, e.g. 40G, or +10G to add 10G.")],
+) -> None:
+    """Grow the loop-mounted copy-on-write pool (image file, loop device, btrfs; needs root)."""
+    res = _run(lambda: _sandbox().storage_grow(size))
+    out.print(f"{res['pool']}: grown from {res['old_size'] // 1024 ** 2}M to {res['new_size'] // 1024 ** 2}M",
+              markup=False)
+
+
 @app.command()
 def deinit(
     force: Annotated[bool, typer.Option("--force", help="Also remove workspaces holding uncommitted or unmerged work.")] = False,
@@ -263,10 +286,14 @@ def deinit(
 
 
 @app.command()
-def doctor(json_: JsonOpt = False) -> None:
+def doctor(
+    repair: Annotated[bool, typer.Option("--repair", help="Restore a damaged registry from its backup "
+                                         "(the damaged file is kept beside it).")] = False,
+    json_: JsonOpt = False,
+) -> None:
     """Check Docker, Postgres, copy-on-write storage, git and config, and say what to do about each."""
     from .doctor import run_checks_standalone
-    checks = _run(lambda: run_checks_standalone(state.project, _progress))
+    checks = _run(lambda: run_checks_standalone(state.project, _progress, repair=repair))
     if json_:
         _print_json({"ok": all(c.ok for c in checks if c.required), "checks": [c.to_json() for c in checks]})
     else:
@@ -288,23 +315,33 @@ def db_url(name: str) -> None:
 
 @db_app.command("reset")
 def db_reset(name: str) -> None:
-    """Make the workspace's database a fresh clone of the current baseline."""
+    """Make the workspace's database a fresh clone of the current baseline (the old state is kept as auto-…)."""
     _run(lambda: _sandbox().db_reset(name))
     out.print(f"{name}: database reset to the baseline")
 
 
 @db_app.command("checkpoint")
-def db_checkpoint(name: str, label: str) -> None:
-    """Save the workspace's database as a named checkpoint."""
-    _run(lambda: _sandbox().db_checkpoint(name, label))
+def db_checkpoint(
+    name: str, label: str,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing checkpoint of that label.")] = False,
+) -> None:
+    """Save the workspace's database as a named checkpoint (an existing label needs --force)."""
+    _run(lambda: _sandbox().db_checkpoint(name, label, force=force))
     out.print(f"{name}: checkpoint {label} saved")
 
 
 @db_app.command("restore")
 def db_restore(name: str, label: str) -> None:
-    """Return the workspace's database to a named checkpoint."""
+    """Return the workspace's database to a named checkpoint (the state it replaces is kept as auto-…)."""
     _run(lambda: _sandbox().db_restore(name, label))
     out.print(f"{name}: restored checkpoint {label}")
+
+
+@db_app.command("drop-checkpoint")
+def db_drop_checkpoint(name: str, label: str) -> None:
+    """Delete a checkpoint of the workspace's database and free its space."""
+    _run(lambda: _sandbox().db_drop_checkpoint(name, label))
+    out.print(f"{name}: checkpoint {label} dropped")
 
 
 @db_app.command("checkpoints")
@@ -315,7 +352,7 @@ def db_checkpoints(name: str, json_: JsonOpt = False) -> None:
         _print_json(rows)
         return
     for r in rows:
-        out.print(f"{r['label']}\t{r['created_at']}", markup=False)
+        out.print(f"{r['label']}\t{r['created_at']}" + ("\tautomatic" if r.get("auto") else ""), markup=False)
 
 
 @db_app.command("psql")
@@ -397,7 +434,8 @@ def migrate_lint(
     from .migrations.lint import decode_sql
     def go() -> Any:
         if file in (None, "-"):
-            data, source = sys.stdin.buffer.read(), "stdin"
+            data = sys.stdin.buffer.read() if hasattr(sys.stdin, "buffer") else sys.stdin.read().encode()
+            source = "stdin"
         else:
             p = Path(file)
             if not p.is_file():

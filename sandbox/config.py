@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import ipaddress
 import os
 import re
 import tomllib
@@ -23,6 +24,7 @@ STATE_DIR = ".sandbox"
 
 DEFAULT_WORKSPACE_IMAGE = "sandbox/workspace:bookworm"
 DEFAULT_POSTGRES_IMAGE = "sandbox/postgres:15"
+DEFAULT_SUBNET_POOL = "10.213.0.0/16"
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,7 @@ class WorkspaceConfig:
     env_file: str = ".env"
     dockerfile: str | None = None      # build the project's own image from this Dockerfile
     context: str | None = None         # its build context (default: the Dockerfile's folder)
+    subnet_pool: str = DEFAULT_SUBNET_POOL   # workspace networks take small subnets from this range
 
     def mapped_env(self, values: Mapping[str, str]) -> dict[str, str]:
         """``[workspace.env]`` with ``${NAME}`` replaced by the workspace's ``values`` (``$$`` is a $)."""
@@ -137,6 +140,203 @@ _REPO_PATHS = {("workspace", "worktrees"), ("workspace", "copy"), ("database", "
 _SECTIONS = {"workspace": WorkspaceConfig, "database": DatabaseConfig, "migrations": MigrationsConfig}
 
 
+# -- the form of each value (beyond its type) ----------------------------------------------------
+# A problem is returned as the end of a sentence ("must be …"); None means the value is fine.
+
+_ENV_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_INTERPOLATION = re.compile(r"\$\{([^}]*)\}")
+# docker's RAMInBytes: a number, an optional unit (b, k, m, g, t), an optional "i" and "b"
+_MEMORY = re.compile(r"(\d+(?:\.\d+)?)\s?([bkmgt]?)(?:i?b)?", re.IGNORECASE)
+_MEMORY_MIN = 6 * 1024 ** 2           # the engine refuses less than 6 MiB
+# docker's reference grammar (distribution/reference), without the digest algorithm zoo
+_IMAGE = re.compile(
+    r"(?:(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*"
+    r"|\[[0-9a-fA-F:]+\])(?::[0-9]+)?/)?"
+    r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*"
+    r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@sha256:[0-9a-f]{64})?")
+_PG_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+_SIZE = re.compile(r"\s*(\d+)\s*([KMGT]?)i?B?\s*", re.IGNORECASE)
+POOL_SIZE_MIN = 256 * 1024 ** 2       # below this mkfs.btrfs refuses or the pool is useless
+
+
+def memory_bytes(value: str) -> int | None:
+    """Docker's memory syntax (``512m``, ``2g``, ``1.5GiB``) in bytes, or None if malformed."""
+    m = _MEMORY.fullmatch(value.strip())
+    if not m:
+        return None
+    return int(float(m.group(1)) * 1024 ** "bkmgt".index((m.group(2) or "b").lower()))
+
+
+def size_bytes(value: str) -> int | None:
+    """``20G``-style sizes (K, M, G, T; powers of 1024) in bytes, or None if malformed."""
+    m = _SIZE.fullmatch(value)
+    if not m:
+        return None
+    return int(m.group(1)) * 1024 ** " KMGT".index((m.group(2) or " ").upper())
+
+
+def subnet_pool_problem(value: str) -> str | None:
+    """Why ``value`` cannot be the range workspace networks are carved from, or None."""
+    try:
+        net = ipaddress.IPv4Network(value, strict=True)
+    except ValueError:
+        return 'must be an IPv4 network such as "10.213.0.0/16" (address bits past the prefix are zero)'
+    if net.prefixlen > 22:
+        return "must be /22 or larger (it holds one /28 per workspace network; 100 workspaces need /21)"
+    if not net.is_private:
+        return "must be a private range (10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16)"
+    return None
+
+
+def _image_problem(value: str) -> str | None:
+    if _IMAGE.fullmatch(value) is None:
+        return 'must be a Docker image reference such as "sandbox/postgres:15" or "registry:5000/app:1.2"'
+    return None
+
+
+def _memory_problem(value: str) -> str | None:
+    n = memory_bytes(value)
+    if n is None:
+        return 'must be a Docker memory size such as "512m" or "2g"'
+    if n < _MEMORY_MIN:
+        return "must be at least 6m (the engine refuses less)"
+    return None
+
+
+def _env_problem(env: Mapping[str, str]) -> str | None:
+    for key, value in env.items():
+        if not _ENV_KEY.fullmatch(key):
+            return f"has an invalid variable name {key!r} (letters, digits and _, not starting with a digit)"
+        if any(c in value for c in "\n\r\0"):
+            return f"{key}: a value must be one line without NUL bytes (it is written into the env file)"
+        for ref in _INTERPOLATION.findall(value):
+            if not _ENV_KEY.fullmatch(ref):
+                return f"{key}: ${{{ref}}} does not name a variable"
+        if "${" in _INTERPOLATION.sub("", value):
+            return f"{key}: an unterminated ${{"
+    return None
+
+
+def _range(lo: float, hi: float) -> Any:
+    def check(value: float) -> str | None:
+        return None if lo <= value <= hi else f"must be between {lo:g} and {hi:g}"
+    return check
+
+
+def _one_of_lines(value: Any) -> str | None:
+    items = value if isinstance(value, tuple) else (value,)
+    for v in items:
+        if isinstance(v, str) and any(c in v for c in "\n\r\0"):
+            return "must be one line without NUL bytes"
+        if isinstance(v, str) and not v.strip():
+            return "must not be blank"
+    return None
+
+
+def _commands(value: tuple[str, ...]) -> str | None:
+    for v in value:
+        if "\0" in v:
+            return "must not hold NUL bytes"
+        if not v.strip():
+            return "must not hold an empty command"
+    return None
+
+
+def _argv(value: tuple[str, ...]) -> str | None:
+    if any("\0" in v for v in value):
+        return "must not hold NUL bytes"
+    if value and not value[0].strip():
+        return "must start with the program to run"
+    return None
+
+
+def _pool_size(value: str) -> str | None:
+    n = size_bytes(value)
+    if n is None:
+        return 'must be a size such as "20G" or "512M"'
+    if n < POOL_SIZE_MIN:
+        return "must be at least 256M"
+    return None
+
+
+def _url(value: str) -> str | None:
+    from urllib.parse import urlsplit
+    if any(c in value for c in "\n\r\0 "):
+        return "must be a postgresql:// URL without spaces"
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises on a bad port
+    except ValueError:
+        return "must be a postgresql:// URL"
+    if parts.scheme not in ("postgresql", "postgres") or not parts.hostname:
+        return "must be a postgresql://USER:PASSWORD@HOST:PORT/DBNAME URL"
+    return None
+
+
+def _python(value: str) -> str | None:
+    if any(c in value for c in "\n\r\0") or value != value.strip():
+        return "must be an interpreter path or command name (one line, no surrounding spaces)"
+    return None
+
+
+def _bin_dir(value: str) -> str | None:
+    if any(c in value for c in "\n\r\0") or not os.path.isabs(value):
+        return 'must be an absolute directory such as "/usr/lib/postgresql/15/bin"'
+    return None
+
+
+def _user(value: str) -> str | None:
+    return None if _PG_IDENT.fullmatch(value) else "must be a PostgreSQL role name (letters, digits, _)"
+
+
+_FORMS: dict[tuple[str, str], Any] = {
+    ("workspace", "image"): _image_problem,
+    ("workspace", "setup"): _commands,
+    ("workspace", "teardown"): _commands,
+    ("workspace", "copy"): _one_of_lines,
+    ("workspace", "ports"): _range(1, 1000),
+    ("workspace", "port_base"): _range(1024, 65535),
+    ("workspace", "worktrees"): _one_of_lines,
+    ("workspace", "memory"): _memory_problem,
+    ("workspace", "cpus"): _range(0.01, 1024),
+    ("workspace", "pids"): _range(16, 4_194_304),
+    ("workspace", "env"): _env_problem,
+    ("workspace", "env_file"): _one_of_lines,
+    ("workspace", "dockerfile"): _one_of_lines,
+    ("workspace", "context"): _one_of_lines,
+    ("workspace", "subnet_pool"): subnet_pool_problem,
+    ("database", "image"): _image_problem,
+    ("database", "seed"): _one_of_lines,
+    ("database", "seed_command"): _argv,
+    ("database", "url"): _url,
+    ("database", "bin_dir"): _bin_dir,
+    ("database", "pool"): _one_of_lines,
+    ("database", "pool_size"): _pool_size,
+    ("database", "user"): _user,
+    ("migrations", "config"): _one_of_lines,
+    ("migrations", "test"): _commands,
+    ("migrations", "python"): _python,
+}
+
+
+def _check_form(section: str, key: str, value: Any, file: str) -> None:
+    check = _FORMS.get((section, key))
+    problem = check(value) if check is not None else None
+    if problem:
+        raise ConfigError(f"{file}: [{section}] {key} {problem}", file=file, key=f"{section}.{key}")
+
+
+def _check_repo_path(root: Path, section: str, key: str, value: Any, file: str) -> None:
+    """Paths inside the repository, and never the repository itself nor its .git (worktrees, pool)."""
+    _check_inside(root, section, key, value, file)
+    if (section, key) in (("workspace", "worktrees"), ("database", "pool"), ("workspace", "env_file")):
+        resolved = (root / value).resolve()
+        git_dir = (root / ".git").resolve()
+        if resolved == root.resolve() or resolved.is_relative_to(git_dir):
+            raise ConfigError(f"{file}: [{section}] {key}: {value!r} must be a path below the repository "
+                              "root, outside .git", file=file, key=f"{section}.{key}")
+
+
 def _coerce(section: str, key: str, value: Any, default: Any, file: str) -> Any:
     where = f"{file}: [{section}] {key}"
     if isinstance(default, tuple):
@@ -205,15 +405,23 @@ def parse(root: Path, data: Mapping[str, Any], file: str = CONFIG_FILE,
             if default is None:  # optional strings
                 default = ""
             kwargs[key] = _coerce(name, key, v, default, file)
+            _check_form(name, key, kwargs[key], file)
             if (name, key) in _REPO_PATHS:
-                _check_inside(root, name, key, kwargs[key], file)
+                _check_repo_path(root, name, key, kwargs[key], file)
         sections[name] = cls(**kwargs)
     ws = sections.get("workspace", WorkspaceConfig())
     db = sections.get("database", DatabaseConfig())
+    for var, section, key in (("SANDBOX_WORKSPACE_IMAGE", "workspace", "image"),
+                              ("SANDBOX_POSTGRES_IMAGE", "database", "image"),
+                              ("SANDBOX_SUBNET_POOL", "workspace", "subnet_pool")):
+        if environ.get(var):
+            _check_form(section, key, environ[var], f"environment variable {var}")
     if environ.get("SANDBOX_WORKSPACE_IMAGE"):
         ws = dataclasses.replace(ws, image=environ["SANDBOX_WORKSPACE_IMAGE"])
     if environ.get("SANDBOX_POSTGRES_IMAGE"):
         db = dataclasses.replace(db, image=environ["SANDBOX_POSTGRES_IMAGE"])
+    if environ.get("SANDBOX_SUBNET_POOL"):
+        ws = dataclasses.replace(ws, subnet_pool=environ["SANDBOX_SUBNET_POOL"])
     if db.server == "url" and not db.url:
         raise ConfigError(f"{file}: [database] url is required when server = \"url\"",
                           file=file, key="database.url")
@@ -233,9 +441,11 @@ def load(root: Path, environ: Mapping[str, str] | None = None) -> Config:
     if not path.exists():
         return parse(root, {}, environ=environ)
     try:
-        data = tomllib.loads(path.read_text())
+        data = tomllib.loads(path.read_bytes().decode("utf-8"))
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{CONFIG_FILE}: invalid TOML: {exc}", file=str(path)) from exc
+        raise ConfigError(f"{CONFIG_FILE}: invalid TOML: {str(exc).splitlines()[0]}", file=str(path)) from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{CONFIG_FILE}: not UTF-8 text (byte {exc.start})", file=str(path)) from exc
     except OSError as exc:
         raise ConfigError(f"{CONFIG_FILE}: cannot read: {exc.strerror}", file=str(path)) from exc
     return parse(root, data, environ=environ)

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from .checks import Check
-from .errors import SandboxError
+from .errors import RegistryDamaged, SandboxError, ServiceUnavailable, UsageError
 
 if TYPE_CHECKING:
     from .api import Sandbox
@@ -22,10 +22,41 @@ def _git_check() -> Check:
     return Check("git", True, ver)
 
 
-def run_checks(sb: "Sandbox") -> list[Check]:
+def _registry_check(sb: "Sandbox", repair: bool) -> tuple[Check | None, bool]:
+    """The registry's health (restored from its backup first with ``repair``); (check, usable)."""
+    from .registry import repair as repair_registry
+    state = sb.config.state_dir
+    if not (state / "registry.db").exists() and not (state / "registry.backup.db").exists():
+        return None, False
+    try:
+        if repair:
+            done = repair_registry(state)
+            if done["repaired"]:
+                sb._registry = None
+                reg = sb.registry
+                return Check("registry", True, f"repaired: {done['detail']}; `sandbox gc --dry-run` shows "
+                                               "what it does not know"), True
+        reg = sb.registry
+    except RegistryDamaged as exc:
+        return Check("registry", False, f"{exc.message}",
+                     "sandbox doctor --repair" if exc.backup else
+                     "no usable backup: move .sandbox/registry.db aside and run `sandbox init`"), False
+    except (ServiceUnavailable, UsageError) as exc:
+        return Check("registry", False, str(exc), "retry when the other sandbox command has finished"), False
+    detail = f"{reg.path}: sound (generation {reg.generation}, backup {reg.backup_path.name})"
+    if reg.restored:
+        return Check("registry", False, f"{detail}; restored from its backup at {reg.restored}",
+                     "check `sandbox gc --dry-run`, then `sandbox gc --trust-registry`", required=False), True
+    return Check("registry", True, detail), True
+
+
+def run_checks(sb: "Sandbox", *, repair: bool = False) -> list[Check]:
     checks = [_git_check(), Check("config", True, f"{sb.config.config_file} is valid"
                                   if sb.config.config_file and sb.config.config_file.exists()
                                   else "no sandbox.toml: defaults (run `sandbox init`)")]
+    registry, usable = _registry_check(sb, repair)
+    if registry is not None:
+        checks.append(registry)
     try:
         checks += sb.runtime_for("docker").doctor()
     except SandboxError as exc:
@@ -48,9 +79,9 @@ def run_checks(sb: "Sandbox") -> list[Check]:
     else:
         checks.append(Check("migrations", True, f"no {sb.config.migrations.config}: migrations disabled",
                             required=False))
-    if not (sb.config.state_dir / "registry.db").exists():
+    if registry is None:
         checks.append(Check("state", False, "not initialised", "run `sandbox init`", required=False))
-    else:
+    elif usable:
         try:
             checks.append(Check("strategy", True, f"{sb.db.name} (server {sb.registry.get_meta('db.server')})"))
             checks += sb.db.doctor()
@@ -90,7 +121,8 @@ def _baseline_probe(sb: "Sandbox") -> Check:
                  f"`sandbox db baseline --refresh`; if that fails the same way, {misdirected_hint('')}")
 
 
-def run_checks_standalone(project: Path | None, progress: Callable[[str], None]) -> list[Check]:
+def run_checks_standalone(project: Path | None, progress: Callable[[str], None], *,
+                          repair: bool = False) -> list[Check]:
     """Doctor works outside a project too: then only git and the engines are checked."""
     from .api import Sandbox
     try:
@@ -103,4 +135,4 @@ def run_checks_standalone(project: Path | None, progress: Callable[[str], None])
         except SandboxError as exc2:
             checks.append(Check("docker", False, str(exc2), "scripts/install-docker"))
         return checks
-    return run_checks(sb)
+    return run_checks(sb, repair=repair)

@@ -7,18 +7,23 @@ catches that one type, prints its message on one line and exits with its
     SandboxError                 exit 1  a check failed or sandbox refused for safety
     ├── UsageError               exit 2  bad input; nothing was changed
     │   ├── ConfigError                  sandbox.toml or an environment override is invalid
-    │   ├── InvalidName                  a workspace name does not match the contract's pattern
+    │   ├── InvalidName                  a workspace name does not match the contract's pattern or git's rules
+    │   ├── InvalidLabel                 a checkpoint label is malformed
     │   └── UnknownWorkspace             no workspace of that name is registered
     ├── WorkspaceError           exit 1  a workspace operation was refused or failed
     │   ├── UnsafeRemoval                rm refused: uncommitted changes or unmerged commits
     │   ├── UnsafeToTell                 git could not say whether there is work: refused
     │   └── HookFailed                   a setup or teardown command exited non-zero
     ├── DatabaseError            exit 1  a database operation failed
+    │   └── CheckpointExists             a checkpoint label is taken (pass --force to replace it)
     ├── MigrationError           exit 1  the migration tool or coordinator failed
     │   ├── MigrationsMisdirected        alembic ran, but the target's version table does not show it
     │   ├── MigrationConflict            revisions do not sit on main's head
     │   └── GateFailed                   the merge gate found errors (carries the report)
     └── ServiceUnavailable       exit 3  Docker, Postgres or copy-on-write storage is missing
+        ├── RegistryDamaged              the registry is missing, emptied or corrupt (restore it)
+        ├── RegistryBusy                 another process held the registry's lock too long
+        └── DiskFull                     a write failed: no space left on the device
 
 Third-party errors (docker, psycopg, git, subprocess) are translated where they
 are raised and chained with ``raise ... from exc``.
@@ -59,14 +64,27 @@ class ConfigError(UsageError):
 
 
 class InvalidName(UsageError):
-    """Raised when a workspace name does not match ``[A-Za-z0-9][A-Za-z0-9._-]{0,47}``."""
+    """Raised when a workspace name does not match ``[A-Za-z0-9][A-Za-z0-9._-]{0,47}`` or git's branch rules."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, reason: str | None = None) -> None:
         super().__init__(
-            f"invalid workspace name {name!r}: use 1-48 characters from A-Z a-z 0-9 . _ - "
-            "starting with a letter or digit"
+            f"invalid workspace name {name!r}: "
+            + (reason or "use 1-48 characters from A-Z a-z 0-9 . _ - starting with a letter or digit")
         )
         self.name = name
+        self.reason = reason
+
+
+class InvalidLabel(UsageError):
+    """Raised when a checkpoint label is malformed."""
+
+    def __init__(self, label: str, reason: str | None = None) -> None:
+        super().__init__(
+            f"invalid checkpoint label {label!r}: "
+            + (reason or "use 1-48 characters from A-Z a-z 0-9 . _ - starting with a letter or digit")
+        )
+        self.label = label
+        self.reason = reason
 
 
 class UnknownWorkspace(UsageError):
@@ -116,6 +134,16 @@ class DatabaseError(SandboxError):
     """Raised when a database operation fails."""
 
 
+class CheckpointExists(DatabaseError):
+    """Raised when ``db checkpoint`` would overwrite an existing label without ``--force``."""
+
+    def __init__(self, workspace: str, label: str) -> None:
+        super().__init__(f"workspace {workspace!r} already has a checkpoint {label!r}",
+                         hint="pass --force to replace it, or pick another label")
+        self.workspace = workspace
+        self.label = label
+
+
 class MigrationError(SandboxError):
     """Raised when the migration tool or the coordinator fails."""
 
@@ -152,3 +180,37 @@ class ServiceUnavailable(SandboxError):
     """Raised when Docker, Postgres or copy-on-write storage is unavailable."""
 
     exit_code = 3
+
+
+class RegistryDamaged(ServiceUnavailable):
+    """Raised when the registry is missing, emptied, corrupt or older than its backup."""
+
+    def __init__(self, path: str, reason: str, *, backup: str | None = None) -> None:
+        hint = (f"restore the last good copy ({backup}) with `sandbox doctor --repair`" if backup
+                else "no backup exists: move it aside and run `sandbox init`, then `sandbox gc --dry-run`")
+        super().__init__(f"the registry {path} is unusable: {reason}", hint=hint)
+        self.path = path
+        self.reason = reason
+        self.backup = backup
+
+
+class RegistryBusy(ServiceUnavailable):
+    """Raised when another process holds the registry's write lock longer than the wait allows."""
+
+    def __init__(self, path: str, waited: float) -> None:
+        super().__init__(f"the registry {path} is locked by another process (waited {waited:g} s)",
+                         hint="retry when it has finished; `fuser -v` on the file names it")
+        self.path = path
+        self.waited = waited
+
+
+class DiskFull(ServiceUnavailable):
+    """Raised when a write fails because the device (or the copy-on-write pool) is full."""
+
+    def __init__(self, what: str, *, where: str | None = None) -> None:
+        place = f" on {where}" if where else ""
+        super().__init__(f"{what}: no space left{place}",
+                         hint="free space: `sandbox db drop-checkpoint`, `sandbox rm`, "
+                              "or `sandbox storage grow SIZE`")
+        self.what = what
+        self.where = where

@@ -8,6 +8,12 @@
 * worktrees under the worktrees folder that no workspace owns are removed when clean,
   and kept (and reported) when they hold uncommitted work;
 * ports held by unknown owners are released.
+
+Nothing is removed on the strength of a registry that is not known good: opening it
+verifies it (see :mod:`sandbox.registry`), and a registry restored from its backup
+may miss the last operation, so until the user trusts it again
+(``gc --trust-registry``) orphans are reported, and worktrees it does not know are
+adopted as ``broken`` workspaces (``up`` restarts them, ``rm`` removes them).
 """
 
 from __future__ import annotations
@@ -28,10 +34,17 @@ if TYPE_CHECKING:
 TRANSIENT = {"scratch", "baseline-building", "unlabelled", "stale", "interrupted"}
 
 
-def collect(sb: "Sandbox", *, dry_run: bool = False) -> list["GcAction"]:
+def collect(sb: "Sandbox", *, dry_run: bool = False, trust: bool = False) -> list["GcAction"]:
     from .api import GcAction, _pid_alive
 
     actions: list[GcAction] = []
+    reg = sb.registry
+    reg.verify()                       # again, right before acting on it
+    if trust and reg.restored and not dry_run:
+        reg.trust()
+    restored = reg.restored
+    keep_why = (f"the registry was restored from its backup ({restored}) and may miss it: kept "
+                "(check, then `sandbox gc --trust-registry`)") if restored else ""
 
     def act(action: GcAction, fn: Callable[[], object] | None) -> None:
         actions.append(action)
@@ -43,7 +56,14 @@ def collect(sb: "Sandbox", *, dry_run: bool = False) -> list["GcAction"]:
         except SandboxError as exc:
             action.detail = (action.detail + "; " if action.detail else "") + f"failed: {exc}"
 
-    reg = sb.registry
+    def orphan(action: GcAction, fn: Callable[[], object]) -> None:
+        """Remove what the registry does not know, unless the registry may be missing it."""
+        if restored:
+            action.action, action.detail = "kept", keep_why
+            actions.append(action)
+        else:
+            act(action, fn)
+
     project = sb.config.project_id
     main = sb.git.main_branch()
 
@@ -73,6 +93,9 @@ def collect(sb: "Sandbox", *, dry_run: bool = False) -> list["GcAction"]:
             act(GcAction("workspace", rec.name, rec.name, "mark-broken", f"worktree {rec.path} is missing"),
                 partial(reg.set_state, rec.name, "broken", "worktree missing"))
 
+    if restored:
+        _adopt(sb, dry_run, act)
+
     def known() -> set[str]:
         # rows rolled back above are gone unless this is a dry run
         names = {r.name for r in reg.all()}
@@ -87,8 +110,8 @@ def collect(sb: "Sandbox", *, dry_run: bool = False) -> list["GcAction"]:
         runtime = sb.runtime_for(sb.config.workspace.runtime)
         for res in runtime.owned(project):
             if res.workspace not in names:
-                act(GcAction(res.kind, res.id, res.workspace, "remove", res.detail or "not in the registry"),
-                    partial(runtime.remove_owned, res))
+                orphan(GcAction(res.kind, res.id, res.workspace, "remove", res.detail or "not in the registry"),
+                       partial(runtime.remove_owned, res))
     except ServiceUnavailable as exc:
         actions.append(GcAction("runtime", sb.config.workspace.runtime, None, "skipped", str(exc)))
 
@@ -105,12 +128,14 @@ def collect(sb: "Sandbox", *, dry_run: bool = False) -> list["GcAction"]:
                 except SandboxError:
                     quiet = False
             for res in db.owned():
-                orphan = res.workspace is not None and res.workspace not in names
+                unknown = res.workspace is not None and res.workspace not in names
                 transient = res.workspace is None and (
                     res.kind == "leftover" or res.detail.split(" ")[0] in TRANSIENT)
-                if orphan or (transient and quiet):
-                    act(GcAction(res.kind, res.id, res.workspace, "remove",
-                                 res.detail or "not in the registry"),
+                if unknown:
+                    orphan(GcAction(res.kind, res.id, res.workspace, "remove", res.detail or "not in the registry"),
+                           partial(db.remove_owned, res))
+                elif transient and quiet:
+                    act(GcAction(res.kind, res.id, res.workspace, "remove", res.detail or "not in the registry"),
                         partial(db.remove_owned, res))
     except ServiceUnavailable as exc:
         actions.append(GcAction("database", "server", None, "skipped", str(exc)))
@@ -125,12 +150,12 @@ def collect(sb: "Sandbox", *, dry_run: bool = False) -> list["GcAction"]:
                 actions.append(GcAction("worktree", str(path), branch, "kept",
                                         f"not in the registry but has {len(dirty)} uncommitted change(s)"))
             else:
-                act(GcAction("worktree", str(path), branch, "remove", "not in the registry (branch kept)"),
-                    partial(sb.git.remove, path))
+                orphan(GcAction("worktree", str(path), branch, "remove", "not in the registry (branch kept)"),
+                       partial(sb.git.remove, path))
     for path in sb.repos.orphans(paths, wt_dir):
         if path.name.startswith(".new-"):
-            act(GcAction("worktree", str(path), None, "remove", "a half-made workspace repository"),
-                partial(shutil.rmtree, path))
+            orphan(GcAction("worktree", str(path), None, "remove", "a half-made workspace repository"),
+                   partial(shutil.rmtree, path))
             continue
         try:
             work = sb.repos.unsaved(path.name, path, path.name)
@@ -140,8 +165,8 @@ def collect(sb: "Sandbox", *, dry_run: bool = False) -> list["GcAction"]:
             actions.append(GcAction("worktree", str(path), path.name, "kept",
                                     f"not in the registry but holds work ({work[0]})"))
         else:
-            act(GcAction("worktree", str(path), path.name, "remove", "not in the registry (branch kept)"),
-                partial(sb.repos.remove, path.name, path))
+            orphan(GcAction("worktree", str(path), path.name, "remove", "not in the registry (branch kept)"),
+                   partial(sb.repos.remove, path.name, path))
     if not dry_run:
         sb.git.prune()
 
@@ -151,9 +176,38 @@ def collect(sb: "Sandbox", *, dry_run: bool = False) -> list["GcAction"]:
         if owner.startswith(".scratch-") and not quiet_locks(reg):
             continue
         if owner not in names and not shared:
-            act(GcAction("ports", f"{ports[0]}-{ports[-1]}", owner, "release", "owner not in the registry"),
-                partial(reg.release, owner))
+            orphan(GcAction("ports", f"{ports[0]}-{ports[-1]}", owner, "release", "owner not in the registry"),
+                   partial(reg.release, owner))
     return actions
+
+
+def _adopt(sb: "Sandbox", dry_run: bool, act: Callable[..., None]) -> None:
+    """Worktrees of workspaces a restored registry does not know become ``broken`` records."""
+    from .api import GcAction
+    from .names import validate_name
+    from .registry import WorkspaceRecord
+
+    reg = sb.registry
+    known_paths = {Path(r.path).resolve() for r in reg.all()}
+    known_names = {r.name for r in reg.all()}
+    for path, branch in sb.git.registered().items():
+        if not path.is_relative_to(sb.config.worktrees_dir) or path in known_paths:
+            continue
+        try:
+            name = validate_name(path.name)
+        except SandboxError:
+            continue
+        if name in known_names or branch is None:
+            continue
+        cause = "adopted by gc after the registry was restored: `sandbox up` restarts it, `sandbox rm` removes it"
+        rec = WorkspaceRecord(name=name, branch=branch, path=str(path), state="broken", cause=cause,
+                              runtime=sb.config.workspace.runtime, data={"adopted": True})
+        try:
+            rec.strategy = sb.db.name if sb.db.exists(name) else None
+        except SandboxError:
+            pass
+        act(GcAction("workspace", name, name, "adopt", f"worktree {path} on branch {branch!r}"),
+            partial(reg.insert, rec))
 
 
 def _rollback(sb: "Sandbox", rec: "WorkspaceRecord", keep_branch: bool = False) -> None:

@@ -1,25 +1,50 @@
 """The registry: sandbox's state in SQLite under ``.sandbox/registry.db``.
 
 Agents call sandbox concurrently, so every write is a short transaction in WAL
-mode with a busy timeout, and allocations use ``BEGIN IMMEDIATE`` so two
+mode with a bounded busy timeout, and allocations use ``BEGIN IMMEDIATE`` so two
 processes can never hand out the same port. Cross-process critical sections
 (one workspace's lifecycle, the merge queue) use file locks under ``locks/``.
+
+A registry that cannot be misread
+---------------------------------
+An empty registry would read as "no workspaces", and ``gc`` would then remove every
+workspace's container and database. So a registry is only used once it has shown
+that it is the one ``init`` made and that nothing was lost since:
+
+* ``init`` creates it (``create=True``); every other open verifies it: an SQLite
+  header, ``PRAGMA quick_check``, the ``registry.initialised`` sentinel, the
+  workspace row count recorded by the last write, and a *generation* (bumped by
+  every write) no older than the backup's. A file that was emptied (``: >``),
+  overwritten, truncated or rolled back fails one of these: :class:`RegistryDamaged`
+  (exit 3), naming the backup and ``sandbox doctor --repair``.
+* After every write the database is copied with SQLite's backup API to
+  ``registry.backup.db`` (under a file lock, so backups never go back in time):
+  a restore loses at most the write in flight.
+* :func:`repair` moves the damaged file aside and restores the backup; the
+  restored registry is flagged ``registry.restored`` so that ``gc`` adopts or
+  reports what it does not know instead of removing it, until the user says
+  the registry is trusted again.
+* A lock held by another process is waited for ``SANDBOX_REGISTRY_TIMEOUT``
+  seconds (30 by default), then :class:`RegistryBusy` (exit 3).
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import errno
 import fcntl
 import json
 import os
 import socket
 import sqlite3
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from .errors import SandboxError, WorkspaceError
+from .errors import (DiskFull, RegistryBusy, RegistryDamaged, SandboxError, UsageError,
+                     WorkspaceError)
 
 STATES = ("creating", "ready", "stopped", "broken", "removing")
 
@@ -89,12 +114,30 @@ class WorkspaceRecord:
     data: dict[str, Any] = field(default_factory=dict)
 
 
-@contextlib.contextmanager
-def _sqlite(path: Path) -> Iterator[sqlite3.Connection]:
-    """A connection in WAL mode that waits for other processes' locks instead of failing."""
-    conn = sqlite3.connect(path, timeout=30, isolation_level=None)
+SCHEMA_VERSION = 1
+BACKUP_NAME = "registry.backup.db"
+SQLITE_HEADER = b"SQLite format 3\x00"
+DEFAULT_TIMEOUT = 30.0           # seconds a command waits for another process's registry lock
+# meta keys the registry keeps about itself
+INITIALISED, GENERATION, COUNT, RESTORED = ("registry.initialised", "registry.generation",
+                                            "registry.workspaces", "registry.restored")
+
+
+def lock_timeout() -> float:
+    """Seconds to wait for another process's registry lock (``SANDBOX_REGISTRY_TIMEOUT``)."""
     try:
-        conn.execute("PRAGMA busy_timeout = 30000")
+        value = float(os.environ.get("SANDBOX_REGISTRY_TIMEOUT", DEFAULT_TIMEOUT))
+    except ValueError:
+        return DEFAULT_TIMEOUT
+    return value if 0 < value < 86400 else DEFAULT_TIMEOUT
+
+
+@contextlib.contextmanager
+def _sqlite(path: Path, timeout: float = DEFAULT_TIMEOUT) -> Iterator[sqlite3.Connection]:
+    """A connection in WAL mode that waits (``timeout`` s) for other processes' locks."""
+    conn = sqlite3.connect(path, timeout=timeout, isolation_level=None)
+    try:
+        conn.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
         conn.execute("PRAGMA journal_mode = WAL")
         yield conn
     finally:
@@ -163,34 +206,273 @@ def _port_free(port: int) -> bool:
     return True
 
 
-class Registry:
-    """Workspaces and their state machine, port blocks, allowances, merges, meta."""
+@contextlib.contextmanager
+def _flock(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
-    def __init__(self, state_dir: Path, host_ports: HostPorts | None = None) -> None:
+
+def _ro_uri(path: Path) -> str:
+    from urllib.parse import quote
+    return f"file:{quote(str(path))}?mode=ro&immutable=1"   # backups are replaced, never changed
+
+
+def _generation(path: Path) -> int | None:
+    """The generation recorded in a registry file (read-only), or None if it has none."""
+    if not path.exists():
+        return None
+    try:
+        with contextlib.closing(sqlite3.connect(_ro_uri(path), uri=True, timeout=5)) as conn:
+            row = conn.execute("SELECT value FROM meta WHERE key = ?", (GENERATION,)).fetchone()
+    except sqlite3.Error:
+        return None
+    try:
+        return int(row[0]) if row else None
+    except ValueError:
+        return None
+
+
+def _backup_usable(path: Path) -> bool:
+    """Whether ``path`` is a whole registry backup (header, integrity, sentinel)."""
+    try:
+        with open(path, "rb") as fh:
+            if fh.read(len(SQLITE_HEADER)) != SQLITE_HEADER:
+                return False
+        with contextlib.closing(sqlite3.connect(_ro_uri(path), uri=True, timeout=5)) as conn:
+            check = conn.execute("PRAGMA quick_check").fetchone()
+            sentinel = conn.execute("SELECT 1 FROM meta WHERE key = ?", (INITIALISED,)).fetchone()
+        return bool(check and check[0] == "ok" and sentinel)
+    except (OSError, sqlite3.Error):
+        return False
+
+
+def _disk_full(path: Path) -> bool:
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return False
+    return st.f_bavail == 0
+
+
+def _os_error(exc: OSError, what: str) -> SandboxError:
+    if exc.errno == errno.ENOSPC:
+        return DiskFull(what, where=exc.filename and str(exc.filename))
+    return SandboxError(f"{what}: {exc.strerror or exc}")
+
+
+def repair(state_dir: Path) -> dict[str, Any]:
+    """Restore ``registry.db`` from its backup when it is damaged (``sandbox doctor --repair``).
+
+    The damaged file (with its ``-wal``/``-shm``) is kept beside it as
+    ``registry.db.damaged-<time>``. The restored registry is flagged ``registry.restored``:
+    ``gc`` adopts or reports what it does not know until :meth:`Registry.trust`.
+    Returns what was done; a registry that verifies is left alone.
+    """
+    path = state_dir / "registry.db"
+    backup = state_dir / BACKUP_NAME
+    try:
+        Registry(state_dir)
+        return {"repaired": False, "detail": "the registry is sound"}
+    except RegistryDamaged as exc:
+        reason = exc.reason
+    if not _backup_usable(backup):
+        raise RegistryDamaged(str(path), f"{reason}; its backup {backup} is missing or damaged too")
+    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    kept = path.with_name(f"registry.db.damaged-{stamp}")
+    with _flock(state_dir / "locks" / "registry-backup.lock"):
+        for suffix in ("", "-wal", "-shm"):
+            src = Path(str(path) + suffix)
+            if src.exists():
+                os.replace(src, Path(str(kept) + suffix))
+        tmp = path.with_name(".registry.db.restoring")
+        with contextlib.closing(sqlite3.connect(_ro_uri(backup), uri=True)) as src_conn, \
+                contextlib.closing(sqlite3.connect(tmp)) as dst:
+            src_conn.backup(dst)
+            dst.execute("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE "
+                        "SET value = excluded.value", (RESTORED, now()))
+            dst.commit()
+        os.replace(tmp, path)
+    reg = Registry(state_dir)
+    reg._backup()
+    return {"repaired": True, "detail": f"restored from {backup} (generation {reg.generation}); "
+                                        f"the damaged file is kept as {kept.name}",
+            "damaged_copy": str(kept), "reason": reason}
+
+
+class Registry:
+    """Workspaces and their state machine, port blocks, allowances, merges, meta.
+
+    ``Registry(state_dir)`` opens and verifies an existing registry (see the module's
+    docstring); ``create=True`` makes one (``init``), or verifies the one that exists.
+    """
+
+    def __init__(self, state_dir: Path, host_ports: HostPorts | None = None, *, create: bool = False,
+                 timeout: float | None = None) -> None:
         self.state_dir = state_dir
         self.path = state_dir / "registry.db"
+        self.backup_path = state_dir / BACKUP_NAME
         self.host = host_ports or HostPorts()
         self.locks_dir = state_dir / "locks"
-        state_dir.mkdir(parents=True, exist_ok=True)
+        self.timeout = lock_timeout() if timeout is None else timeout
+        if create and not self.path.exists() and not self.backup_path.exists():
+            self._create()
+        else:
+            self.verify()
         self.locks_dir.mkdir(exist_ok=True)
+
+    def _damaged(self, reason: str) -> RegistryDamaged:
+        return RegistryDamaged(str(self.path), reason,
+                               backup=str(self.backup_path) if _backup_usable(self.backup_path) else None)
+
+    def _create(self) -> None:
+        try:
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+            self.locks_dir.mkdir(exist_ok=True)
+        except OSError as exc:
+            raise _os_error(exc, f"creating {self.state_dir}") from exc
         with self._connect() as conn:
             conn.executescript(_SCHEMA)
+            with _immediate(conn):
+                conn.executemany("INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)",
+                                 [(INITIALISED, now()), (GENERATION, "0"), (COUNT, "0")])
+                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        self._backup()
+
+    def verify(self) -> int:
+        """Check that this is the registry ``init`` made, whole; its generation, else :class:`RegistryDamaged`."""
+        if not self.path.exists():
+            if self.backup_path.exists():
+                raise self._damaged("it is missing")
+            raise UsageError(f"{self.state_dir.parent} is not initialised: run `sandbox init`")
+        try:
+            with open(self.path, "rb") as fh:
+                head = fh.read(len(SQLITE_HEADER))
+        except OSError as exc:
+            raise self._damaged(f"it cannot be read ({exc.strerror})") from exc
+        if not head:
+            raise self._damaged("it is empty (0 bytes)")
+        if head != SQLITE_HEADER:
+            raise self._damaged("it is not an SQLite database")
+        backup_gen = _generation(self.backup_path)     # first: a backup is never newer than the file
+        with self._connect() as conn:
+            conn.execute("BEGIN")
+            try:
+                check = conn.execute("PRAGMA quick_check").fetchone()
+                if not check or check[0] != "ok":
+                    raise self._damaged(f"it is corrupt ({check[0] if check else 'no answer'})")
+                tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+                if not {"workspaces", "meta", "ports"} <= tables:
+                    raise self._damaged("it holds no sandbox registry (emptied or replaced)")
+                meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+                version = conn.execute("PRAGMA user_version").fetchone()[0]
+                count = conn.execute("SELECT count(*) FROM workspaces").fetchone()[0]
+            finally:
+                conn.execute("COMMIT")
+        if INITIALISED not in meta:
+            if "project_id" not in meta:
+                raise self._damaged("it holds no sandbox registry (emptied or replaced)")
+            self._adopt_legacy()                   # made before the sentinel existed
+            return self.verify()
+        if version < SCHEMA_VERSION:
+            with self._connect() as conn:
+                conn.executescript(_SCHEMA)
+                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        if str(count) != meta.get(COUNT):
+            raise self._damaged(f"it lists {count} workspace(s) where its last write recorded "
+                                f"{meta.get(COUNT)} (rows were lost)")
+        generation = int(meta.get(GENERATION, "0") or 0)
+        if backup_gen is not None and backup_gen > generation:
+            raise self._damaged(f"it is older than its backup (generation {generation} < {backup_gen})")
+        return generation
+
+    def _adopt_legacy(self) -> None:
+        """A registry from before the sentinels: it has a project id, so ``init`` made it."""
+        with self._connect() as conn:
+            conn.executescript(_SCHEMA)
+            with _immediate(conn):
+                count = conn.execute("SELECT count(*) FROM workspaces").fetchone()[0]
+                conn.executemany("INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)",
+                                 [(INITIALISED, now()), (GENERATION, "0"), (COUNT, str(count))])
+                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        self._backup()
 
     @contextlib.contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
         try:
-            with _sqlite(self.path) as conn:
+            with _sqlite(self.path, self.timeout) as conn:
                 conn.execute("PRAGMA synchronous = NORMAL")
                 conn.row_factory = sqlite3.Row
                 yield conn
         except sqlite3.OperationalError as exc:
-            raise SandboxError(f"the registry {self.path} is unusable: {exc}") from exc
+            text = str(exc)
+            if "locked" in text or "busy" in text:
+                raise RegistryBusy(str(self.path), self.timeout) from exc
+            if "disk is full" in text or "disk I/O" in text and _disk_full(self.state_dir):
+                raise DiskFull("writing the registry", where=str(self.state_dir)) from exc
+            if "unable to open" in text or "readonly" in text:
+                raise self._damaged(f"it cannot be opened ({text})") from exc
+            raise self._damaged(text) from exc
+        except sqlite3.DatabaseError as exc:          # "file is not a database", "malformed"
+            raise self._damaged(str(exc)) from exc
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        """A short write transaction that holds the write lock from its start."""
-        with self._connect() as conn, _immediate(conn):
-            yield conn
+        """A short write transaction that holds the write lock from its start.
+
+        It bumps the generation and records the workspace count (the sentinels :meth:`verify`
+        checks), and the backup is refreshed once it has committed.
+        """
+        with self._connect() as conn:
+            with _immediate(conn):
+                yield conn
+                conn.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = ?", (GENERATION,))
+                conn.execute("INSERT INTO meta (key, value) SELECT ?, count(*) FROM workspaces WHERE 1 "
+                             "ON CONFLICT(key) DO UPDATE SET value = excluded.value", (COUNT,))
+            self._backup(conn)
+
+    def _backup(self, source: sqlite3.Connection | None = None) -> None:
+        """Copy the committed database to ``registry.backup.db`` (atomically, never backwards).
+
+        Backups are serialised by a file lock and each reads the database as committed when
+        it runs, so a later backup never holds an older state than an earlier one.
+        """
+        try:
+            with _flock(self.state_dir / "locks" / "registry-backup.lock"), \
+                    contextlib.ExitStack() as stack:
+                if source is None:
+                    source = stack.enter_context(contextlib.closing(
+                        sqlite3.connect(self.path, timeout=self.timeout)))
+                tmp = self.backup_path.with_name(f".{BACKUP_NAME}.{os.getpid()}.tmp")
+                stack.callback(tmp.unlink, missing_ok=True)
+                with contextlib.closing(sqlite3.connect(tmp)) as dst:
+                    source.backup(dst)
+                os.replace(tmp, self.backup_path)
+        except OSError as exc:
+            raise _os_error(exc, f"backing up the registry to {self.backup_path}") from exc
+        except sqlite3.OperationalError as exc:
+            if "locked" in str(exc) or "busy" in str(exc):
+                raise RegistryBusy(str(self.path), self.timeout) from exc
+            if "full" in str(exc):
+                raise DiskFull("backing up the registry", where=str(self.state_dir)) from exc
+            raise
+
+    @property
+    def generation(self) -> int:
+        return int(self.get_meta(GENERATION) or 0)
+
+    @property
+    def restored(self) -> str | None:
+        """When the registry was last restored from its backup and not yet trusted again."""
+        return self.get_meta(RESTORED)
+
+    def trust(self) -> None:
+        """The user has checked a restored registry: ``gc`` may remove what it does not know again."""
+        self.set_meta(RESTORED, None)
 
     # -- locks --------------------------------------------------------------------------
     @contextlib.contextmanager

@@ -336,8 +336,11 @@ class Worktrees:
                     fh.write("\n")
                 fh.write("\n".join(missing) + "\n")
 
-    def tracked(self, rel: str) -> bool:
-        """Whether main tracks ``rel`` (cached: asked by every command that writes env files)."""
+    def tracked(self, rel: str, ref: str | None = None) -> bool:
+        """Whether git tracks ``rel``: in the main checkout's index (cached: asked by every command
+        that writes env files), or in ``ref``'s tree when given."""
+        if ref is not None:
+            return _plain(self.root, "cat-file", "-e", f"{ref}:{rel}").returncode == 0
         cache = self.__dict__.setdefault("_tracked", {})
         if rel not in cache:
             cache[rel] = _plain(self.root, "ls-files", "--error-unmatch", "--", rel).returncode == 0

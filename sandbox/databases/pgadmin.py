@@ -31,14 +31,13 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from ..errors import DatabaseError, ServiceUnavailable, UsageError
+from ..disk import is_disk_full
+from ..errors import DatabaseError, DiskFull, ServiceUnavailable, UsageError
+from ..names import validate_label
 from .base import ConnInfo
 
 CONNECT_TIMEOUT = 10          # seconds to wait for a connection
 TERMINATE_WAIT = 10.0         # seconds to wait for terminated sessions to go away
-
-# Label of a checkpoint: printable, no path separators, bounded.
-LABEL_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
 # ---------------------------------------------------------------------------- names
@@ -68,10 +67,8 @@ def name_key(ws: str) -> str:
 
 
 def check_label(label: str) -> str:
-    if not isinstance(label, str) or LABEL_RE.fullmatch(label) is None:
-        raise UsageError(f"invalid checkpoint label {label!r}: use 1-64 characters from "
-                         "A-Z a-z 0-9 . _ - starting with a letter or digit")
-    return label
+    """The one label rule (:func:`sandbox.names.validate_label`)."""
+    return validate_label(label)
 
 
 def label_key(ws: str, label: str) -> str:
@@ -123,12 +120,18 @@ def translate(what: str) -> Iterator[None]:
     """Turn psycopg errors raised inside into :class:`DatabaseError` ("<what>: <reason>")."""
     try:
         yield
+    except psycopg.errors.DiskFull as exc:
+        raise DiskFull(what) from exc
     except psycopg.OperationalError as exc:
+        if is_disk_full(exc):
+            raise DiskFull(what) from exc
         if getattr(exc, "sqlstate", None) is None:   # the connection itself went away
             raise ServiceUnavailable(f"{what}: lost the connection to PostgreSQL: {_pg_message(exc)}",
                                      hint="check that the database server is running") from exc
         raise DatabaseError(f"{what}: {_pg_message(exc)}") from exc
     except psycopg.Error as exc:
+        if is_disk_full(exc):
+            raise DiskFull(what) from exc
         raise DatabaseError(f"{what}: {_pg_message(exc)}") from exc
 
 
@@ -319,7 +322,9 @@ def run_tool(argv: Sequence[str], info: ConnInfo, what: str) -> subprocess.Compl
         tail = " | ".join(line for line in proc.stderr.strip().splitlines()[-3:])
         if info.password:
             tail = tail.replace(info.password, "***")
-        err = subprocess.CalledProcessError(proc.returncode, [argv[0]], None, None)
+        err = subprocess.CalledProcessError(proc.returncode, [argv[0]], None, proc.stderr)
+        if is_disk_full(err):
+            raise DiskFull(what) from err
         raise DatabaseError(f"{what} failed (exit {proc.returncode}): {tail}") from err
     return proc
 

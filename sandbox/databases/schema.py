@@ -453,6 +453,17 @@ class SchemaStrategy(SharedServerStrategy):
             self._load(source, schema, schema, schema,
                        meta_comment(self.ctx.project_id, "workspace", ws, created_at=now(), restored_from=label))
 
+    def drop_checkpoint(self, ws: str, label: str) -> None:
+        check_label(label)
+        schema = self.schema_name(ws)
+        with self._admin() as conn, advisory_lock(conn, schema):
+            files = [self._ckpt_dir(schema) / f"{label}.{ext}" for ext in ("sql", "json")]
+            if not files[0].exists():
+                raise UsageError(f"workspace {ws!r} has no checkpoint {label!r}",
+                                 hint=f"see `sandbox db checkpoints {ws}`")
+            for f in files:
+                f.unlink(missing_ok=True)
+
     def checkpoints(self, ws: str) -> list[CheckpointInfo]:
         out = []
         for meta_file in sorted(self._ckpt_dir(self.schema_name(ws)).glob("*.json")):

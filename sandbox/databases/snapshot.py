@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import json
 import os
 import re
@@ -46,11 +47,12 @@ import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from ..checks import Check, OwnedResource
+from ..disk import disk_full_translated
 from ..errors import DatabaseError, UsageError
-from ..names import NAME_RE, pg_name, validate_name
+from ..names import pg_name, validate_label, validate_name
 from .base import BackendContext, CheckpointInfo, ConnInfo
 from .cluster import DockerCluster, LocalCluster
 from .storage import Storage, detect
@@ -105,6 +107,20 @@ def _lock_busy(path: Path) -> bool:
         return True
     finally:
         os.close(fd)
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _space(what: str) -> Callable[[_F], _F]:
+    """Run a workspace operation so that a full pool is :class:`~sandbox.errors.DiskFull` (exit 3)."""
+    def wrap(fn: _F) -> _F:
+        @functools.wraps(fn)
+        def inner(self: "SnapshotStrategy", ws: str, *args: Any, **kwargs: Any) -> Any:
+            with disk_full_translated(f"{what} of {ws!r}", self.pool):
+                return fn(self, ws, *args, **kwargs)
+        return cast(_F, inner)
+    return wrap
 
 
 class SnapshotStrategy:
@@ -452,6 +468,7 @@ class SnapshotStrategy:
             return self._conninfo(ws, self._ws_cluster(ws, network), network, attach=False,
                                   password=self._secret(f"ws-{ws}"))
 
+    @_space("creating the database")
     def create(self, ws: str, network: str | None = None) -> ConnInfo:
         validate_name(ws)
         with self._lock(f"ws-{ws}"), contextlib.ExitStack() as undo:
@@ -498,6 +515,7 @@ class SnapshotStrategy:
     def exists(self, ws: str) -> bool:
         return self.storage.is_volume(self._ws_dir(ws)) and (self._ws_dir(ws) / "data" / "PG_VERSION").exists()
 
+    @_space("starting the database")
     def start(self, ws: str, network: str | None = None) -> None:
         self._require_ws(ws)
         with self._lock(f"ws-{ws}"):
@@ -537,6 +555,7 @@ class SnapshotStrategy:
         self._configure(cluster, volume, self._role(ws), self._secret(f"ws-{ws}"))
         return self._conninfo(ws, cluster, network)
 
+    @_space("resetting the database")
     def reset(self, ws: str, network: str | None = None) -> ConnInfo:
         validate_name(ws)
         if not self.exists(ws):
@@ -554,16 +573,15 @@ class SnapshotStrategy:
             self.storage.delete(self._ckpt_dir(ws))
             (self.secrets_dir / f"snapshot-ws-{ws}.password").unlink(missing_ok=True)
             self._forget(ws)
+        self.storage.reclaim()
 
     # -- checkpoints -----------------------------------------------------------------------
 
     @staticmethod
     def _check_label(label: str) -> str:
-        if not isinstance(label, str) or NAME_RE.fullmatch(label) is None:
-            raise UsageError(f"invalid checkpoint label {label!r}: use 1-48 characters from "
-                             "A-Z a-z 0-9 . _ - starting with a letter or digit")
-        return label
+        return validate_label(label)
 
+    @_space("checkpoint")
     def checkpoint(self, ws: str, label: str) -> CheckpointInfo:
         self._require_ws(ws)
         self._check_label(label)
@@ -575,22 +593,28 @@ class SnapshotStrategy:
             self.storage.delete(tmp)
             running = cluster.is_running()
             created = _now()
-            if running and self.storage.atomic:
-                # Flush first so recovery from the snapshot is short; the snapshot is atomic
-                # over the whole data directory, WAL included: crash-consistent.
-                with self._connect(cluster.admin()) as c:
-                    c.execute("CHECKPOINT")
-                self.storage.clone(volume, tmp)
-            else:
-                if running:
-                    cluster.stop(mode="fast")
-                try:
+            try:
+                if running and self.storage.atomic:
+                    # Flush first so recovery from the snapshot is short; the snapshot is atomic
+                    # over the whole data directory, WAL included: crash-consistent. A cluster
+                    # still recovering (e.g. after a full disk) is waited for first.
+                    cluster.ensure_running()
+                    self._sql(cluster, "CHECKPOINT", f"flushing {ws!r} before the checkpoint")
                     self.storage.clone(volume, tmp)
-                finally:
+                else:
                     if running:
-                        cluster.ensure_running()
-            (tmp / "data" / "postmaster.pid").unlink(missing_ok=True)
-            _write_json(tmp / "checkpoint.json", {"label": label, "created_at": created})
+                        cluster.stop(mode="fast")
+                    try:
+                        self.storage.clone(volume, tmp)
+                    finally:
+                        if running:
+                            cluster.ensure_running()
+                (tmp / "data" / "postmaster.pid").unlink(missing_ok=True)
+                _write_json(tmp / "checkpoint.json", {"label": label, "created_at": created})
+            except BaseException:
+                with contextlib.suppress(Exception):     # a half copy holds space it must give back
+                    self.storage.delete(tmp)
+                raise
             if dst.exists():
                 self.storage.exchange(tmp, dst)
                 self.storage.delete(tmp)
@@ -598,6 +622,17 @@ class SnapshotStrategy:
                 os.rename(tmp, dst)
             return CheckpointInfo(label, created, self.storage.usage(dst))
 
+    def _sql(self, cluster: Cluster, statement: str, what: str) -> None:
+        import psycopg
+
+        with self._connect(cluster.admin()) as c:
+            try:
+                c.execute(statement)  # type: ignore[arg-type] # a constant of this module
+            except psycopg.Error as exc:
+                raise DatabaseError(f"{what}: {str(exc).strip().splitlines()[0] if str(exc).strip() else exc}") \
+                    from exc
+
+    @_space("restoring the database")
     def restore(self, ws: str, label: str, network: str | None = None) -> None:
         validate_name(ws)
         self._check_label(label)
@@ -608,6 +643,18 @@ class SnapshotStrategy:
         with self._lock(f"ws-{ws}"):
             self.ctx.progress(f"restoring {ws} to checkpoint {label}")
             self._replace_volume(ws, src, network)
+
+    @_space("dropping a checkpoint")
+    def drop_checkpoint(self, ws: str, label: str) -> None:
+        validate_name(ws)
+        self._check_label(label)
+        src = self._ckpt_dir(ws) / label
+        with self._lock(f"ws-{ws}"):
+            if not self.storage.is_volume(src):
+                raise UsageError(f"workspace {ws!r} has no checkpoint {label!r}",
+                                 hint=f"see `sandbox db checkpoints {ws}`")
+            self.storage.delete(src)
+        self.storage.reclaim()
 
     def checkpoints(self, ws: str) -> list[CheckpointInfo]:
         validate_name(ws)
@@ -729,6 +776,7 @@ class SnapshotStrategy:
             return
         self._stop_any(path)
         self.storage.delete(path)
+        self.storage.reclaim()
 
     def doctor(self) -> list[Check]:
         checks = self.storage.doctor()

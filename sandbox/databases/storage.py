@@ -33,9 +33,11 @@ import tempfile
 from pathlib import Path
 
 from ..checks import Check
-from ..errors import DatabaseError, ServiceUnavailable, UsageError
+from ..disk import is_disk_full, usage
+from ..errors import DatabaseError, DiskFull, ServiceUnavailable, UsageError
 
 KINDS = ("btrfs", "xfs-reflink", "reflink", "copy")
+POOL_WARN_PERCENT = 80.0
 
 _BTRFS_SUBVOL_INO = 256        # the root inode of every btrfs subvolume
 _RENAME_EXCHANGE = 2
@@ -54,6 +56,8 @@ def _run(argv: list[str], what: str, *, unavailable: bool = False) -> subprocess
     except subprocess.CalledProcessError as exc:
         detail = (exc.stderr or exc.stdout or "").strip().splitlines()
         msg = f"{what} failed: {detail[-1] if detail else f'exit {exc.returncode}'}"
+        if is_disk_full(exc):
+            raise DiskFull(what) from exc
         if unavailable:
             raise ServiceUnavailable(msg, hint=STORAGE_INIT_HINT) from exc
         raise DatabaseError(msg) from exc
@@ -76,6 +80,15 @@ def parse_size(size: str | int) -> int:
     if not m:
         raise UsageError(f"invalid size {size!r}: use e.g. 512M or 20G")
     return int(m.group(1)) * 1024 ** " KMGT".index((m.group(2) or " ").upper())
+
+
+def _human(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "K", "M", "G", "T"):
+        if value < 1024 or unit == "T":
+            return f"{value:.1f}{unit}" if unit != "B" else f"{int(value)}B"
+        value /= 1024
+    return f"{value:.1f}T"
 
 
 def _libc_rename_exchange(a: Path, b: Path) -> bool:
@@ -174,7 +187,9 @@ class Storage:
                     if self.is_volume(child):
                         self.delete(child)
             if self.is_volume(path):
-                _run(["btrfs", "subvolume", "delete", str(path)], f"deleting subvolume {path}")
+                # --commit-after: the deletion is committed now, so the cleaner starts freeing
+                # its blocks at once (see reclaim)
+                _run(["btrfs", "subvolume", "delete", "--commit-after", str(path)], f"deleting subvolume {path}")
                 return
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path)
@@ -207,6 +222,28 @@ class Storage:
             return None
         return None          # reflink: exclusive extents are not cheaply known
 
+    def reclaim(self) -> None:
+        """Wait until the space of deleted volumes is free again (btrfs frees it in the background)."""
+        if self.kind == "btrfs":
+            # the cleaner drops the deleted subvolumes, then a commit makes their blocks free
+            _run(["btrfs", "subvolume", "sync", str(self.root)], "waiting for btrfs to free deleted subvolumes")
+            _run(["btrfs", "filesystem", "sync", str(self.root)], "btrfs filesystem sync")
+
+    def usage_check(self) -> Check:
+        """How full the pool's filesystem is; a warning from 80%."""
+        u = usage(self.root)
+        if u is None or not u[1]:
+            return Check("pool usage", False, f"cannot read the usage of {self.root}", required=False)
+        used, total = u
+        pct = 100.0 * used / total
+        detail = f"{self.root}: {_human(used)} of {_human(total)} used ({pct:.0f}%)"
+        if pct < POOL_WARN_PERCENT:
+            return Check("pool usage", True, detail)
+        fix = "free space: `sandbox db drop-checkpoint NAME LABEL`, `sandbox rm NAME`" + (
+            ", or `sandbox storage grow SIZE`" if self.kind == "btrfs" else "")
+        return Check("pool usage", False, detail + (": full" if pct >= 99.5 else ": nearly full"), fix,
+                     required=pct >= 99.5)
+
     def sync(self) -> None:
         """Make everything written to the pool durable."""
         if self.kind == "btrfs":
@@ -229,7 +266,7 @@ class Storage:
             STORAGE_INIT_HINT if os.geteuid() == 0 else
             "run `sudo sandbox storage init`, put .sandbox/ on btrfs or XFS (reflink=1), "
             "or use the template strategy")
-        return [Check("storage", self.copy_on_write, detail, fix, required=False)]
+        return [Check("storage", self.copy_on_write, detail, fix, required=False), self.usage_check()]
 
 
 def _reflink_probe(directory: Path) -> bool:
@@ -304,3 +341,47 @@ def unmount_pool(pool_dir: Path) -> None:
     pool_dir = Path(pool_dir)
     if is_mountpoint(pool_dir):
         _run(["umount", str(pool_dir)], f"unmounting {pool_dir}")
+
+
+def loop_backing(pool_dir: Path) -> tuple[str, Path] | None:
+    """(loop device, image file) of a pool mounted from an image by :func:`provision_pool`, or None."""
+    pool_dir = Path(pool_dir)
+    if not is_mountpoint(pool_dir):
+        return None
+    source = _run(["findmnt", "-n", "-o", "SOURCE", "--mountpoint", str(pool_dir)], "findmnt").stdout.strip()
+    if not source.startswith("/dev/loop"):
+        return None
+    back = _run(["losetup", "-n", "-O", "BACK-FILE", source], "losetup").stdout.strip()
+    back = back.removesuffix(" (deleted)")
+    return (source, Path(back)) if back else None
+
+
+def grow_pool(pool_dir: Path, size: str) -> dict[str, object]:
+    """Grow a loop-mounted btrfs pool to ``size`` (or by ``+size``): the image file, the loop
+    device (``losetup -c``), then the filesystem (``btrfs filesystem resize max``). Needs root."""
+    pool_dir = Path(pool_dir)
+    relative = size.strip().startswith("+")
+    try:
+        amount = parse_size(size.strip().lstrip("+"))
+    except UsageError as exc:
+        raise UsageError(f"invalid size {size!r}: use e.g. 40G, or +10G to add 10G") from exc
+    backing = loop_backing(pool_dir)
+    if backing is None:
+        raise UsageError(f"{pool_dir} is not a loop-mounted pool made by sandbox: grow the filesystem "
+                         "that holds it instead")
+    device, image = backing
+    old = image.stat().st_size
+    new = old + amount if relative else amount
+    if new <= old:
+        raise UsageError(f"the pool is already {_human(old)}: give a larger size (or +SIZE)")
+    if os.geteuid() != 0:
+        raise ServiceUnavailable("growing the pool needs root", hint="run `sudo sandbox storage grow SIZE`")
+    try:
+        os.truncate(image, new)                 # sparse: takes no space until written
+    except OSError as exc:
+        if is_disk_full(exc):
+            raise DiskFull(f"growing {image}", where=str(image.parent)) from exc
+        raise DatabaseError(f"cannot grow {image}: {exc.strerror}") from exc
+    _run(["losetup", "-c", device], f"telling {device} its new size")
+    _run(["btrfs", "filesystem", "resize", "max", str(pool_dir)], f"resizing the btrfs pool {pool_dir}")
+    return {"pool": str(pool_dir), "image": str(image), "device": device, "old_size": old, "new_size": new}

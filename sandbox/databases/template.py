@@ -441,6 +441,17 @@ class TemplateStrategy(SharedServerStrategy):
                         comment=meta_comment(self.ctx.project_id, "workspace", ws, created_at=now(),
                                              restored_from=label))
 
+    def drop_checkpoint(self, ws: str, label: str) -> None:
+        check_label(label)
+        ckpt = self._checkpoint_db(ws, label)
+        with self._admin() as conn, advisory_lock(conn, self.db_name(ws)), \
+                translate(f"dropping checkpoint {label!r} of {ws!r}"):
+            meta = self._db_comment(conn, ckpt)
+            if meta.get("kind") != "checkpoint" or meta.get("workspace") != ws or meta.get("label") != label:
+                raise UsageError(f"workspace {ws!r} has no checkpoint {label!r}",
+                                 hint=f"see `sandbox db checkpoints {ws}`")
+            self._drop_db(conn, ckpt)
+
     def checkpoints(self, ws: str) -> list[CheckpointInfo]:
         with self._admin() as conn, translate(f"listing the checkpoints of {ws!r}"):
             out = []

@@ -15,7 +15,10 @@ Errors from the docker SDK are translated here: an unreachable engine or a missi
 from __future__ import annotations
 
 import codecs
+import contextlib
+import ipaddress
 import os
+import sqlite3
 import shutil
 import subprocess
 import sys
@@ -33,6 +36,7 @@ import requests.exceptions
 from ..checks import Check, OwnedResource
 from ..errors import SandboxError, ServiceUnavailable, WorkspaceError
 from .base import LABEL_PROJECT, LABEL_ROLE, LABEL_WORKSPACE, OutputSink, WorkspaceSpec
+from .subnets import SubnetPool
 
 __all__ = [
     "BUILD_HINT",
@@ -57,6 +61,7 @@ DEFAULT_IMAGES = ("sandbox/workspace:bookworm", "sandbox/postgres:15")
 # The container's main process: it only keeps the container alive; `exec` does the work.
 KEEPALIVE = ["sleep", "infinity"]
 STOP_TIMEOUT = 5  # seconds; tini forwards SIGTERM to sleep, so this is rarely reached
+_SUBNET_ATTEMPTS = 16   # subnets tried when the engine reports an overlap sandbox did not know of
 
 
 def resource_name(project: str, name: str) -> str:
@@ -145,13 +150,14 @@ class DockerRuntime:
     name = "docker"
 
     def __init__(self, client_factory: ClientFactory | None = None, *,
-                 images: Sequence[str] | None = None) -> None:
+                 images: Sequence[str] | None = None, subnet_pool: str | SubnetPool | None = None) -> None:
         """``client_factory`` builds the client on first use (default ``docker.from_env``).
 
         ``images`` are the tags ``doctor`` checks (default: the configured workspace and
         postgres images, honouring SANDBOX_WORKSPACE_IMAGE / SANDBOX_POSTGRES_IMAGE).
         """
         self._factory = client_factory
+        self._subnets = subnet_pool if isinstance(subnet_pool, SubnetPool) else SubnetPool(subnet_pool)
         self._client: docker.DockerClient | None = None
         self._ncpu: int | None = None          # the engine's CPU count, asked once
         self._lock = threading.Lock()
@@ -198,17 +204,54 @@ class DockerRuntime:
         return netname
 
     def _ensure_network(self, project: str, name: str, extra_labels: Mapping[str, str] | None) -> str:
+        """The workspace's bridge network, on a /28 of the subnet pool (see :mod:`.subnets`)."""
         netname = resource_name(project, name)
         with _translated(f"creating network {netname}"):
             if self._networks(netname):
                 return netname
-            try:
-                self.client.networks.create(netname, driver="bridge",
-                                            labels=self._labels(project, name, ROLE_NETWORK, extra_labels))
-            except docker.errors.APIError:
-                if not self._networks(netname):   # unless another process created it meanwhile
-                    raise
+            labels = self._labels(project, name, ROLE_NETWORK, extra_labels)
+            with self.subnets.allocation(netname, self._engine_networks) as next_subnet:
+                if self._networks(netname):           # made by another process while this one waited
+                    return netname
+                for _ in range(_SUBNET_ATTEMPTS):
+                    subnet = next_subnet()
+                    ipam = docker.types.IPAMConfig(pool_configs=[
+                        docker.types.IPAMPool(subnet=str(subnet), gateway=str(subnet.network_address + 1))])
+                    try:
+                        self.client.networks.create(netname, driver="bridge", labels=labels, ipam=ipam,
+                                                    check_duplicate=True)
+                        return netname
+                    except docker.errors.APIError as exc:
+                        if self._networks(netname):   # another process created it meanwhile
+                            return netname
+                        if "overlap" not in _reason(exc).lower():
+                            raise
+                        # used by something sandbox's table does not know (another state folder,
+                        # another tool): try the next subnet
+                raise WorkspaceError(f"creating network {netname}: the engine refused {_SUBNET_ATTEMPTS} subnets "
+                                     "as overlapping", hint="give [workspace] subnet_pool a range nobody uses")
         return netname
+
+    @property
+    def subnets(self) -> SubnetPool:
+        return self._subnets
+
+    def _engine_networks(self) -> tuple[list[ipaddress.IPv4Network], set[str]]:
+        """Every IPv4 subnet of every network on the engine, and the networks' names."""
+        subnets: list[ipaddress.IPv4Network] = []
+        names: set[str] = set()
+        for network in self.client.networks.list():
+            names.add(str(network.name))
+            for config in (network.attrs.get("IPAM") or {}).get("Config") or []:
+                with contextlib.suppress(ValueError, TypeError):
+                    net = ipaddress.ip_network(config.get("Subnet") or "", strict=False)
+                    if isinstance(net, ipaddress.IPv4Network):
+                        subnets.append(net)
+        return subnets, names
+
+    def _release_subnet(self, netname: str) -> None:
+        with contextlib.suppress(SandboxError, OSError, sqlite3.Error):   # taken back later if this fails
+            self.subnets.release(netname)
 
     def up(self, spec: WorkspaceSpec) -> None:
         netname = self._ensure_network(spec.project, spec.name, spec.labels)
@@ -328,7 +371,8 @@ class DockerRuntime:
                     self._remove_network(network)
 
     def _remove_network(self, network: Any) -> None:
-        """Remove a network, first detaching whatever is still attached (the workspace is going away)."""
+        """Remove a network, first detaching whatever is still attached (the workspace is going away);
+        its subnet goes back to the pool."""
         try:
             network.reload()
             for cid in (network.attrs.get("Containers") or {}):
@@ -339,6 +383,7 @@ class DockerRuntime:
             network.remove()
         except docker.errors.NotFound:
             pass
+        self._release_subnet(network.name)
 
     def status(self, project: str, name: str) -> str:
         container = self._container(project, name)

@@ -4,14 +4,14 @@ import pytest
 from hypothesis import given, strategies as st
 
 from sandbox.errors import InvalidName
-from sandbox.names import pg_name, validate_name
+from sandbox.names import git_branch_problem, pg_name, validate_name
 
 CONTRACT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,47}")
 
 
 @given(st.text(max_size=60))
 def test_validate_matches_the_contract_pattern(name: str) -> None:
-    if CONTRACT.fullmatch(name):
+    if CONTRACT.fullmatch(name) and git_branch_problem(name) is None:
         assert validate_name(name) == name
     else:
         with pytest.raises(InvalidName):

@@ -18,7 +18,7 @@ def _insert(args: tuple[str, str]) -> bool:
 
 
 def test_concurrent_port_blocks_are_disjoint(tmp_path: Path) -> None:
-    Registry(tmp_path)
+    Registry(tmp_path, create=True)
     with mp.get_context("fork").Pool(8) as pool:
         blocks = pool.map(_allocate, [(str(tmp_path), f"ws{i}", 10) for i in range(24)])
     ports = [p for b in blocks for p in b]
@@ -28,14 +28,14 @@ def test_concurrent_port_blocks_are_disjoint(tmp_path: Path) -> None:
 
 
 def test_concurrent_insert_of_one_name_has_one_winner(tmp_path: Path) -> None:
-    Registry(tmp_path)
+    Registry(tmp_path, create=True)
     with mp.get_context("fork").Pool(8) as pool:
         results = pool.map(_insert, [(str(tmp_path), "same")] * 16)
     assert results.count(True) == 1
 
 
 def test_allocation_is_idempotent_and_released(tmp_path: Path) -> None:
-    r = Registry(tmp_path)
+    r = Registry(tmp_path, create=True)
     a = r.allocate("a", "workspace", 5, base=32000)
     assert r.allocate("a", "workspace", 5, base=32000) == a
     b = r.allocate("b", "workspace", 5, base=32000)
@@ -46,7 +46,7 @@ def test_allocation_is_idempotent_and_released(tmp_path: Path) -> None:
 
 
 def test_state_machine_and_meta(tmp_path: Path) -> None:
-    r = Registry(tmp_path)
+    r = Registry(tmp_path, create=True)
     r.insert(WorkspaceRecord(name="a", branch="a", path="/p", state="creating", runtime="none"))
     r.set_state("a", "broken", "setup failed")
     rec = r.get("a")
@@ -61,7 +61,7 @@ def test_state_machine_and_meta(tmp_path: Path) -> None:
 
 def test_wal_mode(tmp_path: Path) -> None:
     import sqlite3
-    Registry(tmp_path)
+    Registry(tmp_path, create=True)
     conn = sqlite3.connect(tmp_path / "registry.db")
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
@@ -71,8 +71,8 @@ def test_projects_on_one_host_never_share_a_port(tmp_path: Path) -> None:
 
     from sandbox.registry import HostPorts
     host = HostPorts(tmp_path / "host")
-    a = Registry(tmp_path / "a" / ".sandbox", host)
-    b = Registry(tmp_path / "b" / ".sandbox", host)
+    a = Registry(tmp_path / "a" / ".sandbox", host, create=True)
+    b = Registry(tmp_path / "b" / ".sandbox", host, create=True)
     pa = a.allocate("ws", "db", 1, base=33000)
     a.release("other")  # a stopped workspace keeps its port...
     pb = b.allocate("ws", "db", 1, base=33000)
@@ -80,5 +80,5 @@ def test_projects_on_one_host_never_share_a_port(tmp_path: Path) -> None:
     assert a.allocate("ws", "db", 1, base=33000) == pa
     # a project deleted without deinit does not hold its ports forever
     shutil.rmtree(tmp_path / "a")
-    c = Registry(tmp_path / "c" / ".sandbox", host)
+    c = Registry(tmp_path / "c" / ".sandbox", host, create=True)
     assert c.allocate("ws", "db", 1, base=33000) == pa
