@@ -16,6 +16,10 @@ import pytest
 
 REQUIRE_SERVICES = os.environ.get("SANDBOX_REQUIRE_SERVICES") == "1"
 
+# Real projects used as fixtures carry their own test suites: those run inside the projects'
+# containers (tests/e2e/test_real_projects.py), never collected here.
+collect_ignore = ["fixtures"]
+
 
 def service_missing(reason: str) -> None:
     """Skip, or fail under SANDBOX_REQUIRE_SERVICES=1."""

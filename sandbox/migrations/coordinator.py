@@ -381,6 +381,26 @@ class Coordinator:
                 hits.append(other.name)
         return tuple(hits)
 
+    def _trusted_changes(self, rec: WorkspaceRecord) -> list[str]:
+        """Files the branch changes that main trusts: sandbox's and alembic's config, env.py, seeds,
+        the project's Dockerfile and devcontainer, git attributes and .worktreeinclude."""
+        if not self.sb.git.branch_exists(rec.branch):
+            return []
+        cfg = self.sb.config
+        exact = {"sandbox.toml", cfg.migrations.config, ".worktreeinclude", *cfg.database.seed}
+        if cfg.workspace.dockerfile:
+            exact.add(cfg.workspace.dockerfile)
+        try:
+            layout = self.tool.layout(self.root) if hasattr(self.tool, "layout") else None
+            if layout is not None:
+                exact.add(str((layout.script_location / "env.py").relative_to(self.root)))
+        except (MigrationError, ValueError):
+            pass
+        changed = _git(self.root, "diff", "--name-only", f"{self.sb.git.main_branch()}...refs/heads/{rec.branch}",
+                       check=False).stdout.split()
+        return [f for f in changed if f in exact or f.startswith(".devcontainer/")
+                or f.rsplit("/", 1)[-1] == ".gitattributes"]
+
     def _changed_files(self, other: WorkspaceRecord) -> set[str]:
         """Files a workspace's branch changed or added compared with main (once per command)."""
         key = Path(other.path)
@@ -452,6 +472,11 @@ class Coordinator:
         rec = self.sb.record(name)
         self.sb.collect(rec)
         report = Report(workspace=name)
+        trusted = self._trusted_changes(rec)
+        if trusted:
+            report.extra.setdefault("notes", []).append(
+                f"this branch changes files sandbox trusts once merged (they run on the host or configure "
+                f"what does): {', '.join(trusted[:8])}{' …' if len(trusted) > 8 else ''}; review them")
         if not self.enabled():
             report.extra["notes"] = [f"no {self.sb.config.migrations.config} on main: nothing to check"]
             return report
