@@ -68,6 +68,14 @@ _UNREACHABLE = ("connection refused", "could not connect", "connect call failed"
                 "cannot assign requested address", "oserror: multiple exceptions")
 
 
+MISDIRECTED = "the migrations did not reach the workspace database"
+
+
+def _which(what: str) -> str:
+    """" (the baseline database)" when the target is not a workspace's own database."""
+    return "" if what == "the workspace database" else f" ({what})"
+
+
 def misdirected_hint(config_path: str) -> str:
     return (f"its env.py must connect to the URL sandbox gives it: honour DATABASE_URL or sqlalchemy.url, or map "
             "the project's own variables in sandbox.toml [workspace.env] (e.g. POSTGRES_SERVER = \"${PGHOST}\"); "
@@ -146,7 +154,8 @@ class AlembicTool:
     # -- running (in the project's environment) ----------------------------------------------
 
     def _run(self, tree: Path, request: dict[str, Any], *, db: ConnInfo, env: Mapping[str, str],
-             network: bool, workspace: str | None, what: str) -> dict[str, Any]:
+             network: bool, workspace: str | None, what: str,
+             target_name: str = "the workspace database") -> dict[str, Any]:
         if self.runner is None:
             raise MigrationError("no project runner: sandbox runs alembic only in the project's environment")
         layout = self._require(tree)
@@ -172,11 +181,13 @@ class AlembicTool:
         if not parsed.get("ok"):
             error = scrub_secrets(str(parsed.get("error") or "unknown error"), db.url())
             error = re.sub(r"\s*\(Background on this error at: [^)]*\)", "", error)
-            hint = None
             if network and any(word in error.lower() for word in _UNREACHABLE):
-                hint = ("env.py could not reach the database sandbox gave it; it may aim at another server: "
-                        + misdirected_hint(self.config_path))
-            raise MigrationError(f"alembic {what} failed in {tree}: {error}", hint=hint)
+                # env.py aimed at a server that is not there (with Docker, only the target is
+                # reachable): the same failure as a misdirected upgrade, and the same fix
+                raise MigrationsMisdirected(
+                    f"{MISDIRECTED}{_which(target_name)}: env.py could not connect to it "
+                    f"(alembic {what} in {tree}: {error.splitlines()[0]})", hint=misdirected_hint(self.config_path))
+            raise MigrationError(f"alembic {what} failed in {tree}: {error}")
         return parsed
 
     def offline_sql(self, tree: Path, revision: str, *, env: Mapping[str, str] | None = None) -> str:
@@ -225,7 +236,7 @@ class AlembicTool:
         """
         expected = self.heads(tree) if target in ("head", "heads") else [target]
         self._run(Path(tree), {"action": "upgrade", "target": target}, db=db, env=env or {}, network=True,
-                  workspace=workspace, what=f"upgrade to {target}")
+                  workspace=workspace, what=f"upgrade to {target}", target_name=what)
         return self.verify(db, expected, what=what)
 
     def downgrade(self, tree: Path, db: ConnInfo, target: str, *, env: Mapping[str, str] | None = None,
@@ -239,7 +250,7 @@ class AlembicTool:
         found = self.current(db)
         if sorted(found) != sorted(expected):
             raise MigrationsMisdirected(
-                f"the migrations did not reach {what}: its {self.version_table} holds "
+                f"{MISDIRECTED}{_which(what)}: its {self.version_table} holds "
                 f"{', '.join(found) or 'nothing'}, expected {', '.join(sorted(expected)) or 'nothing'}",
                 hint=misdirected_hint(self.config_path), found=found, expected=expected)
         return found
