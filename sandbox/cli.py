@@ -19,6 +19,7 @@ from rich.table import Table
 
 from .api import Sandbox
 from .errors import SandboxError, UsageError
+from .migrations.findings import describe_evidence
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -389,6 +390,8 @@ def _render_report(report: Any, json_: bool) -> None:
                 out.print(f"      affects workspaces: {', '.join(f['affected_workspaces'])}", markup=False)
             if f.get("suppressed"):
                 out.print(f"      allowed: {f['suppressed']}", markup=False)
+            if f.get("evidence"):
+                out.print(f"      evidence: {describe_evidence(f['evidence'])}", markup=False)
         if data.get("merged"):
             out.print(f"merged into main at {str(data.get('commit', ''))[:12]}", markup=False)
         elif data.get("dry_run") and data["ok"]:

@@ -55,5 +55,8 @@ class MigrationTool(Protocol):
     def downgrade(self, tree: Path, db: ConnInfo, target: str, *, env: Mapping[str, str] | None = None,
                   workspace: str | None = None) -> list[str]: ...
 
+    def verify(self, db: ConnInfo, expected: list[str], *, what: str = "the workspace database") -> list[str]:
+        """Raise unless ``db``'s version table holds exactly ``expected``; returns what it holds."""
+
     def current(self, db: ConnInfo) -> list[str]:
         """Revisions recorded in the database's version table (empty if none)."""

@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import subprocess
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Mapping
 
 from ..errors import MigrationError, SandboxError, UsageError, WorkspaceError
 from ..registry import WorkspaceRecord
@@ -63,6 +63,16 @@ def _suppressions(tree: Path, rev: Revision) -> dict[str, str]:
         return parse_suppressions(read_inside(tree, rev.path).decode("utf-8", errors="replace"))
     except MigrationError:
         return {}
+
+
+def _online_differs(tree: Path, rev: Revision) -> bool:
+    """The revision asks whether it runs offline: its offline SQL is not what alembic runs online."""
+    from .scan import read_inside
+    try:
+        source = read_inside(tree, rev.path)
+    except MigrationError:
+        return True
+    return b"is_offline_mode" in source or b"as_sql" in source
 
 
 def _created_tables(sql: str) -> set[str]:
@@ -271,10 +281,12 @@ class Coordinator:
                       f"{other.name!r}", rev.id)
         return out
 
-    def _static(self, rec: WorkspaceRecord, new: list[Revision], report: Report) -> None:
+    def _static(self, rec: WorkspaceRecord, new: list[Revision], report: Report) -> dict[str, str]:
+        """Lint each revision's offline SQL; returns that SQL by revision (the replay traces it)."""
         from .lint import lint_sql
         created: set[str] = set()
         tree = self._tree(rec)
+        rendered: dict[str, str] = {}
         for rev in new:
             try:
                 sql = self.tool.offline_sql(tree, rev.id, env=self.sb.base_env(rec))
@@ -282,13 +294,18 @@ class Coordinator:
                 report.extra.setdefault("notes", []).append(
                     f"{rev.id}: no offline SQL ({exc}); covered by the dynamic check only")
                 continue
+            rendered[rev.id] = sql
             supp = _suppressions(tree, rev)
             report.extend(lint_sql(sql, revision=rev.id, suppressions=supp, created_before=created))
             created |= _created_tables(sql)
+        return rendered
 
     def _dynamic(self, rec: WorkspaceRecord, new: list[Revision], report: Report,
-                 run_tests: bool = False) -> None:
-        from . import catalog
+                 run_tests: bool = False, offline: Mapping[str, str] | None = None) -> None:
+        """Replay the revisions on a fresh clone and diff the catalog around each. A revision whose
+        offline SQL ``_static`` rendered is traced statement by statement (``trace``) and its
+        findings get ``evidence``; the others run through alembic."""
+        from . import catalog, trace
         tree = self._tree(rec)
         env = self.sb.base_env(rec)
         with self.sb.db.scratch(f"gate-{rec.name}") as conn:
@@ -298,15 +315,40 @@ class Coordinator:
                 schemas, rename = [schema], {schema: "public"}
             before = catalog.snapshot(conn, schemas=schemas, rename=rename)
             static_keys = {(f.rule, f.object, f.revision) for f in report.findings}
+            writes: set[str] = set()            # tables the chain's DML wrote so far (trace.probe skips them)
+            targets: dict[str, Any] | None = None
             for rev in new:
+                sql = (offline or {}).get(rev.id)
+                traced: trace.Trace | None = None
+                failed: trace.Failure | None = None
                 try:
-                    self.tool.upgrade(tree, conn, rev.id, env=env, workspace=rec.name,
-                                      what="the gate's fresh clone")
+                    # traced when the SQL records the revision (it updates the version table) and the
+                    # revision does not branch on offline mode
+                    if sql is not None and rev.id in sql and not _online_differs(tree, rev):
+                        traced = trace.trace(conn, sql, schemas=schemas, rename=rename, prior_writes=writes)
+                        failed = traced.failure
+                    if failed is not None and failed.committed:
+                        raise MigrationError(failed.describe())   # part of it is committed: no second try
+                    if traced is None or failed is not None:
+                        # no offline SQL, or it failed: alembic decides (the online run may differ from it)
+                        self.tool.upgrade(tree, conn, rev.id, env=env, workspace=rec.name,
+                                          what="the gate's fresh clone")
+                    else:
+                        self.tool.verify(conn, [rev.id], what="the gate's fresh clone")
                 except MigrationError as exc:
                     report.extend([Finding(rule="apply-failed", kind="apply", severity="error",
-                                           revision=rev.id, message=f"upgrade to {rev.id} failed on a fresh "
-                                           f"clone of the baseline: {exc}")])
+                                           revision=rev.id, statement=failed.statement if failed else None,
+                                           message=f"upgrade to {rev.id} failed on a fresh clone of the baseline: "
+                                           + (f"{failed.describe()}; alembic: " if failed and not failed.committed
+                                              else "") + str(exc))])
                     return
+                if failed is not None:
+                    report.extra.setdefault("notes", []).append(
+                        f"{rev.id}: its offline SQL failed on the clone ({failed.describe()}), but alembic "
+                        "applied it online: the revision behaves differently offline, so it has no evidence")
+                    traced = None
+                if traced is None:
+                    writes.add("*")             # what it wrote is unknown: later data checks are not probed
                 after = catalog.snapshot(conn, schemas=schemas, rename=rename)
                 supp = _suppressions(tree, rev)
                 for finding in catalog.diff(before, after, revision=rev.id):
@@ -317,6 +359,13 @@ class Coordinator:
                         finding = finding.with_(severity="warning", suppressed=reason)
                     report.extend([finding])
                 before = after
+                if traced is not None:
+                    writes = traced.writes
+                    if targets is None and any(st.checks for st in traced.statements):
+                        targets = self._live_databases(rec, report)
+                    probes, notes = trace.probe(targets or {}, traced)
+                    report.findings = trace.annotate(report.findings, rev.id, traced, probes)
+                    report.extra.setdefault("notes", []).extend(notes)
             if self.sb.config.migrations.roundtrip and new:
                 first = new[0]
                 target = first.down_revisions[0] if first.down_revisions else "base"
@@ -330,6 +379,19 @@ class Coordinator:
                                            message=f"downgrade to {target} and upgrade again failed: {exc}")])
             if run_tests and self.sb.config.migrations.test:
                 self._run_tests(rec, conn, report)
+
+    def _live_databases(self, rec: WorkspaceRecord, report: Report) -> dict[str, Any]:
+        """The databases of the other live workspaces, for the replay's data checks."""
+        out: dict[str, Any] = {}
+        for other in self.sb.registry.all():
+            if other.name == rec.name or other.state not in ("ready", "stopped") or not other.strategy:
+                continue
+            try:
+                out[other.name] = self.sb.db.info(other.name, other.data.get("network"))
+            except SandboxError as exc:
+                report.extra.setdefault("notes", []).append(
+                    f"workspace {other.name}'s database is unknown ({exc}): its data was not checked")
+        return out
 
     def _run_tests(self, rec: WorkspaceRecord, conn: Any, report: Report) -> None:
         """The gate's test commands, in the project's environment, against the fresh clone only."""
@@ -487,9 +549,9 @@ class Coordinator:
         report.extend(self._ordering(rec, main_revs, main_heads, new))
         ordered = report.ok          # only ordering findings so far: replaying needs the right parent
         if new:
-            self._static(rec, new, report)
+            offline = self._static(rec, new, report)
             if ordered:   # the replay's evidence matters most when the static check found something
-                self._dynamic(rec, new, report, run_tests=dry_run_tests)
+                self._dynamic(rec, new, report, run_tests=dry_run_tests, offline=offline)
             else:
                 report.extra.setdefault("notes", []).append(
                     "dynamic replay skipped: fix the ordering first")

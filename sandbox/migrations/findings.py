@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal, Sequence
+import re
+from typing import Any, Literal, Mapping, Sequence
 
 Kind = Literal["destructive", "lock", "ordering", "apply"]
 Severity = Literal["error", "warning"]
@@ -22,6 +23,8 @@ class Finding:
     object: str | None = None      # "public.t", "public.t.col", ... or None
     affected_workspaces: tuple[str, ...] = ()
     suppressed: str | None = None  # reason, when an inline suppression or --allow-destructive let it through
+    # what the gate's replay measured (sandbox/migrations/trace.py): locks, rewrite, held_ms, rows, fails_on
+    evidence: dict[str, Any] | None = field(default=None, hash=False, compare=False)
 
     def to_json(self) -> dict[str, Any]:
         d: dict[str, Any] = {"rule": self.rule, "kind": self.kind, "severity": self.severity,
@@ -30,10 +33,66 @@ class Finding:
                              "affected_workspaces": list(self.affected_workspaces)}
         if self.suppressed:
             d["suppressed"] = self.suppressed
+        if self.evidence is not None:
+            d["evidence"] = self.evidence
         return d
 
     def with_(self, **changes: Any) -> "Finding":
         return replace(self, **changes)
+
+
+def _mode_words(mode: str) -> str:
+    """``AccessExclusiveLock`` → ``ACCESS EXCLUSIVE`` (the name LOCK TABLE and the docs use)."""
+    words = re.findall(r"[A-Z][a-z]*", mode.removesuffix("Lock"))
+    return " ".join(words).upper() or mode
+
+
+def _duration(ms: float) -> str:
+    return f"{ms:.0f} ms" if ms < 1000 else f"{ms / 1000:.1f} s"
+
+
+def _count(n: int) -> str:
+    for size, unit in ((1_000_000_000, "G"), (1_000_000, "M"), (1_000, "k")):
+        if n >= size:
+            return f"{n / size:.1f}".removesuffix(".0") + f" {unit}"
+    return str(n)
+
+
+def _rows(n: int) -> str:
+    return f"{_count(n)} row" + ("" if n == 1 else "s")
+
+
+def fails_text(fails_on: Mapping[str, int]) -> str:
+    """``would fail on workspace d (3 rows)``; several: ``workspaces d (3 rows) and e (1 row)``."""
+    parts = [f"{ws} ({_rows(n)})" for ws, n in sorted(fails_on.items())]
+    listed = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+    return f"would fail on workspace{'s' if len(parts) > 1 else ''} {listed}"
+
+
+def describe_evidence(ev: Mapping[str, Any]) -> str:
+    """One line for people, e.g. "took ACCESS EXCLUSIVE on public.users for 2.4 s and rewrote it
+    (1.2 M rows) on the baseline; would fail on workspace d (3 rows)"."""
+    locks = [lk for lk in ev.get("locks") or () if isinstance(lk, Mapping)]
+    # the weak locks every statement takes say little once a stronger one is listed
+    strong = [lk for lk in locks if lk.get("mode") not in ("AccessShareLock", "RowShareLock")] or locks
+    shown = [f"{_mode_words(str(lk.get('mode')))} on {lk.get('relation')}" for lk in strong[:3]]
+    if len(strong) > 3:
+        shown.append(f"{len(strong) - 3} more")
+    text = ("took " + (shown[0] if len(shown) == 1 else ", ".join(shown[:-1]) + " and " + shown[-1])) if shown \
+        else "ran"
+    if isinstance(ev.get("held_ms"), (int, float)):
+        text += f" for {_duration(float(ev['held_ms']))}"
+    if ev.get("rewrite"):
+        text += " and rewrote it" if len(strong) <= 1 else " and rewrote the table"
+    if isinstance(ev.get("rows"), int):
+        text += f" ({_rows(ev['rows'])})"
+    text += " on the baseline"
+    fails = ev.get("fails_on")
+    if isinstance(fails, Mapping) and fails:
+        text += "; " + fails_text(fails)
+    elif isinstance(fails, Mapping) and ev.get("checked_on"):
+        text += f"; the data of {', '.join(ev['checked_on'])} satisfies it"
+    return text
 
 
 def default_severity(kind: Kind) -> Severity:
