@@ -56,6 +56,17 @@ def _git(tree: Path, *args: str, check: bool = True) -> subprocess.CompletedProc
     return res
 
 
+def _current_schema(conn: Any) -> str | None:
+    """Where unqualified names land for this connection (its first schema on the search path)."""
+    import psycopg
+    try:
+        with psycopg.connect(**conn.kwargs(), connect_timeout=10) as c:
+            row = c.execute("SELECT pg_catalog.current_schema()").fetchone()
+            return str(row[0]) if row and row[0] else None
+    except psycopg.Error as exc:
+        raise MigrationError(f"cannot open the gate's fresh clone: {exc}") from exc
+
+
 def _suppressions(tree: Path, rev: Revision) -> dict[str, str]:
     from .lint import parse_suppressions
     from .scan import read_inside
@@ -310,8 +321,8 @@ class Coordinator:
         env = self.sb.base_env(rec)
         with self.sb.db.scratch(f"gate-{rec.name}") as conn:
             schemas, rename = None, None
-            if conn.options and "search_path=" in conn.options:
-                schema = conn.options.split("search_path=", 1)[1].split()[0].strip('"')
+            schema = _current_schema(conn)
+            if schema not in (None, "public"):        # the schema strategy: the clone is a schema
                 schemas, rename = [schema], {schema: "public"}
             before = catalog.snapshot(conn, schemas=schemas, rename=rename)
             static_keys = {(f.rule, f.object, f.revision) for f in report.findings}
