@@ -264,6 +264,21 @@ class Sandbox:
         env.update(self.config.workspace.mapped_env(env))
         return env
 
+    def managed_env(self, rec: WorkspaceRecord, db: ConnInfo | None) -> dict[str, str]:
+        """What the managed block of the workspace's env file holds.
+
+        Everything (``DATABASE_URL``, ``PG*``, ``SANDBOX_*`` and the mapped names), except when
+        the block goes into the project's own ``.env`` and ``[workspace.env]`` maps the project's
+        names: then only those. Settings loaders such as pydantic-settings read that file and
+        refuse keys they do not know. The container's environment and ``sandbox env`` always
+        carry everything.
+        """
+        env = self.environment(rec, container=rec.runtime == "docker", db=db)
+        mapped = self.config.workspace.env
+        if mapped and self.env_file() == self.config.workspace.env_file:
+            return {k: env[k] for k in mapped if k in env}
+        return env
+
     def base_env(self, rec: WorkspaceRecord | None = None) -> dict[str, str]:
         """What project code gets besides the database: the workspace's SANDBOX_* values."""
         env = {"SANDBOX_PROJECT": self.config.project_name}
@@ -557,8 +572,7 @@ class Sandbox:
             if db.env(container=True) != planned.env(container=True):
                 raise DatabaseError(f"{name}: the database of strategy {self.db.name} was made with other "
                                     "connection details than it announced (a bug in sandbox: please report it)")
-            write_block(path / self.env_file(), self.environment(rec, container=rec.runtime == "docker", db=db),
-                        owner=owner)
+            write_block(path / self.env_file(), self.managed_env(rec, db), owner=owner)
             undo.pop_all()
         self._run_hooks(rec, self.config.workspace.setup, "setup", db)
 
