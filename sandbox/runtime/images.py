@@ -62,6 +62,7 @@ _NEVER_SENT = [".sandbox", ".sandbox/**", ".git", ".git/**"]
 
 
 def _dockerignore_raw(context: Path) -> list[str]:
+    """The context's .dockerignore lines, as docker reads them."""
     f = context / ".dockerignore"
     if not f.is_file():
         return []
@@ -69,11 +70,8 @@ def _dockerignore_raw(context: Path) -> list[str]:
 
 
 def _dockerignore(context: Path) -> list[str]:
-    f = context / ".dockerignore"
-    if not f.is_file():
-        return []
-    return [ln.strip().rstrip("/") for ln in f.read_text(errors="replace").splitlines()
-            if ln.strip() and not ln.lstrip().startswith("#") and not ln.lstrip().startswith("!")]
+    """Its exclusions as plain patterns, for the inputs hash (negations are not followed)."""
+    return [ln.rstrip("/") for ln in _dockerignore_raw(context) if not ln.startswith("!")]
 
 
 def inputs_hash(dockerfile: Path, context: Path, buildargs: dict[str, str]) -> str:
@@ -167,22 +165,23 @@ class ProjectImage:
         import docker.errors
 
         client = shared_client()
-        with _translated("looking up the project's image"):
-            try:
-                client.images.get(tag)
-                return tag
-            except docker.errors.ImageNotFound:
-                pass
+
+        def built() -> bool:
+            with _translated("looking up the project's image"):
+                try:
+                    client.images.get(tag)
+                    return True
+                except docker.errors.ImageNotFound:
+                    return False
+
+        if built():
+            return tag
         self.config.state_dir.mkdir(exist_ok=True)
         fd = os.open(self.config.state_dir / "image-build.lock", os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)       # one build at a time; a waiter finds it built
-            with _translated("looking up the project's image"):
-                try:
-                    client.images.get(tag)
-                    return tag
-                except docker.errors.ImageNotFound:
-                    pass
+            if built():
+                return tag
             rel = os.path.relpath(dockerfile, context)
             self.progress(f"building the project's image from {dockerfile.relative_to(self.config.root)} "
                           "(once per change of its inputs)")
