@@ -181,7 +181,9 @@ def ls_(json_: JsonOpt = False) -> None:
         mig = f"{len(m['new'])} new" + (f", {m['behind']} behind" if m["behind"] else "")
         cause = f" ({r['cause'][:60]}…)" if r.get("cause") and len(r["cause"]) > 60 else \
             (f" ({r['cause']})" if r.get("cause") else "")
-        table.add_row(r["name"], r["state"] + cause, r["branch"],
+        git = r.get("git") or {}
+        branch = r["branch"] + (f" ({git['behind_main']} behind main: sync)" if git.get("behind_main") else "")
+        table.add_row(r["name"], r["state"] + cause, branch,
                       r["container"]["status"], r["database"]["strategy"] or "-", mig,
                       f"{r['ports'][0]}-{r['ports'][1]}" if r["ports"] else "-")
     out.print(table)
