@@ -341,8 +341,8 @@ def main() -> int:
            "Docker workspaces are repositories of their own: every command that reads a workspace's branch "
            "first fetches it into main through git's upload-pack, and removal and merge check for uncommitted "
            "work with a git dir sandbox owns (never git inside the workspace's repository). `up` makes a "
-           "`git clone --shared` instead of `git worktree add` (see the rows above for `up` itself; before the "
-           "boundary the committed snapshot/docker median was 1.49 s).", "",
+           "`git clone --shared` instead of `git worktree add` (see the rows above for `up` itself; to compare "
+           "with the code before the boundary, run this script from a checkout of bba6596).", "",
            C.md_table(["what", "median"], brow), ""]
     goals.append(f"- boundary: `ls` with 4 workspaces {C.fmt_s(C.median(boundary['ls']))}, one fetch "
                  f"{C.fmt_s(C.median(boundary['collect']))}, merge {C.fmt_s(C.median(boundary['merge']))}")

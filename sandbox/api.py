@@ -584,7 +584,12 @@ class Sandbox:
             if runtime.status(self.config.project_id, rec.name) != "running":
                 raise WorkspaceError(f"workspace {rec.name!r} is not running", hint=f"run `sandbox up {rec.name}` first")
             lines: list[str] = []
-            code = runtime.exec(self.spec(rec), ["git", "merge", "--ff-only", "-q", commit], output=lines.append)
+            # On the workspace's branch: fast-forward the checkout. Elsewhere (the agent checked
+            # out another branch): move only the branch, leaving the agent's checkout alone.
+            script = ('if [ "$(git symbolic-ref -q --short HEAD)" = "$1" ]; then exec git merge --ff-only -q "$2"; '
+                      'else exec git update-ref "refs/heads/$1" "$2"; fi')
+            code = runtime.exec(self.spec(rec), ["sh", "-c", script, "sh", rec.branch, commit],
+                                output=lines.append)
             if code != 0:
                 raise WorkspaceError(f"could not bring workspace {rec.name!r} to {commit[:12]}: "
                                      + (" | ".join(lines[-3:]) or f"git exited {code}"))
