@@ -182,8 +182,10 @@ class Worktrees:
         return out
 
     def registered(self) -> dict[Path, str | None]:
-        """Worktrees git knows about: path → branch (None when detached)."""
-        return _branches(self._listing())
+        """Worktrees git knows about: path → branch (None when detached). Read under the worktree
+        lock: a concurrent `git worktree add` leaves half-written entries that the listing trips on."""
+        with self._locked():
+            return _branches(self._listing())
 
     def initializing(self, path: Path) -> bool:
         """Whether ``git worktree add`` of ``path`` was killed before it finished: git locks a
