@@ -139,8 +139,9 @@ def init(
     if json_:
         _print_json(res)
     else:
+        verified = " (verified in its alembic_version)" if res.get("baseline_verified") and res["baseline_head"] else ""
         out.print(f"initialised: strategy {res['strategy']}, baseline at "
-                  f"{res['baseline_head'] or '(no migrations)'}; config {res['config']}")
+                  f"{res['baseline_head'] or '(no migrations)'}{verified}; config {res['config']}")
 
 
 @app.command()
