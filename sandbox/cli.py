@@ -184,6 +184,9 @@ def ls_(json_: JsonOpt = False) -> None:
                       r["container"]["status"], r["database"]["strategy"] or "-", mig,
                       f"{r['ports'][0]}-{r['ports'][1]}" if r["ports"] else "-")
     out.print(table)
+    problem = rows[0].get("health", {}).get("baseline_problem")
+    if problem:
+        err.print(f"warning: {problem}", markup=False)
 
 
 @app.command()
@@ -249,7 +252,7 @@ def gc(
     for a in actions:
         verb = a.action if dry_run or a.done else f"{a.action} (failed)"
         out.print(f"{'would ' if dry_run else ''}{verb} {a.kind} {a.id}"
-                  + (f" [{a.workspace}]" if a.workspace else "") + (f": {a.detail}" if a.detail else ""))
+                  + (f" [{a.workspace}]" if a.workspace else "") + (f": {a.detail}" if a.detail else ""), markup=False)
 
 
 storage_app = typer.Typer(no_args_is_help=True, help="Copy-on-write storage for snapshot clones.")
