@@ -20,7 +20,7 @@ from concurrent.futures import wait as futures_wait
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from . import config as config_mod
 from .checks import Check
@@ -234,6 +234,16 @@ class Sandbox:
             if rec is None:
                 raise UnknownWorkspace(name)     # an interrupted rm was finished
         return rec
+
+    @contextlib.contextmanager
+    def locked(self, name: str) -> Iterator[WorkspaceRecord]:
+        """The workspace's lock, held; its record as it is once the lock is held (a concurrent ``rm``
+        may have removed it meanwhile: then :class:`UnknownWorkspace`, and nothing is touched)."""
+        with self.registry.lock(f"ws-{name}"):
+            rec = self.registry.get(name)
+            if rec is None:
+                raise UnknownWorkspace(name)
+            yield rec
 
     def operation(self, op: str, workspace: str | None, **data: Any) -> contextlib.AbstractContextManager[Operation]:
         """Record the intent to run ``op`` before acting (see :mod:`sandbox.intents`)."""
@@ -734,8 +744,8 @@ class Sandbox:
     # -- stop / rm --------------------------------------------------------------------------------
     def stop(self, name: str) -> None:
         """Stop the containers; keep everything."""
-        rec = self.record(name)
-        with self.registry.lock(f"ws-{name}"):
+        self.record(name)
+        with self.locked(name) as rec:
             if rec.runtime != "none":
                 self.runtime_for(rec.runtime).stop(self.config.project_id, name)
             if rec.strategy:
@@ -745,10 +755,9 @@ class Sandbox:
 
     def rm(self, name: str, *, force: bool = False, delete_branch: bool = False) -> dict[str, Any]:
         """Remove the container, database and worktree (refuses to lose work unless force)."""
-        rec = self.record(name)
-        with self.registry.lock(f"ws-{name}"), \
+        self.record(name)
+        with self.locked(name) as rec, \
                 self.operation("rm", name, force=force, delete_branch=delete_branch) as op:
-            rec = self.registry.get(name) or rec
             path = Path(rec.path)
             if not force:
                 reasons = self.unsaved(rec)
@@ -813,8 +822,8 @@ class Sandbox:
     def db_reset(self, name: str) -> str:
         """The database becomes a fresh clone of the baseline; the state it replaces is kept
         as an automatic checkpoint (``auto-…``, the last :data:`AUTO_CHECKPOINTS` are kept)."""
-        rec = self.record(name)
-        with self.registry.lock(f"ws-{name}"), disk_full_translated(f"resetting the database of {name!r}"), \
+        self.record(name)
+        with self.locked(name) as rec, disk_full_translated(f"resetting the database of {name!r}"), \
                 self.operation("db-reset", name) as op:
             kept = self._keep_current(name)
             op.step("checkpointed", checkpoint=kept)
@@ -831,7 +840,7 @@ class Sandbox:
             raise InvalidLabel(label, f"labels starting with {AUTO_PREFIX!r} belong to the automatic "
                                       "checkpoints of reset and restore")
         self.record(name)
-        with self.registry.lock(f"ws-{name}"), disk_full_translated(f"checkpoint {label!r} of {name!r}"), \
+        with self.locked(name), disk_full_translated(f"checkpoint {label!r} of {name!r}"), \
                 self.operation("db-checkpoint", name, label=label) as op:
             if not force and label in {c.label for c in self.db.checkpoints(name)}:
                 raise CheckpointExists(name, label)
@@ -842,8 +851,8 @@ class Sandbox:
     def db_restore(self, name: str, label: str) -> None:
         """The database becomes checkpoint ``label``; the state it replaces is kept as ``auto-…``."""
         validate_label(label)
-        rec = self.record(name)
-        with self.registry.lock(f"ws-{name}"), disk_full_translated(f"restoring {name!r} to {label!r}"), \
+        self.record(name)
+        with self.locked(name) as rec, disk_full_translated(f"restoring {name!r} to {label!r}"), \
                 self.operation("db-restore", name, label=label) as op:
             if label not in [c.label for c in self.db.checkpoints(name)]:
                 raise UsageError(f"workspace {name!r} has no checkpoint {label!r}",
@@ -858,7 +867,7 @@ class Sandbox:
         """Delete checkpoint ``label`` and give its space back."""
         validate_label(label)
         self.record(name)
-        with self.registry.lock(f"ws-{name}"), disk_full_translated(f"dropping checkpoint {label!r} of {name!r}"):
+        with self.locked(name), disk_full_translated(f"dropping checkpoint {label!r} of {name!r}"):
             self.db.drop_checkpoint(name, label)
 
     def db_checkpoints(self, name: str) -> list[dict[str, Any]]:

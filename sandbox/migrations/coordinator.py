@@ -572,7 +572,7 @@ class Coordinator:
         rec = self.sb.record(name)
         if not self.enabled():
             raise UsageError(f"no {self.sb.config.migrations.config} on main: nothing to rebase")
-        with self.sb.registry.lock(f"ws-{name}"), self.sb.operation("migrate-rebase", name) as op:
+        with self.sb.locked(name) as rec, self.sb.operation("migrate-rebase", name) as op:
             merged = self._merge_main_into(rec)
             op.step("merged-main", dirty=merged, merged=merged)
             old = self._rewrite_root(rec)
@@ -587,7 +587,7 @@ class Coordinator:
 
     def sync(self, name: str) -> dict[str, Any]:
         rec = self.sb.record(name)
-        with self.sb.registry.lock(f"ws-{name}"), self.sb.operation("sync", name) as op:
+        with self.sb.locked(name) as rec, self.sb.operation("sync", name) as op:
             merged = self._merge_main_into(rec)
             op.step("merged-main", dirty=merged, merged=merged)
             old = self._rewrite_root(rec) if self.enabled() else None
