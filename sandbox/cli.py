@@ -414,6 +414,9 @@ def migrate_status(json_: JsonOpt = False) -> None:
     out.print(f"main head: {data['main_head'] or '-'}" + (f" (HEADS: {', '.join(data['main_heads'])})"
                                                            if len(data["main_heads"]) > 1 else ""), markup=False)
     for w in data["workspaces"]:
+        if w.get("error"):
+            out.print(f"{w['name']}: cannot read its migrations: {w['error']}", markup=False)
+            continue
         out.print(f"{w['name']}: {len(w['new'])} new ({', '.join(w['new']) or '-'}), behind {w['behind']}"
                   + (f"; {'; '.join(w['conflicts'])}" if w["conflicts"] else ""), markup=False)
 

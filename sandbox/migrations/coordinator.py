@@ -141,8 +141,8 @@ class Coordinator:
 
     def _behind_count(self, main_revs: dict[str, Revision], main_head: str | None, base: str | None) -> int:
         """How many main revisions lie after ``base`` up to main's head."""
-        if not main_head or base == main_head:
-            return 0
+        if not main_head or base == main_head or (base is not None and base not in main_revs):
+            return 0                      # at the head, or on a revision main does not have (no count)
         count, cur = 0, main_head
         cur_: str | None = cur
         seen: set[str] = set()
@@ -202,7 +202,11 @@ class Coordinator:
             heads = s.get("heads") or []
             if len(heads) > 1:
                 conflicts.append(f"{len(heads)} heads in the workspace")
-            if s["new"] and s["behind"]:
+            parent = s.get("root_revises")
+            if s["new"] and parent and parent not in main_revs and parent not in s["new"]:
+                conflicts.append(f"its first revision revises {parent}, which neither main nor the workspace "
+                                 f"defines: run `sandbox migrate rebase {s['name']}`")
+            elif s["new"] and s["behind"]:
                 conflicts.append(f"behind main by {s['behind']}: run `sandbox migrate rebase {s['name']}`")
             peers = [n for n in by_base.get(str(s.get("root_revises")), []) if n != s["name"]]
             if s["new"] and peers:
@@ -255,7 +259,10 @@ class Coordinator:
         main_head = main_heads[0] if len(main_heads) == 1 else None
         for root in roots:
             parent: str | None = root.down_revisions[0] if root.down_revisions else None
-            if main_head and parent != main_head and not root.is_merge:
+            if parent is not None and parent not in main_revs and not root.is_merge:
+                f("missing-parent", f"{root.id} revises {parent}, which neither main nor the workspace defines: "
+                  f"run `sandbox migrate rebase {name}` to put it on main's head {main_head or ''}".rstrip(), root.id)
+            elif main_head and parent != main_head and not root.is_merge:
                 behind = self._behind_count(main_revs, main_head, parent)
                 f("behind", f"{root.id} revises {parent or 'nothing'}, but main's head is {main_head} "
                   f"({behind} revision(s) ahead): run `sandbox migrate rebase {name}`", root.id)
