@@ -735,6 +735,11 @@ class Sandbox:
         if rec.runtime != "none" and runtime.status(self.config.project_id, name) != "running":
             raise WorkspaceError(f"workspace {name!r} is not running: run `sandbox up {name}`")
         spec = self.spec(rec)
+        if rec.strategy and "DATABASE_URL" not in spec.env:
+            # never run the command without its database: say why instead (removed meanwhile, lost secret)
+            if self.registry.get(name) is None:
+                raise UnknownWorkspace(name)
+            self.db.info(name, self._network(rec))
         return runtime.exec(spec, argv, env=spec.env, interactive=interactive)
 
     def shell(self, name: str) -> int:

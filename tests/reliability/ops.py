@@ -21,6 +21,14 @@ from e2e.conftest import GIT_ENV, add_revision, git, make_demo_repo
 KILLED = -signal.SIGKILL
 
 
+def report(test: str, **figures: Any) -> None:
+    """Append one measured line to ``SANDBOX_RELIABILITY_REPORT`` (JSON lines; see figures.py)."""
+    target = os.environ.get("SANDBOX_RELIABILITY_REPORT")
+    if target:
+        with open(target, "a") as fh:
+            fh.write(json.dumps({"test": test, **figures}, sort_keys=True) + "\n")
+
+
 def toml(strategy: str, port_base: int, *, runtime: str = "none", server: str = "local", extra: str = "") -> str:
     return (f'[workspace]\nruntime = "{runtime}"\nports = 5\nport_base = {port_base}\n\n'
             f'[database]\nstrategy = "{strategy}"\nserver = "{server}"\nseed = ["db/seed.sql"]\n{extra}')

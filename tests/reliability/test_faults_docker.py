@@ -13,7 +13,7 @@ import pytest
 
 from sandbox import Sandbox
 
-from .ops import KILLED, assert_sound, ls, mark, marks, new_project, ok, sandbox, toml
+from .ops import KILLED, assert_sound, ls, mark, marks, new_project, ok, report, sandbox, toml
 
 REVISION = '''"""wdock
 
@@ -86,6 +86,8 @@ def test_a_merge_killed_after_main_moved_brings_the_baseline_forward(docker_proj
     assert sb.tool.current(sb.conninfo("n")) == ["wdock"]
     ok(sandbox(repo, "rm", "n", "--delete-branch"))
     ok(sandbox(repo, "rm", "w", "--delete-branch"))
+    report("fault", op="merge", point="merge:main-moved", strategy="snapshot", runtime="docker",
+           recovery=["roll-forward"], lost=0)
 
 
 @pytest.mark.docker
@@ -110,4 +112,6 @@ def test_a_killed_database_container_is_reported_and_up_repairs_it(docker_projec
     assert row["state"] == "ready" and row["database"]["answers"] and row["health"]["ok"], row
     assert marks(repo, "k") == {5}
     assert marks(repo, "by") == {42}
+    report("fault", op="docker kill", point="database container", strategy="snapshot", runtime="docker",
+           recovery=["up"], lost=0)
     ok(sandbox(repo, "rm", "k", "--delete-branch"))

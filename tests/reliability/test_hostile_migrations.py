@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 
 from sandbox import Sandbox
 
-from .ops import new_project, ok, sandbox, toml
+from .ops import new_project, ok, report, sandbox, toml
 
 IDS = st.text("abcdefghijklmnopqrstuvwxyz0123456789_", min_size=1, max_size=12).map(lambda s: "x" + s)
 HEADER = 'revision = "{rev}"\ndown_revision = {down}\nbranch_labels = None\ndepends_on = None\n'
@@ -107,11 +107,13 @@ def test_hostile_revision_files_get_one_line_and_change_nothing(project: Path, f
         else:
             assert check.returncode in (1, 2), (check.returncode, check.stdout, check.stderr)
         if check.returncode and check.stdout.strip():
-            report = json.loads(check.stdout)
-            assert not report["ok"] and any(f["severity"] == "error" for f in report["findings"])
+            answer = json.loads(check.stdout)
+            assert not answer["ok"] and any(f["severity"] == "error" for f in answer["findings"])
         elif check.returncode:
             assert len(check.stderr.strip().splitlines()) == 1, check.stderr
         assert _state(repo, tree) == before
+        report("hostile-migration", files=len(files), check=check.returncode,
+               status="error" if row.get("error") else ("conflict" if row.get("conflicts") else "ok"), changed=0)
     finally:
         for name in files:
             (versions / name).unlink(missing_ok=True)
