@@ -31,7 +31,7 @@ from .errors import (CheckpointExists, ConfigError, DatabaseError, HookFailed, I
                      ServiceUnavailable, UnknownWorkspace, UnsafeRemoval, UsageError, WorkspaceError)
 from .migrations.base import MigrationTool
 from .disk import disk_full_translated
-from .intents import Operation, Recovery, kill_point, operation
+from .intents import Operation, Recovery, operation
 from .names import AUTO_PREFIX, validate_label, validate_name
 from .registry import Registry, WorkspaceRecord
 from .runtime.base import Runtime, WorkspaceSpec, unprivileged_ids
@@ -922,7 +922,12 @@ class Sandbox:
         return self.coordinator().status()
 
     def migrate_check(self, name: str) -> Any:
-        return self.coordinator().check(name)
+        try:
+            return self.coordinator().check(name)
+        except SandboxError:
+            if self.registry.get(name) is None:      # removed while it was being checked
+                raise UnknownWorkspace(name) from None
+            raise
 
     def migrate_rebase(self, name: str) -> dict[str, Any]:
         return self.coordinator().rebase(name)
