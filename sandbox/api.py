@@ -20,7 +20,7 @@ from concurrent.futures import wait as futures_wait
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from . import config as config_mod
 from .checks import Check
@@ -31,6 +31,7 @@ from .errors import (CheckpointExists, ConfigError, DatabaseError, HookFailed, I
                      ServiceUnavailable, UnknownWorkspace, UnsafeRemoval, UsageError, WorkspaceError)
 from .migrations.base import MigrationTool
 from .disk import disk_full_translated
+from .intents import Operation, Recovery, operation
 from .names import AUTO_PREFIX, validate_label, validate_name
 from .registry import Registry, WorkspaceRecord
 from .runtime.base import Runtime, WorkspaceSpec, unprivileged_ids
@@ -119,6 +120,7 @@ class Sandbox:
         self.repos = IsolatedRepos(self.git)
         self._runner: Any = None
         self._image: Any = None
+        self._recovered: set[str | None] = set()     # what this process has checked for unfinished operations
 
     # -- construction ---------------------------------------------------------------------
     @classmethod
@@ -221,11 +223,47 @@ class Sandbox:
 
     # -- helpers --------------------------------------------------------------------------------
     def record(self, name: str) -> WorkspaceRecord:
+        """The workspace's record, after finishing (or undoing) what an interrupted operation left on it."""
         validate_name(name)
         rec = self.registry.get(name)
         if rec is None:
             raise UnknownWorkspace(name)
+        if name not in self._recovered:
+            self.recover(name)
+            rec = self.registry.get(name)
+            if rec is None:
+                raise UnknownWorkspace(name)     # an interrupted rm was finished
         return rec
+
+    @contextlib.contextmanager
+    def locked(self, name: str) -> Iterator[WorkspaceRecord]:
+        """The workspace's lock, held; its record as it is once the lock is held (a concurrent ``rm``
+        may have removed it meanwhile: then :class:`UnknownWorkspace`, and nothing is touched)."""
+        with self.registry.lock(f"ws-{name}"):
+            rec = self.registry.get(name)
+            if rec is None:
+                raise UnknownWorkspace(name)
+            yield rec
+
+    def operation(self, op: str, workspace: str | None, **data: Any) -> contextlib.AbstractContextManager[Operation]:
+        """Record the intent to run ``op`` before acting (see :mod:`sandbox.intents`)."""
+        return operation(self.registry, op, workspace, **data)
+
+    def recover(self, name: str | None = None, *, everything: bool = False,
+                dry_run: bool = False) -> list[Recovery]:
+        """Roll forward or back what interrupted operations left on ``name`` and on the project
+        (merge, deinit); ``everything``: on every workspace (gc). Done once per process and name."""
+        from .intents import recover
+        if not dry_run:
+            self._recovered.add(name)
+            if everything:
+                self._recovered.add(None)
+        results = recover(self, workspace=name, everything=everything, dry_run=dry_run)
+        if any(r.intent.op == "deinit" and r.done for r in results) and not everything:
+            self._registry = None
+            raise UsageError("an interrupted `sandbox deinit` was finished: the project is no longer initialised",
+                             hint="run `sandbox init`")
+        return results
 
     def _network(self, rec: WorkspaceRecord) -> str | None:
         return rec.data.get("network")
@@ -465,6 +503,12 @@ class Sandbox:
                                      "another name)")
         self.check_env_file(from_ref)
         self.registry  # noqa: B018 - fails early when not initialised
+        for n in names:                      # what interrupted operations left (a merge's baseline too)
+            if self.registry.get(n) is not None:
+                self.record(n)
+        if None not in self._recovered:
+            self.recover(None)
+        self._warn_stale_baseline()
         runtime = self.config.workspace.runtime if container else "none"
         if runtime != "none":
             self.runtime_for(runtime)   # the Docker SDK first: the network is the first thing made
@@ -486,27 +530,32 @@ class Sandbox:
     def _up_one(self, name: str, from_ref: str | None, runtime_kind: str) -> UpResult:
         with self.registry.lock(f"ws-{name}"):
             rec = self.registry.get(name)
-            if rec is not None and rec.state in ("ready", "stopped"):
-                self.progress(f"{name}: starting")
-                self._start(rec)
-                return UpResult(name, True, "ready")
-            if rec is None:
-                path = self.config.worktrees_dir / name
-                rec = WorkspaceRecord(name=name, branch=name, path=str(path), state="creating",
-                                      runtime=runtime_kind, base_ref=from_ref, pid=os.getpid())
-                if not self.registry.insert(rec):
-                    raise WorkspaceError(f"workspace {name!r} appeared concurrently; retry")
-            else:
-                self.registry.set_state(name, "creating", rec.cause)
-            try:
-                self._create(rec, from_ref)
-            except BaseException as exc:  # a failed hook keeps everything; other failures were undone
-                self.registry.set_state(name, "broken", str(exc) or type(exc).__name__)
-                raise
-            self.registry.set_state(name, "ready")
-            return UpResult(name, True, "ready", created=True)
+            with self.operation("up", name, existed=rec is not None) as op:
+                if rec is not None and rec.state in ("ready", "stopped"):
+                    self.progress(f"{name}: starting")
+                    self._start(rec)
+                    op.step("started", dirty=False)
+                    return UpResult(name, True, "ready")
+                if rec is None:
+                    path = self.config.worktrees_dir / name
+                    rec = WorkspaceRecord(name=name, branch=name, path=str(path), state="creating",
+                                          runtime=runtime_kind, base_ref=from_ref, pid=os.getpid())
+                    if not self.registry.insert(rec):
+                        raise WorkspaceError(f"workspace {name!r} appeared concurrently; retry")
+                else:
+                    self.registry.set_state(name, "creating", rec.cause)
+                op.step("registered")
+                try:
+                    self._create(rec, from_ref, op)
+                except BaseException as exc:  # a failed hook keeps everything; other failures were undone
+                    self.registry.set_state(name, "broken", str(exc) or type(exc).__name__)
+                    op.done()
+                    raise
+                self.registry.set_state(name, "ready")
+                op.step("ready")
+                return UpResult(name, True, "ready", created=True)
 
-    def _create(self, rec: WorkspaceRecord, from_ref: str | None) -> None:
+    def _create(self, rec: WorkspaceRecord, from_ref: str | None, op: Operation) -> None:
         """Worktree, ports, network, database and container; on failure nothing of it stays.
 
         Independent steps overlap: the network is created while git makes the worktree, and
@@ -543,6 +592,7 @@ class Sandbox:
                     if owner is not None and os.geteuid() == 0:
                         from .worktrees import _chown_tree
                         _chown_tree(path / rel, *owner) if (path / rel).is_dir() else os.chown(path / rel, *owner)
+            op.step("worktree")
             if existed:
                 self._warn_behind(rec)
             had_ports = bool(self.registry.ports(name, "workspace"))
@@ -574,7 +624,9 @@ class Sandbox:
                                     "connection details than it announced (a bug in sandbox: please report it)")
             write_block(path / self.env_file(), self.managed_env(rec, db), owner=owner)
             undo.pop_all()
+        op.step("database")
         self._run_hooks(rec, self.config.workspace.setup, "setup", db)
+        op.step("setup")
 
     def advance(self, rec: WorkspaceRecord, commit: str) -> None:
         """Fast-forward the workspace's checkout to ``commit`` (made for it in main's repository):
@@ -605,6 +657,16 @@ class Sandbox:
         """How many of main's commits the workspace's branch lacks (its last known state)."""
         return self.git.behind(rec.branch)
 
+    def _warn_stale_baseline(self) -> None:
+        """New workspaces start from the baseline: say so when it is not at main's head."""
+        from .health import baseline_state
+        try:
+            problem = baseline_state(self).problem()
+        except SandboxError:
+            return
+        if problem:
+            self.progress(f"warning: {problem}")
+
     def _warn_behind(self, rec: WorkspaceRecord) -> None:
         n = self.behind(rec)
         if n:
@@ -627,21 +689,34 @@ class Sandbox:
 
     # -- inspection ------------------------------------------------------------------------------
     def ls(self) -> list[dict[str, Any]]:
-        """Every workspace and its state (JSON shape of the contract; no secrets)."""
+        """Every workspace and its state (JSON shape of the contract; no secrets).
+
+        ``state`` is the registry's, except that a ``ready`` workspace whose database does not
+        answer, whose container is not running, or that an interrupted operation left behind is
+        reported ``broken`` (``health`` says why; ``registry_state`` keeps the row's own).
+        """
+        from .health import baseline_state, check_all
         from .migrations.coordinator import Coordinator
         coord = Coordinator(self)
         out = []
-        for rec in self.registry.all():
+        if None not in self._recovered:
+            self.recover(None)            # a killed merge's baseline, a killed deinit (workspaces: only reported)
+        recs = self.registry.all()
+        statuses: list[str] = []
+        for rec in recs:
+            try:
+                statuses.append(self.runtime_for(rec.runtime).status(self.config.project_id, rec.name)
+                                if rec.runtime != "none" else "none")
+            except ServiceUnavailable:
+                statuses.append("unknown")
+        healths = check_all(self, list(zip(recs, statuses)))
+        baseline = baseline_state(self)
+        for rec, status, health in zip(recs, statuses, healths):
             git_error = None
             try:
                 self.collect(rec)        # commits made inside are on its branch before it is read
             except SandboxError as exc:
                 git_error = str(exc)
-            try:
-                status = self.runtime_for(rec.runtime).status(self.config.project_id, rec.name) \
-                    if rec.runtime != "none" else "none"
-            except ServiceUnavailable:
-                status = "unknown"
             url = None
             if rec.strategy:
                 try:
@@ -649,11 +724,17 @@ class Sandbox:
                 except SandboxError:
                     url = None
             ports = self.registry.ports(rec.name, "workspace")
-            out.append({"name": rec.name, "branch": rec.branch, "path": rec.path, "state": rec.state,
-                        "cause": rec.cause, "runtime": rec.runtime,
+            state, cause = rec.state, rec.cause
+            if not health.ok and state in ("ready", "stopped"):
+                state, cause = "broken", "; ".join(health.problems)
+            out.append({"name": rec.name, "branch": rec.branch, "path": rec.path, "state": state,
+                        "cause": cause, "registry_state": rec.state, "runtime": rec.runtime,
                         "ports": [ports[0], ports[-1]] if ports else None,
                         "container": {"status": status},
-                        "database": {"strategy": rec.strategy, "url": url},
+                        "database": {"strategy": rec.strategy, "url": url, "answers": health.database_answers,
+                                     **({"error": health.database_error} if health.database_error else {})},
+                        "health": {**health.to_json(), "baseline": baseline.to_json(),
+                                   **({"baseline_problem": baseline.problem()} if baseline.problem() else {})},
                         "migrations": coord.workspace_summary(rec),
                         "git": {"behind_main": self.behind(rec), **({"error": git_error} if git_error else {})}})
         return out
@@ -673,6 +754,11 @@ class Sandbox:
         if rec.runtime != "none" and runtime.status(self.config.project_id, name) != "running":
             raise WorkspaceError(f"workspace {name!r} is not running: run `sandbox up {name}`")
         spec = self.spec(rec)
+        if rec.strategy and "DATABASE_URL" not in spec.env:
+            # never run the command without its database: say why instead (removed meanwhile, lost secret)
+            if self.registry.get(name) is None:
+                raise UnknownWorkspace(name)
+            self.db.info(name, self._network(rec))
         return runtime.exec(spec, argv, env=spec.env, interactive=interactive)
 
     def shell(self, name: str) -> int:
@@ -682,8 +768,8 @@ class Sandbox:
     # -- stop / rm --------------------------------------------------------------------------------
     def stop(self, name: str) -> None:
         """Stop the containers; keep everything."""
-        rec = self.record(name)
-        with self.registry.lock(f"ws-{name}"):
+        self.record(name)
+        with self.locked(name) as rec:
             if rec.runtime != "none":
                 self.runtime_for(rec.runtime).stop(self.config.project_id, name)
             if rec.strategy:
@@ -693,8 +779,9 @@ class Sandbox:
 
     def rm(self, name: str, *, force: bool = False, delete_branch: bool = False) -> dict[str, Any]:
         """Remove the container, database and worktree (refuses to lose work unless force)."""
-        rec = self.record(name)
-        with self.registry.lock(f"ws-{name}"):
+        self.record(name)
+        with self.locked(name) as rec, \
+                self.operation("rm", name, force=force, delete_branch=delete_branch) as op:
             path = Path(rec.path)
             if not force:
                 reasons = self.unsaved(rec)
@@ -715,18 +802,42 @@ class Sandbox:
                                              hint="fix it, or pass --force to remove anyway") from exc
                     hook_error = str(exc)
                     self.progress(f"{name}: teardown failed, continuing (--force): {exc}")
+            op.step("teardown", dirty=False)
             self.registry.set_state(name, "removing")
-            if rec.runtime != "none":
-                self.runtime_for(rec.runtime).remove(self.config.project_id, name)
-            self.db.drop(name)
-            if self.isolated(rec):
-                self.repos.remove(name, path)
-            else:
-                self.git.remove(path)
-            if delete_branch:
-                self.git.delete_branch(rec.branch)
-            self.registry.delete(name)
+            op.step("removing")
+            self.remove_parts(rec, delete_branch=delete_branch, force=True, op=op)
         return {"name": name, "removed": True, "branch_deleted": delete_branch, "teardown_error": hook_error}
+
+    def remove_parts(self, rec: WorkspaceRecord, *, delete_branch: bool = False, force: bool = False,
+                     op: Operation | None = None) -> None:
+        """Container, database, worktree, then the record (``rm`` after its checks; recovery of a killed ``rm``).
+
+        Each part tolerates being gone already. ``delete_branch`` deletes an unmerged branch only with ``force``.
+        """
+        def step(name: str) -> None:
+            if op is not None:
+                op.step(name)
+
+        name, path = rec.name, Path(rec.path)
+        if rec.runtime != "none":
+            try:
+                self.runtime_for(rec.runtime).remove(self.config.project_id, name)
+            except ServiceUnavailable:
+                if op is not None:
+                    raise
+                self.progress(f"{name}: the container runtime is unavailable; `sandbox gc` removes the container later")
+        step("container")
+        self.db.drop(name)
+        step("database")
+        if self.isolated(rec):
+            self.repos.remove(name, path)
+        else:
+            self.git.remove(path)
+        step("worktree")
+        if delete_branch and (force or not self.git.unmerged(rec.branch)):
+            self.git.delete_branch(rec.branch)
+        self.registry.delete(name)
+        step("deleted")
 
     # -- database commands -------------------------------------------------------------------------
     def db_url(self, name: str) -> str:
@@ -735,12 +846,15 @@ class Sandbox:
     def db_reset(self, name: str) -> str:
         """The database becomes a fresh clone of the baseline; the state it replaces is kept
         as an automatic checkpoint (``auto-…``, the last :data:`AUTO_CHECKPOINTS` are kept)."""
-        rec = self.record(name)
-        with self.registry.lock(f"ws-{name}"), disk_full_translated(f"resetting the database of {name!r}"):
-            self._keep_current(name)
+        self.record(name)
+        with self.locked(name) as rec, disk_full_translated(f"resetting the database of {name!r}"), \
+                self.operation("db-reset", name) as op:
+            kept = self._keep_current(name)
+            op.step("checkpointed", checkpoint=kept)
             self.progress(f"{name}: resetting the database to the baseline")
             info = self.db.reset(name, self._network(rec))
-            self._prune_auto(name)
+            op.step("reset")
+            self.prune_auto(name)
         return info.url()
 
     def db_checkpoint(self, name: str, label: str, *, force: bool = False) -> dict[str, Any]:
@@ -750,29 +864,34 @@ class Sandbox:
             raise InvalidLabel(label, f"labels starting with {AUTO_PREFIX!r} belong to the automatic "
                                       "checkpoints of reset and restore")
         self.record(name)
-        with self.registry.lock(f"ws-{name}"), disk_full_translated(f"checkpoint {label!r} of {name!r}"):
+        with self.locked(name), disk_full_translated(f"checkpoint {label!r} of {name!r}"), \
+                self.operation("db-checkpoint", name, label=label) as op:
             if not force and label in {c.label for c in self.db.checkpoints(name)}:
                 raise CheckpointExists(name, label)
             cp = self.db.checkpoint(name, label)
+            op.step("taken")
         return dataclasses.asdict(cp)
 
     def db_restore(self, name: str, label: str) -> None:
         """The database becomes checkpoint ``label``; the state it replaces is kept as ``auto-…``."""
         validate_label(label)
-        rec = self.record(name)
-        with self.registry.lock(f"ws-{name}"), disk_full_translated(f"restoring {name!r} to {label!r}"):
+        self.record(name)
+        with self.locked(name) as rec, disk_full_translated(f"restoring {name!r} to {label!r}"), \
+                self.operation("db-restore", name, label=label) as op:
             if label not in [c.label for c in self.db.checkpoints(name)]:
                 raise UsageError(f"workspace {name!r} has no checkpoint {label!r}",
                                  hint=f"see `sandbox db checkpoints {name}`")
-            self._keep_current(name)
+            kept = self._keep_current(name)
+            op.step("checkpointed", checkpoint=kept)
             self.db.restore(name, label, self._network(rec))
-            self._prune_auto(name)
+            op.step("restored")
+            self.prune_auto(name)
 
     def db_drop_checkpoint(self, name: str, label: str) -> None:
         """Delete checkpoint ``label`` and give its space back."""
         validate_label(label)
         self.record(name)
-        with self.registry.lock(f"ws-{name}"), disk_full_translated(f"dropping checkpoint {label!r} of {name!r}"):
+        with self.locked(name), disk_full_translated(f"dropping checkpoint {label!r} of {name!r}"):
             self.db.drop_checkpoint(name, label)
 
     def db_checkpoints(self, name: str) -> list[dict[str, Any]]:
@@ -795,7 +914,7 @@ class Sandbox:
         self.db.checkpoint(name, label)
         return label
 
-    def _prune_auto(self, name: str) -> None:
+    def prune_auto(self, name: str) -> None:
         """Keep the newest :data:`AUTO_CHECKPOINTS` automatic checkpoints."""
         autos = sorted((c for c in self.db.checkpoints(name) if c.label.startswith(AUTO_PREFIX)),
                        key=lambda c: (c.created_at, c.label))
@@ -817,10 +936,17 @@ class Sandbox:
 
     def migrate_status(self) -> dict[str, Any]:
         self.registry  # noqa: B018 - a damaged registry is an error here too, migrations or not
+        if None not in self._recovered:
+            self.recover(None)
         return self.coordinator().status()
 
     def migrate_check(self, name: str) -> Any:
-        return self.coordinator().check(name)
+        try:
+            return self.coordinator().check(name)
+        except SandboxError:
+            if self.registry.get(name) is None:      # removed while it was being checked
+                raise UnknownWorkspace(name) from None
+            raise
 
     def migrate_rebase(self, name: str) -> dict[str, Any]:
         return self.coordinator().rebase(name)
@@ -861,43 +987,76 @@ class Sandbox:
         return grow_pool(storage.root, size)
 
     # -- deinit ---------------------------------------------------------------------------------------
-    def deinit(self, *, force: bool = False) -> dict[str, Any]:
+    def deinit(self, *, force: bool = False, resume: str | None = None) -> dict[str, Any]:
         """Remove every workspace, the baseline, the servers, the storage pool and ``.sandbox/``.
 
         Refuses (before touching anything) while a workspace holds uncommitted changes or
         unmerged commits, unless ``force``. ``sandbox.toml`` and branches are kept.
+        ``resume`` (recovery of a killed deinit, under its lock) is the step it had reached.
         """
+        if resume is None:
+            with self.registry.lock("deinit", blocking=False):
+                self.recover(None)
+                with self.operation("deinit", None, force=force) as op:
+                    return self._deinit(force, op, "begin")
+        return self._deinit(force, None, resume)
+
+    def _deinit(self, force: bool, op: Operation | None, reached: str) -> dict[str, Any]:
+        from .intents import STEPS
+        order = STEPS["deinit"]
+
+        def step(name: str) -> bool:
+            """Record ``name`` as done; False when a killed deinit had done it already (skip it)."""
+            if order.index(reached) >= order.index(name):
+                return False
+            if op is not None:
+                op.step(name)
+            return True
+
+        def pending(name: str) -> bool:
+            return order.index(reached) < order.index(name)
+
         recs = self.registry.all()
         if not force:
             for rec in recs:
                 reasons = self.unsaved(rec)
                 if reasons:
                     raise UnsafeRemoval(rec.name, reasons)
-        for rec in recs:
-            self.rm(rec.name, force=True)
+        if pending("workspaces"):
+            for rec in recs:
+                self.rm(rec.name, force=True)
+            step("workspaces")
         from .databases.factory import data_home, destroy_storage
-        strategy = self.db
-        for res in strategy.owned():
-            if res.kind != "baseline":
-                try:
-                    strategy.remove_owned(res)
-                except SandboxError as exc:
-                    self.progress(f"could not remove {res.kind} {res.id}: {exc}")
-        server = getattr(strategy, "server", None)
-        if server is not None and hasattr(server, "stop"):
-            server.stop()
-        try:
-            runtime = self.runtime_for(self.config.workspace.runtime)
-            for res in runtime.owned(self.config.project_id):
-                runtime.remove_owned(res)
-        except ServiceUnavailable:
-            pass
         server_kind = self.registry.get_meta("db.server") or "local"
-        destroy_storage(self.config, strategy, data_home(self.config, server_kind))
+        if pending("databases"):
+            strategy = self.db
+            for res in strategy.owned():
+                if res.kind != "baseline":
+                    try:
+                        strategy.remove_owned(res)
+                    except SandboxError as exc:
+                        self.progress(f"could not remove {res.kind} {res.id}: {exc}")
+            server = getattr(strategy, "server", None)
+            if server is not None and hasattr(server, "stop"):
+                server.stop()
+            step("databases")
+        if pending("runtime"):
+            try:
+                runtime = self.runtime_for(self.config.workspace.runtime)
+                for res in runtime.owned(self.config.project_id):
+                    runtime.remove_owned(res)
+            except ServiceUnavailable:
+                pass
+            step("runtime")
+        if pending("storage"):
+            destroy_storage(self.config, self._strategy, data_home(self.config, server_kind))
+            step("storage")
         self.git.prune()
         shutil.rmtree(self.config.state_dir, ignore_errors=True)
         self._registry = None
         self._strategy = None
+        if op is not None:
+            op.settled = True               # its intent went with the registry
         kept = [r.branch for r in recs if self.git.branch_exists(r.branch)]
         if kept:
             self.progress(f"kept branches: {', '.join(kept)} (delete with `git branch -D`)")

@@ -188,6 +188,9 @@ def ls_(json_: JsonOpt = False) -> None:
                       r["container"]["status"], r["database"]["strategy"] or "-", mig,
                       f"{r['ports'][0]}-{r['ports'][1]}" if r["ports"] else "-")
     out.print(table)
+    problem = rows[0].get("health", {}).get("baseline_problem")
+    if problem:
+        err.print(f"warning: {problem}", markup=False)
 
 
 @app.command()
@@ -253,7 +256,7 @@ def gc(
     for a in actions:
         verb = a.action if dry_run or a.done else f"{a.action} (failed)"
         out.print(f"{'would ' if dry_run else ''}{verb} {a.kind} {a.id}"
-                  + (f" [{a.workspace}]" if a.workspace else "") + (f": {a.detail}" if a.detail else ""))
+                  + (f" [{a.workspace}]" if a.workspace else "") + (f": {a.detail}" if a.detail else ""), markup=False)
 
 
 storage_app = typer.Typer(no_args_is_help=True, help="Copy-on-write storage for snapshot clones.")
@@ -417,6 +420,9 @@ def migrate_status(json_: JsonOpt = False) -> None:
     out.print(f"main head: {data['main_head'] or '-'}" + (f" (HEADS: {', '.join(data['main_heads'])})"
                                                            if len(data["main_heads"]) > 1 else ""), markup=False)
     for w in data["workspaces"]:
+        if w.get("error"):
+            out.print(f"{w['name']}: cannot read its migrations: {w['error']}", markup=False)
+            continue
         out.print(f"{w['name']}: {len(w['new'])} new ({', '.join(w['new']) or '-'}), behind {w['behind']}"
                   + (f"; {'; '.join(w['conflicts'])}" if w["conflicts"] else ""), markup=False)
 

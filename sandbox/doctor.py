@@ -88,6 +88,47 @@ def run_checks(sb: "Sandbox", *, repair: bool = False) -> list[Check]:
             checks.append(_baseline_probe(sb))
         except SandboxError as exc:
             checks.append(Check("database", False, str(exc), "see the message; `sandbox db baseline --refresh`"))
+        checks += _state_checks(sb)
+    return checks
+
+
+def _state_checks(sb: "Sandbox") -> list[Check]:
+    """Unfinished operations, the baseline against main's head, and each workspace's health."""
+    from .health import baseline_state, check_all
+    from .intents import Recovery, pending
+    checks: list[Check] = []
+    try:
+        left = pending(sb.registry)
+        if left:
+            checks.append(Check("operations", False, f"{len(left)} interrupted: " + "; ".join(
+                Recovery(it, "", it.cause or f"process {it.pid} is gone").describe() for it in left[:5]),
+                "the next command on each workspace finishes or undoes it; `sandbox gc` does all at once"))
+        problem = baseline_state(sb).problem()
+        if problem:
+            checks.append(Check("baseline head", False, problem, "`sandbox gc`, or `sandbox db baseline --refresh`"))
+        recs = sb.registry.all()
+        rows = []
+        for rec in recs:
+            try:
+                status = sb.runtime_for(rec.runtime).status(sb.config.project_id, rec.name) \
+                    if rec.runtime != "none" else "none"
+            except SandboxError:
+                status = "unknown"
+            rows.append((rec, status))
+        healthy = 0
+        for (rec, _), health in zip(rows, check_all(sb, rows)):
+            if health.ok:
+                healthy += 1
+            else:
+                checks.append(Check(f"workspace {rec.name}", False, "; ".join(health.problems),
+                                    f"`sandbox up {rec.name}`; if its database stays broken, "
+                                    f"`sandbox db reset {rec.name}`"))
+        if recs:
+            checks.append(Check("workspaces", healthy == len(recs),
+                                f"{healthy} of {len(recs)} healthy (database answers, container runs, "
+                                "nothing left half-done)"))
+    except SandboxError as exc:
+        checks.append(Check("workspaces", False, f"cannot check: {exc}", "see the message"))
     return checks
 
 

@@ -67,25 +67,17 @@ def collect(sb: "Sandbox", *, dry_run: bool = False, trust: bool = False) -> lis
     project = sb.config.project_id
     main = sb.git.main_branch()
 
-    # 1. half-done registry rows
+    # 1. operations left unfinished (their intents), then half-done registry rows without one
+    for r in sb.recover(everything=True, dry_run=dry_run):
+        it = r.intent
+        actions.append(GcAction("operation", f"{it.op}#{it.id}", it.workspace, r.action,
+                               f"`{it.op}` interrupted at step {it.step}: {r.detail}", done=r.done))
+    if not (sb.config.state_dir / "registry.db").exists():
+        return actions                 # an interrupted deinit was finished: nothing is left to collect
     for rec in reg.all():
         if rec.state == "creating" and not _pid_alive(rec.pid):
-            path = Path(rec.path)
-            try:
-                if sb.isolated(rec):
-                    found = sb.repos.unsaved(rec.name, path, rec.branch) if (path / ".git").is_dir() else []
-                else:
-                    found = sb.git.dirty(path)
-                work = found or (sb.git.unmerged(rec.branch, main) if rec.branch_created else [])
-            except SandboxError as exc:        # cannot tell: keep it (fail closed)
-                work = [str(exc)]
-            if work:
-                act(GcAction("workspace", rec.name, rec.name, "mark-broken",
-                             "interrupted while creating; its worktree holds work, kept for `sandbox up` to retry"),
-                    partial(reg.set_state, rec.name, "broken", "interrupted while creating"))
-            else:
-                act(GcAction("workspace", rec.name, rec.name, "remove", "interrupted while creating: rolled back"),
-                    partial(_rollback, sb, rec))
+            action, detail, fn = settle_creating(sb, rec)
+            act(GcAction("workspace", rec.name, rec.name, action, detail), fn)
         elif rec.state == "removing" and not _pid_alive(rec.pid):
             act(GcAction("workspace", rec.name, rec.name, "remove", "interrupted while removing: finished"),
                 partial(_rollback, sb, rec, keep_branch=True))
@@ -208,6 +200,28 @@ def _adopt(sb: "Sandbox", dry_run: bool, act: Callable[..., None]) -> None:
             pass
         act(GcAction("workspace", name, name, "adopt", f"worktree {path} on branch {branch!r}"),
             partial(reg.insert, rec))
+
+
+def settle_creating(sb: "Sandbox", rec: "WorkspaceRecord") -> tuple[str, str, Callable[[], object]]:
+    """What to do with a workspace whose creation was interrupted: (action, why, do it).
+
+    It is rolled back (everything made for it removed) unless its worktree already holds work
+    (or git cannot say): then it is kept as ``broken`` for ``sandbox up`` to retry.
+    """
+    path = Path(rec.path)
+    main = sb.git.main_branch()
+    try:
+        if sb.isolated(rec):
+            found = sb.repos.unsaved(rec.name, path, rec.branch) if (path / ".git").is_dir() else []
+        else:
+            found = sb.git.dirty(path)
+        work = found or (sb.git.unmerged(rec.branch, main) if rec.branch_created else [])
+    except SandboxError as exc:        # cannot tell: keep it (fail closed)
+        work = [str(exc)]
+    if work:
+        return ("mark-broken", "interrupted while creating; its worktree holds work, kept for `sandbox up` to retry",
+                partial(sb.registry.set_state, rec.name, "broken", "interrupted while creating"))
+    return "remove", "interrupted while creating: rolled back", partial(_rollback, sb, rec)
 
 
 def _rollback(sb: "Sandbox", rec: "WorkspaceRecord", keep_branch: bool = False) -> None:

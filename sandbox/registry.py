@@ -90,6 +90,19 @@ CREATE TABLE IF NOT EXISTS meta (
     key TEXT PRIMARY KEY,
     value TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS intents (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    op TEXT NOT NULL,
+    workspace TEXT,
+    step TEXT NOT NULL,
+    status TEXT NOT NULL,
+    pid INTEGER NOT NULL,
+    pid_start TEXT,
+    data TEXT NOT NULL DEFAULT '{}',
+    cause TEXT,
+    started_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
 """
 
 
@@ -114,7 +127,57 @@ class WorkspaceRecord:
     data: dict[str, Any] = field(default_factory=dict)
 
 
-SCHEMA_VERSION = 1
+@dataclass
+class IntentRecord:
+    """An operation that said what it was about to do (see :mod:`sandbox.intents`).
+
+    ``status`` is ``running`` while its process works on it, ``failed`` when it raised with a
+    step left unfinished, ``recovering`` while another command finishes or undoes it.
+    """
+
+    id: int
+    op: str
+    workspace: str | None
+    step: str
+    status: str
+    pid: int
+    pid_start: str | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+    cause: str | None = None
+    started_at: str = ""
+    updated_at: str = ""
+
+
+def process_start(pid: int) -> str | None:
+    """When process ``pid`` started (clock ticks since boot, from ``/proc``), or None if it is gone
+    or a zombie. With the pid it names one process: a pid reused later has another start."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = raw.rsplit(")", 1)[-1].split()
+    if not fields or fields[0] in ("Z", "X"):
+        return None
+    return fields[19] if len(fields) > 19 else None
+
+
+def process_alive(pid: int | None, start: str | None = None) -> bool:
+    """Whether the process that recorded (``pid``, ``start``) still runs."""
+    if not pid or pid <= 0:
+        return False
+    if Path("/proc").is_dir() and Path("/proc/self/stat").exists():
+        now_start = process_start(pid)
+        return now_start is not None and (start is None or now_start == start)
+    try:                                       # no /proc: signal 0 answers whether the pid exists
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+SCHEMA_VERSION = 2
 BACKUP_NAME = "registry.backup.db"
 SQLITE_HEADER = b"SQLite format 3\x00"
 DEFAULT_TIMEOUT = 30.0           # seconds a command waits for another process's registry lock
@@ -616,6 +679,64 @@ class Registry:
                 if host is not None:
                     host.execute("DELETE FROM reservations WHERE registry = ? AND owner = ? AND purpose = ?",
                                  (me, owner, purpose))
+
+    # -- intents ----------------------------------------------------------------------------
+    @staticmethod
+    def _intent(row: sqlite3.Row) -> IntentRecord:
+        return IntentRecord(id=row["id"], op=row["op"], workspace=row["workspace"], step=row["step"],
+                            status=row["status"], pid=row["pid"], pid_start=row["pid_start"],
+                            data=json.loads(row["data"] or "{}"), cause=row["cause"],
+                            started_at=row["started_at"], updated_at=row["updated_at"])
+
+    def begin_intent(self, op: str, workspace: str | None, data: dict[str, Any] | None = None) -> int:
+        """Record that this process is about to run ``op`` (step ``begin``); its id."""
+        ts = now()
+        pid = os.getpid()
+        with self.transaction() as conn:
+            cur = conn.execute(
+                "INSERT INTO intents (op, workspace, step, status, pid, pid_start, data, started_at, updated_at)"
+                " VALUES (?,?,?,?,?,?,?,?,?)",
+                (op, workspace, "begin", "running", pid, process_start(pid), json.dumps(data or {}), ts, ts))
+            return int(cur.lastrowid or 0)
+
+    def update_intent(self, intent_id: int, *, step: str | None = None, status: str | None = None,
+                      data: dict[str, Any] | None = None, cause: str | None = None,
+                      claim: bool = False) -> None:
+        """Move an intent on: its step, status, more data (merged), a cause; ``claim``: this process owns it now."""
+        with self.transaction() as conn:
+            row = conn.execute("SELECT data FROM intents WHERE id = ?", (intent_id,)).fetchone()
+            if row is None:
+                return
+            fields: dict[str, Any] = {"updated_at": now()}
+            if step is not None:
+                fields["step"] = step
+            if status is not None:
+                fields["status"] = status
+            if data:
+                fields["data"] = json.dumps({**json.loads(row["data"] or "{}"), **data})
+            if cause is not None:
+                fields["cause"] = cause
+            if claim:
+                fields["pid"] = os.getpid()
+                fields["pid_start"] = process_start(os.getpid())
+            cols = ", ".join(f"{k} = ?" for k in fields)
+            conn.execute(f"UPDATE intents SET {cols} WHERE id = ?", (*fields.values(), intent_id))
+
+    def end_intent(self, intent_id: int) -> None:
+        """The operation finished (or was rolled forward or back): forget it."""
+        with self.transaction() as conn:
+            conn.execute("DELETE FROM intents WHERE id = ?", (intent_id,))
+
+    def intent(self, intent_id: int) -> IntentRecord | None:
+        with self._connect() as conn:
+            row = conn.execute("SELECT * FROM intents WHERE id = ?", (intent_id,)).fetchone()
+        return self._intent(row) if row else None
+
+    def intents(self) -> list[IntentRecord]:
+        """Every unfinished operation, oldest first."""
+        with self._connect() as conn:
+            rows = conn.execute("SELECT * FROM intents ORDER BY id").fetchall()
+        return [self._intent(r) for r in rows]
 
     # -- meta, allowances, merges ---------------------------------------------------------
     def get_meta(self, key: str) -> str | None:

@@ -15,6 +15,7 @@ import fnmatch
 import os
 import shutil
 import subprocess
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
@@ -169,6 +170,13 @@ class Worktrees:
     def _listing(self) -> dict[Path, dict[str, str]]:
         """``git worktree list --porcelain``: path → its attributes (``branch``, ``locked``, …)."""
         res = _plain(self.root, "worktree", "list", "--porcelain")
+        for attempt in range(10):
+            # another process's `git worktree add` may be half-way through writing .git/worktrees/<name>/
+            # ("failed to read .git/worktrees/x/commondir"): read again once it has finished
+            if res.returncode == 0 or "worktrees/" not in res.stderr:
+                break
+            time.sleep(0.05 * (attempt + 1))
+            res = _plain(self.root, "worktree", "list", "--porcelain")
         if res.returncode != 0:
             raise WorkspaceError(f"git worktree list failed: {_failure(res)}")
         out: dict[Path, dict[str, str]] = {}

@@ -21,6 +21,16 @@ REQUIRE_SERVICES = os.environ.get("SANDBOX_REQUIRE_SERVICES") == "1"
 collect_ignore = ["fixtures"]
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--soak", action="store_true", default=False,
+                     help="run the long load soak of tests/reliability (also SANDBOX_SOAK=1)")
+
+
+def soak(config: pytest.Config) -> bool:
+    """Whether the long soak was asked for (``--soak`` or ``SANDBOX_SOAK=1``)."""
+    return bool(config.getoption("--soak", default=False)) or os.environ.get("SANDBOX_SOAK") == "1"
+
+
 def service_missing(reason: str) -> None:
     """Skip, or fail under SANDBOX_REQUIRE_SERVICES=1."""
     if REQUIRE_SERVICES:

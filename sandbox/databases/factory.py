@@ -24,6 +24,7 @@ from ..runtime.base import LABEL_PROJECT, LABEL_ROLE, LABEL_WORKSPACE
 from .base import BackendContext, Server, Strategy
 
 DB_PORT_OFFSET = 10000   # database ports live above the workspace blocks
+SHARED_SETTINGS = {"max_connections": "300", "superuser_reserved_connections": "5", "shared_buffers": "64MB"}
 
 
 def _docker_factory() -> Any:
@@ -127,6 +128,9 @@ def shared_server(config: Config, ctx: BackendContext, server: str) -> Server:
     os.chmod(home, 0o755)
     password, _ = SecretStore(config.state_dir).get_or_create("_shared_admin")
     port = ctx.ports.allocate("_shared", "db", 1)[0]
+    # Every workspace's clients share this server (SANDBOX_SETTINGS' 20 connections are one workspace's
+    # share): 40 workspaces made at once ran out of connections in the load test.
+    settings = SHARED_SETTINGS
     cluster: Any
     if server == "docker":
         cluster = DockerCluster(home / "data", port, image=config.database.image,
@@ -134,7 +138,7 @@ def shared_server(config: Config, ctx: BackendContext, server: str) -> Server:
                                 labels={LABEL_PROJECT: config.project_id, LABEL_WORKSPACE: "",
                                         LABEL_ROLE: "database"},
                                 docker_factory=_docker_factory, password=password,
-                                superuser=config.database.user,
+                                superuser=config.database.user, settings=settings,
                                 # Its own network: never on Docker's default bridge with strangers.
                                 # The name sorts before every workspace network ("--"): Docker
                                 # routes a container through the network whose name sorts first,
@@ -143,7 +147,7 @@ def shared_server(config: Config, ctx: BackendContext, server: str) -> Server:
                                 network=f"sandbox-{config.project_id}--db-shared")
     else:
         cluster = LocalCluster(home / "data", port, password=password, superuser=config.database.user,
-                               bin_dir=config.database.bin_dir)
+                               bin_dir=config.database.bin_dir, settings=settings)
     if not (home / "data" / "PG_VERSION").exists():
         ctx.progress("creating the shared PostgreSQL cluster")
         cluster.initdb()

@@ -52,6 +52,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 from ..checks import Check, OwnedResource
 from ..disk import disk_full_translated
 from ..errors import DatabaseError, UsageError
+from ..intents import kill_point
 from ..names import pg_name, validate_label, validate_name
 from .base import BackendContext, CheckpointInfo, ConnInfo
 from .cluster import DockerCluster, LocalCluster
@@ -537,6 +538,7 @@ class SnapshotStrategy:
         volume = self._ws_dir(ws)
         cluster = self._ws_cluster(ws, network)
         cluster.stop(mode="immediate")          # its data is being thrown away
+        kill_point("snapshot:stopped")
         if src is None:
             self._clone_baseline(volume)
         else:
@@ -551,6 +553,7 @@ class SnapshotStrategy:
                 self.storage.delete(tmp)
             else:
                 os.rename(tmp, volume)
+        kill_point("snapshot:swapped")          # a fresh clone in place, its role not yet configured
         cluster.ensure_running()
         self._configure(cluster, volume, self._role(ws), self._secret(f"ws-{ws}"))
         return self._conninfo(ws, cluster, network)

@@ -50,6 +50,7 @@ from psycopg import sql
 
 from ..checks import Check, OwnedResource
 from ..errors import DatabaseError, UsageError
+from ..intents import kill_point
 from ..names import pg_name, validate_name
 from .base import BackendContext, CheckpointInfo, ConnInfo, Server
 from .shared import SharedServerStrategy
@@ -198,6 +199,7 @@ class TemplateStrategy(SharedServerStrategy):
                 self._reassign(tmp, reassign_to)
             if finish:
                 finish(tmp)
+            kill_point("template:copied")
             self._swap_in(conn, tmp, target)
         except BaseException:
             try:
@@ -496,15 +498,34 @@ class TemplateStrategy(SharedServerStrategy):
                                "WHERE starts_with(datname, %s) ORDER BY datname", (pfx,)).fetchall()
             roles = conn.execute("SELECT rolname, shobj_description(oid, 'pg_authid') FROM pg_roles "
                                  "WHERE starts_with(rolname, %s) ORDER BY rolname", (pfx,)).fetchall()
-        out = []
-        for kind, rows in (("database", dbs), ("role", roles)):
-            for name, comment in rows:
-                meta = parse_meta(comment)
-                detail = str(meta.get("kind", "unlabelled"))
-                if meta.get("label"):
-                    detail += f" {meta['label']}"
-                out.append(OwnedResource(kind=kind, id=name, workspace=meta.get("workspace"), detail=detail))
+            out = []
+            for kind, rows in (("database", dbs), ("role", roles)):
+                for name, comment in rows:
+                    meta = parse_meta(comment)
+                    detail = str(meta.get("kind", "unlabelled"))
+                    if meta.get("label"):
+                        detail += f" {meta['label']}"
+                    if kind == "database" and name.startswith((pfx + "tmp_", pfx + "old_")) and meta.get("kind"):
+                        # a copy under its temporary name: debris of a killed operation unless one runs
+                        if self._busy(conn, meta):
+                            continue
+                        out.append(OwnedResource(kind=kind, id=name, workspace=None, detail=f"interrupted {detail}"))
+                        continue
+                    out.append(OwnedResource(kind=kind, id=name, workspace=meta.get("workspace"), detail=detail))
         return out
+
+    def _busy(self, conn: psycopg.Connection[Any], meta: dict[str, Any]) -> bool:
+        """Whether an operation holds the advisory lock that guards the copy ``meta`` describes."""
+        kind = meta.get("kind")
+        key = (self.db_name(str(meta["workspace"])) if kind in ("workspace", "checkpoint") and meta.get("workspace")
+               else self.baseline_db if kind == "baseline" else self.view_db if kind == "baseline-view" else None)
+        if key is None:
+            return kind == "scratch"         # a gate's copy: its own lifetime (gc collects scratch when quiet)
+        row = conn.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (key,)).fetchone()
+        if row and row[0]:
+            conn.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (key,))
+            return False
+        return True
 
     def remove_owned(self, resource: OwnedResource) -> None:
         name = self._guard(resource.id)

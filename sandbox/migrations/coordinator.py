@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
 from ..errors import MigrationError, SandboxError, UsageError, WorkspaceError
-from ..registry import WorkspaceRecord
+from ..intents import STEPS, Operation
+from ..registry import IntentRecord, WorkspaceRecord
 from .base import Revision
 from .findings import Finding, Report
 
@@ -161,8 +162,8 @@ class Coordinator:
 
     def _behind_count(self, main_revs: dict[str, Revision], main_head: str | None, base: str | None) -> int:
         """How many main revisions lie after ``base`` up to main's head."""
-        if not main_head or base == main_head:
-            return 0
+        if not main_head or base == main_head or (base is not None and base not in main_revs):
+            return 0                      # at the head, or on a revision main does not have (no count)
         count, cur = 0, main_head
         cur_: str | None = cur
         seen: set[str] = set()
@@ -222,7 +223,11 @@ class Coordinator:
             heads = s.get("heads") or []
             if len(heads) > 1:
                 conflicts.append(f"{len(heads)} heads in the workspace")
-            if s["new"] and s["behind"]:
+            parent = s.get("root_revises")
+            if s["new"] and parent and parent not in main_revs and parent not in s["new"]:
+                conflicts.append(f"its first revision revises {parent}, which neither main nor the workspace "
+                                 f"defines: run `sandbox migrate rebase {s['name']}`")
+            elif s["new"] and s["behind"]:
                 conflicts.append(f"behind main by {s['behind']}: run `sandbox migrate rebase {s['name']}`")
             peers = [n for n in by_base.get(str(s.get("root_revises")), []) if n != s["name"]]
             if s["new"] and peers:
@@ -275,7 +280,10 @@ class Coordinator:
         main_head = main_heads[0] if len(main_heads) == 1 else None
         for root in roots:
             parent: str | None = root.down_revisions[0] if root.down_revisions else None
-            if main_head and parent != main_head and not root.is_merge:
+            if parent is not None and parent not in main_revs and not root.is_merge:
+                f("missing-parent", f"{root.id} revises {parent}, which neither main nor the workspace defines: "
+                  f"run `sandbox migrate rebase {name}` to put it on main's head {main_head or ''}".rstrip(), root.id)
+            elif main_head and parent != main_head and not root.is_merge:
                 behind = self._behind_count(main_revs, main_head, parent)
                 f("behind", f"{root.id} revises {parent or 'nothing'}, but main's head is {main_head} "
                   f"({behind} revision(s) ahead): run `sandbox migrate rebase {name}`", root.id)
@@ -646,7 +654,7 @@ class Coordinator:
         if self.tool.available(tree):
             self.tool.upgrade(tree, info, "heads", env=self.sb.base_env(rec), workspace=rec.name)
 
-    def _rebuild_db(self, rec: WorkspaceRecord, label: str) -> str | None:
+    def _rebuild_db(self, rec: WorkspaceRecord, label: str, op: Operation | None = None) -> str | None:
         """Checkpoint, reset to the baseline, upgrade to the workspace's head (verified)."""
         if not rec.strategy:
             return None
@@ -655,20 +663,28 @@ class Coordinator:
             cp = self.sb.db.checkpoint(rec.name, label).label
         except SandboxError:
             cp = None
+        if op is not None:
+            op.step("checkpointed", checkpoint=cp)
         info = self.sb.db.reset(rec.name, rec.data.get("network"))
+        if op is not None:
+            op.step("reset")
         self._upgrade_workspace(rec, info)
+        if op is not None:
+            op.step("upgraded")
         return cp
 
     def rebase(self, name: str) -> dict[str, Any]:
         rec = self.sb.record(name)
         if not self.enabled():
             raise UsageError(f"no {self.sb.config.migrations.config} on main: nothing to rebase")
-        with self.sb.registry.lock(f"ws-{name}"):
+        with self.sb.locked(name) as rec, self.sb.operation("migrate-rebase", name) as op:
             merged = self._merge_main_into(rec)
+            op.step("merged-main", dirty=merged, merged=merged)
             old = self._rewrite_root(rec)
+            op.step("rewritten", dirty=bool(old), old=old)
             if old is None and not merged:
                 return {"name": name, "rebased": False, "message": f"{name}: already on main's head"}
-            cp = self._rebuild_db(rec, _save_point("pre-rebase"))
+            cp = self._rebuild_db(rec, _save_point("pre-rebase"), op)
         _, heads = self._main()
         msg = f"{name}: " + (f"root moved from {old} onto {heads[0]}" if old else "main merged in")
         msg += "; database reset to the baseline and upgraded" + (f" (previous data in checkpoint {cp})" if cp else "")
@@ -676,16 +692,19 @@ class Coordinator:
 
     def sync(self, name: str) -> dict[str, Any]:
         rec = self.sb.record(name)
-        with self.sb.registry.lock(f"ws-{name}"):
+        with self.sb.locked(name) as rec, self.sb.operation("sync", name) as op:
             merged = self._merge_main_into(rec)
+            op.step("merged-main", dirty=merged, merged=merged)
             old = self._rewrite_root(rec) if self.enabled() else None
+            op.step("rewritten", dirty=bool(old), old=old)
             cp = None
             if merged or old:
                 if old:
-                    cp = self._rebuild_db(rec, _save_point("pre-sync"))
+                    cp = self._rebuild_db(rec, _save_point("pre-sync"), op)
                 elif rec.strategy:
                     # nothing of ours to move: bring the database forward in place, keeping its data
                     self._upgrade_workspace(rec, self.sb.db.info(name, rec.data.get("network")))
+                    op.step("upgraded")
         parts = [f"{name}: " + ("main merged in" if merged else "already up to date with main")]
         if old:
             parts.append(f"migration root moved from {old} onto main's head")
@@ -699,7 +718,7 @@ class Coordinator:
         rec = self.sb.record(name)
         git = self.sb.git
         main = git.main_branch()
-        with self.sb.registry.lock("merge"):
+        with self.sb.registry.lock("merge"), self.sb.operation("merge", name) as op:
             self._require_clean(rec, "merging")
             main_dirty = [ln for ln in git.dirty(self.root) if not ln.startswith(("??", "stash:"))]
             if main_dirty:
@@ -720,29 +739,111 @@ class Coordinator:
             if not report.ok or dry_run:
                 report.extra["dry_run"] = dry_run
                 return report
+            op.step("checked", dirty=False, main_sha=main_sha, branch_sha=branch_sha, revisions=report.revisions,
+                    base_head=report.base_head, allow=allow_destructive, allowed=report.extra.get("allowed", []))
             commit = self._git_merge(rec.branch, main_sha)
-            if allow_destructive:
-                allowed = report.extra.get("allowed", [])
-                self.sb.registry.record_allowance(name, report.revisions, allowed, allow_destructive,
-                                                  _who())
-            if self.enabled() and report.revisions:
-                self.sb.progress("bringing the baseline forward")
-                try:
-                    with self.sb.registry.lock("baseline"):
-                        def forward(conn: Any) -> None:
-                            self.tool.upgrade(self.root, conn, "heads", env=self.sb.base_env(),
-                                              what="the baseline database")
-                        self.sb.db.update_baseline(forward)
-                        heads = self.tool.heads(self.root)
-                        self.sb.registry.set_meta("baseline_head", heads[0] if heads else "")
-                except SandboxError as exc:
-                    report.extra["baseline_error"] = (f"merged, but the baseline could not be brought forward: "
-                                                      f"{exc}; run `sandbox db baseline --refresh`")
-            self.sb.registry.set_meta("baseline_commit", commit)
-            self.sb.registry.record_merge(name, report.base_head, report.revisions, commit)
+            op.step("main-moved", commit=commit)
+            self._record_merge(name, commit, report.base_head, report.revisions, allow_destructive,
+                               report.extra.get("allowed", []))
+            op.step("recorded")
+            try:
+                self._forward_baseline(report.revisions)
+                op.step("baseline")
+            except SandboxError as exc:
+                # main moved: the baseline must follow. The intent stays, so the next command retries.
+                op.leave(f"the baseline could not be brought forward: {exc}")
+                report.extra["baseline_error"] = (f"merged, but the baseline could not be brought forward: "
+                                                  f"{exc}; the next sandbox command retries (or run "
+                                                  "`sandbox db baseline --refresh`)")
             report.merged = True
             report.extra["commit"] = commit
             return report
+
+    def _record_merge(self, name: str, commit: str, base_head: str | None, revisions: list[str],
+                      allow: str | None, allowed: list[str]) -> None:
+        if allow:
+            self.sb.registry.record_allowance(name, revisions, allowed, allow, _who())
+        self.sb.registry.set_meta("baseline_commit", commit)
+        self.sb.registry.record_merge(name, base_head, revisions, commit)
+
+    def _forward_baseline(self, revisions: list[str]) -> None:
+        """After main moved: apply main's new revisions to the baseline (a copy, swapped in) and record its head."""
+        if not (self.enabled() and revisions):
+            return
+        self.sb.progress("bringing the baseline forward")
+        with self.sb.registry.lock("baseline"):
+            def forward(conn: Any) -> None:
+                self.tool.upgrade(self.root, conn, "heads", env=self.sb.base_env(), what="the baseline database")
+            self.sb.db.update_baseline(forward)
+            heads = self.tool.heads(self.root)
+            self.sb.registry.set_meta("baseline_head", heads[0] if heads else "")
+
+    # -- finishing what a killed process left (see sandbox.intents) --------------------------------------
+    def finish(self, it: IntentRecord) -> tuple[str, str]:
+        """Roll an interrupted rebase, sync or merge forward or back; called under its lock.
+
+        The git side is finished first (it is what the workspace's files show), then the database is
+        brought to match it: rebuilt from the baseline (a moved root) or upgraded in place.
+        """
+        if it.op == "merge":
+            return self._finish_merge(it)
+        rec = self.sb.registry.get(it.workspace or "")
+        if rec is None:
+            return "roll-back", "the workspace is gone"
+        steps = STEPS[it.op]
+        at = steps.index(it.step) if it.step in steps else 0
+        label = _save_point("pre-rebase" if it.op == "migrate-rebase" else "pre-sync")
+        if at == 0:
+            return "roll-back", "nothing had changed"
+        if it.step == "upgraded":
+            return "roll-forward", "nothing left to do"
+        if at <= steps.index("rewritten"):
+            merged = bool(it.data.get("merged"))
+            old = it.data.get("old") if it.step == "rewritten" else self._rewrite_root(rec)
+            if old:
+                cp = self._rebuild_db(rec, label)
+                return "roll-forward", ("migration root moved onto main's head; database rebuilt and upgraded"
+                                        + (f" (previous data in checkpoint {cp})" if cp else ""))
+            if not merged:
+                return "roll-back", "nothing had changed"
+            if it.op == "sync":
+                if rec.strategy:
+                    self._upgrade_workspace(rec, self.sb.db.info(rec.name, rec.data.get("network")))
+                return "roll-forward", "main merged in; database upgraded in place"
+            cp = self._rebuild_db(rec, label)
+            return "roll-forward", "main merged in; database rebuilt and upgraded" + (
+                f" (previous data in checkpoint {cp})" if cp else "")
+        if it.step == "checkpointed":
+            info = self.sb.db.reset(rec.name, rec.data.get("network"))
+        else:                                                       # "reset": only the upgrade is missing
+            info = self.sb.db.info(rec.name, rec.data.get("network"))
+        self._upgrade_workspace(rec, info)
+        kept = it.data.get("checkpoint")
+        return "roll-forward", "database rebuilt from the baseline and upgraded" + (
+            f" (previous data in checkpoint {kept})" if kept else "")
+
+    def _finish_merge(self, it: IntentRecord) -> tuple[str, str]:
+        """Main moved: the merge is recorded and the baseline brought to main's head. It did not: a half-done
+        ``git merge`` in the main checkout is aborted."""
+        main_sha, branch_sha = it.data.get("main_sha"), it.data.get("branch_sha")
+        head = self.sb.git.rev("HEAD")
+        moved = it.step in ("main-moved", "recorded", "baseline") or bool(
+            main_sha and branch_sha and head != main_sha
+            and _git(self.root, "merge-base", "--is-ancestor", branch_sha, head, check=False).returncode == 0)
+        if not moved:
+            if main_sha and _git(self.root, "rev-parse", "-q", "--verify", "MERGE_HEAD", check=False).returncode == 0:
+                _git(self.root, "merge", "--abort", check=False)
+                _git(self.root, "reset", "-q", "--keep", main_sha, check=False)
+                return "roll-back", "a half-done git merge was aborted: main is unchanged"
+            return "roll-back", "main was not changed"
+        commit = str(it.data.get("commit") or head)
+        revisions = list(it.data.get("revisions") or [])
+        if it.step in ("checked", "main-moved"):
+            self._record_merge(str(it.workspace), commit, it.data.get("base_head"), revisions,
+                               it.data.get("allow"), list(it.data.get("allowed") or []))
+        if it.step != "baseline":
+            self._forward_baseline(revisions)
+        return "roll-forward", f"main is at {commit[:12]}; the baseline is at main's head"
 
     def _git_merge(self, branch: str, main_sha: str) -> str:
         """Merge into the main checkout; on any failure main is put back exactly as it was."""
