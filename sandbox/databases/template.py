@@ -505,7 +505,8 @@ class TemplateStrategy(SharedServerStrategy):
                     detail = str(meta.get("kind", "unlabelled"))
                     if meta.get("label"):
                         detail += f" {meta['label']}"
-                    if kind == "database" and name.startswith((pfx + "tmp_", pfx + "old_")) and meta.get("kind"):
+                    if kind == "database" and name.startswith((pfx + "tmp_", pfx + "old_")) \
+                            and meta.get("kind") not in (None, "scratch"):     # a gate's copy stays "scratch"
                         # a copy under its temporary name: debris of a killed operation unless one runs
                         if self._busy(conn, meta):
                             continue
@@ -520,7 +521,7 @@ class TemplateStrategy(SharedServerStrategy):
         key = (self.db_name(str(meta["workspace"])) if kind in ("workspace", "checkpoint") and meta.get("workspace")
                else self.baseline_db if kind == "baseline" else self.view_db if kind == "baseline-view" else None)
         if key is None:
-            return kind == "scratch"         # a gate's copy: its own lifetime (gc collects scratch when quiet)
+            return False
         row = conn.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (key,)).fetchone()
         if row and row[0]:
             conn.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (key,))
