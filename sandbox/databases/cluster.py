@@ -544,8 +544,12 @@ class DockerCluster:
             f.write(self._password)
         container = self._create(as_root=True, env={"POSTGRES_USER": self.superuser, "POSTGRES_DB": "postgres",
                                   "POSTGRES_PASSWORD_FILE": f"/sandbox/{pwfile.name}"})
+        import docker.errors
         try:
-            container.start()
+            try:
+                container.start()
+            except docker.errors.DockerException as exc:   # e.g. its port taken meanwhile
+                raise DatabaseError(f"cannot start container {self.container_name}: {exc}") from exc
             self._wait(container)
             (self.datadir / "pg_hba.conf").write_text(PG_HBA_DOCKER)
         finally:
