@@ -115,3 +115,53 @@ def test_a_killed_database_container_is_reported_and_up_repairs_it(docker_projec
     report("fault", op="docker kill", point="database container", strategy="snapshot", runtime="docker",
            recovery=["up"], lost=0)
     ok(sandbox(repo, "rm", "k", "--delete-branch"))
+
+
+def _restart_engine() -> None:
+    """Stop the Docker engine (every container stops with it: no live-restore) and start it again
+    the way CI does (scripts/install-docker)."""
+    import subprocess
+    import time
+
+    root = Path(__file__).resolve().parents[2]
+    systemd = Path("/run/systemd/system").is_dir() and subprocess.run(
+        ["systemctl", "is-active", "--quiet", "docker"], check=False).returncode == 0
+    if systemd:
+        subprocess.run(["systemctl", "stop", "docker"], check=True, timeout=120)
+    else:
+        subprocess.run(["pkill", "-TERM", "-x", "dockerd"], check=True)
+        deadline = time.monotonic() + 90
+        while subprocess.run(["pgrep", "-x", "dockerd"], capture_output=True).returncode == 0:
+            assert time.monotonic() < deadline, "dockerd did not stop"
+            time.sleep(0.5)
+    subprocess.run([str(root / "scripts" / "install-docker")], check=True, timeout=180)
+
+
+@pytest.mark.docker
+def test_the_docker_engine_restarts_while_workspaces_run(docker_project: Path) -> None:
+    """Every container stops with the engine: ls and doctor say so, `up` brings each workspace
+    back with its data and its commits, and nothing is left for gc."""
+    repo = docker_project
+    ok(sandbox(repo, "up", "e"))
+    mark(repo, "e", 7)
+    ok(sandbox(repo, "exec", "e", "--", "sh", "-c",
+               "echo kept > kept.txt && git add -A && git commit -qm 'work before the restart'"))
+    _restart_engine()
+    rows = ls(repo)
+    for name in ("e", "by"):
+        assert rows[name]["container"]["status"] != "running", rows[name]
+        assert not rows[name]["health"]["ok"], rows[name]
+    assert sandbox(repo, "doctor").returncode == 1
+    ok(sandbox(repo, "up", "e", "by"))
+    rows = ls(repo)
+    for name in ("e", "by"):
+        assert rows[name]["state"] == "ready" and rows[name]["health"]["ok"], rows[name]
+    assert marks(repo, "e") == {7} and marks(repo, "by") == {42}
+    import subprocess
+    log = subprocess.run(["git", "-C", str(repo), "log", "-1", "--format=%s", "e"], capture_output=True,
+                         text=True, check=True).stdout.strip()
+    assert log == "work before the restart"
+    assert json.loads(ok(sandbox(repo, "gc", "--dry-run", "--json")).stdout) == []
+    report("fault", op="engine restart", point="dockerd stopped and started", strategy="snapshot",
+           runtime="docker", recovery=["up"], lost=0)
+    ok(sandbox(repo, "rm", "e", "--force", "--delete-branch"))
