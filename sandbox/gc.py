@@ -65,7 +65,6 @@ def collect(sb: "Sandbox", *, dry_run: bool = False, trust: bool = False) -> lis
             act(action, fn)
 
     project = sb.config.project_id
-    main = sb.git.main_branch()
 
     # 1. operations left unfinished (their intents), then half-done registry rows without one
     for r in sb.recover(everything=True, dry_run=dry_run):

@@ -38,7 +38,6 @@ import json
 import os
 import socket
 import sqlite3
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator

@@ -674,7 +674,7 @@ class Coordinator:
         return cp
 
     def rebase(self, name: str) -> dict[str, Any]:
-        rec = self.sb.record(name)
+        self.sb.record(name)                  # an unknown name is exit 2 before anything is locked
         if not self.enabled():
             raise UsageError(f"no {self.sb.config.migrations.config} on main: nothing to rebase")
         with self.sb.locked(name) as rec, self.sb.operation("migrate-rebase", name) as op:
@@ -691,7 +691,7 @@ class Coordinator:
         return {"name": name, "rebased": bool(old), "main_merged": merged, "checkpoint": cp, "message": msg}
 
     def sync(self, name: str) -> dict[str, Any]:
-        rec = self.sb.record(name)
+        self.sb.record(name)
         with self.sb.locked(name) as rec, self.sb.operation("sync", name) as op:
             merged = self._merge_main_into(rec)
             op.step("merged-main", dirty=merged, merged=merged)
