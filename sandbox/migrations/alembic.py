@@ -216,15 +216,17 @@ class AlembicTool:
         return sql
 
     def _cache_key(self, tree: Path, rev: Revision) -> str | None:
+        """The revision and everything its rendering can read: the content of every file under
+        the alembic config's folder (helpers a revision imports, env.py's settings), not only the
+        revision file. The gate replays the SQL it renders, so a stale entry would let a workspace
+        change a helper after one check and have the next replay an SQL that alembic no longer runs."""
         try:
             layout = self._require(tree)
-            h = hashlib.sha256()
-            for part in (read_inside(tree, rev.path), read_inside(tree, layout.ini),
-                         read_inside(tree, layout.script_location / "env.py")):
-                h.update(hashlib.sha256(part).digest())
-            h.update(json.dumps([rev.id, list(rev.down_revisions), getattr(self.runner, "kind", "")]).encode())
+            h = hashlib.sha256(_folder_digest(Path(tree), layout.workdir).encode())
+            h.update(json.dumps([rev.id, list(rev.down_revisions), getattr(self.runner, "kind", ""),
+                                 str(rev.path.relative_to(Path(tree).resolve()))]).encode())
             return h.hexdigest()[:32]
-        except (MigrationError, OSError):
+        except (MigrationError, OSError, ValueError):
             return None
 
     def upgrade(self, tree: Path, db: ConnInfo, target: str = "heads", *, env: Mapping[str, str] | None = None,
@@ -272,6 +274,26 @@ class AlembicTool:
             raise DatabaseError(f"cannot read {self.version_table} in {db.dbname}: "
                                 f"{scrub_secrets(str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc))}") from exc
         return sorted(str(r[0]) for r in rows)
+
+
+_DIGEST_SKIP = {".git", ".sandbox", ".venv", "venv", "node_modules", "__pycache__", ".mypy_cache", ".pytest_cache"}
+
+
+def _folder_digest(tree: Path, folder: Path) -> str:
+    """A content hash of the files under ``folder`` (symbolic links by their target's name, never
+    followed). Content, not timestamps: a workspace can set a file's mtime to anything."""
+    h = hashlib.sha256()
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=False):
+        dirnames[:] = sorted(d for d in dirnames if d not in _DIGEST_SKIP)
+        for name in sorted(filenames):
+            path = Path(dirpath) / name
+            h.update(str(path.relative_to(folder)).encode() + b"\0")
+            if path.is_symlink():
+                h.update(b"->" + os.readlink(path).encode())
+            elif path.is_file():
+                h.update(hashlib.sha256(read_inside(tree, path)).digest() if path.stat().st_size <= (4 << 20)
+                         else f"{path.stat().st_size}".encode())
+    return h.hexdigest()
 
 
 def _ancestors(revs: dict[str, Revision], start: str) -> set[str]:

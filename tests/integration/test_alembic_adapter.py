@@ -297,6 +297,22 @@ def test_offline_sql_is_cached_per_file_hash(project: Path, tmp_path: Path) -> N
     assert "bio2" in tool.offline_sql(project, "a1") and len(calls) == 2
 
 
+def test_the_offline_cache_follows_helpers_a_revision_imports(project: Path, tmp_path: Path) -> None:
+    """The gate replays the SQL it rendered: a helper changed after one check must not leave the
+    next check with the old SQL (the revision file itself unchanged, its mtime set back)."""
+    config = parse(tmp_path, {"migrations": {"python": sys.executable}}, environ={})
+    tool = AlembicTool(runner=HostProjectRunner(config), cache_dir=tmp_path / "cache")
+    helper = project / "mig_helpers.py"
+    helper.write_text('COL = "bio"\n')
+    add_revision(project, "a1", INITIAL_REVISION,
+                 'from mig_helpers import COL\nop.add_column("users", sa.Column(COL, sa.Text()))')
+    assert 'ADD COLUMN bio ' in tool.offline_sql(project, "a1")
+    stat = helper.stat()
+    helper.write_text('COL = "xyz"\n')
+    os.utime(helper, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert 'ADD COLUMN xyz ' in tool.offline_sql(project, "a1")
+
+
 def test_two_trees_do_not_share_stale_project_modules(
         tool: AlembicTool, project: Path, local_pg) -> None:  # type: ignore[no-untyped-def]
     env_py = project / "migrations" / "env.py"
