@@ -287,11 +287,7 @@ class Sandbox:
 
     def environment(self, rec: WorkspaceRecord, *, container: bool = False,
                     db: ConnInfo | None = None) -> dict[str, str]:
-        ports = self.registry.ports(rec.name, "workspace")
-        env = {"SANDBOX_WORKSPACE": rec.name, "SANDBOX_PROJECT": self.config.project_name,
-               "SANDBOX_PATH": rec.path, "SANDBOX_BRANCH": rec.branch,
-               "SANDBOX_PORT": str(ports[0]) if ports else "",
-               "SANDBOX_PORTS": f"{ports[0]}-{ports[-1]}" if ports else ""}
+        env = self.base_env(rec)
         if db is None:
             try:
                 db = self.db.info(rec.name, self._network(rec))

@@ -32,18 +32,10 @@ from sandbox.errors import DatabaseError, MigrationError, MigrationsMisdirected
 from sandbox.migrations.base import Revision
 from sandbox.migrations.scan import AlembicLayout, heads_of, read_inside, read_layout, scan_revisions
 
-__all__ = ["AlembicTool", "rewrite_down_revision", "scrub_secrets", "to_sqlalchemy_url"]
+__all__ = ["AlembicTool", "rewrite_down_revision", "scrub_secrets"]
 
 # The last line of the runner's output (sandbox/migrations/runner.py, which sandbox never imports).
 RESULT_MARK = "@@sandbox-result@@"
-
-
-def to_sqlalchemy_url(url: str) -> str:
-    """``postgresql://…`` (libpq style) → ``postgresql+psycopg://…``; other URLs unchanged."""
-    for prefix in ("postgresql://", "postgres://"):
-        if url.startswith(prefix):
-            return "postgresql+psycopg://" + url[len(prefix):]
-    return url
 
 
 def scrub_secrets(text: str, url: str | None = None) -> str:
@@ -77,7 +69,8 @@ def _which(what: str) -> str:
 
 
 def misdirected_hint(config_path: str) -> str:
-    return (f"its env.py must connect to the URL sandbox gives it: honour DATABASE_URL or sqlalchemy.url, or map "
+    whose = f"the env.py of {config_path}" if config_path else "its env.py"
+    return (f"{whose} must connect to the URL sandbox gives it: honour DATABASE_URL or sqlalchemy.url, or map "
             "the project's own variables in sandbox.toml [workspace.env] (e.g. POSTGRES_SERVER = \"${PGHOST}\"); "
             "see README, \"Using sandbox on your project\"")
 
