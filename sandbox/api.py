@@ -1041,6 +1041,9 @@ class Sandbox:
                 runtime = self.runtime_for(self.config.workspace.runtime)
                 for res in runtime.owned(self.config.project_id):
                     runtime.remove_owned(res)
+                if self.config.workspace.runtime == "docker":
+                    from .project import remove_run_containers
+                    remove_run_containers(self.config.project_id)     # live ones too: the project goes
             except ServiceUnavailable:
                 pass
             step("runtime")

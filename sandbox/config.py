@@ -63,6 +63,7 @@ class DatabaseConfig:
     pool: str = ".sandbox/pool"
     pool_size: str = "20G"
     user: str = "postgres"
+    workspace_quota: str = "50%"      # each workspace's share of a btrfs pool: a size, N% of it, or "off"
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,11 @@ class MigrationsConfig:
     python: str | None = None          # runtime "none": the interpreter that runs alembic
     version_table: str = "alembic_version"   # what sandbox reads to verify an upgrade
     version_table_schema: str | None = None
+    run_timeout: str = "10m"           # deadline of each container that runs project code
+
+    @property
+    def run_timeout_seconds(self) -> int:
+        return run_timeout_seconds(self.run_timeout) or 600
 
 
 @dataclass(frozen=True)
@@ -259,6 +265,34 @@ def _pool_size(value: str) -> str | None:
     return None
 
 
+_RUN_TIMEOUT = re.compile(r"\s*(\d+)\s*(s|m|h)?\s*", re.IGNORECASE)
+
+
+def run_timeout_seconds(value: str) -> int | None:
+    """``"90s"``, ``"10m"``, ``"1h"`` or plain seconds, in seconds; None if malformed or zero."""
+    m = _RUN_TIMEOUT.fullmatch(value)
+    n = int(m.group(1)) * {"s": 1, "m": 60, "h": 3600}[(m.group(2) or "s").lower()] if m else 0
+    return n or None
+
+
+def _run_timeout(value: str) -> str | None:
+    return None if run_timeout_seconds(value) else 'must be a duration such as "90s", "10m" or "1h"'
+
+
+def workspace_quota_problem(value: str) -> str | None:
+    """Why ``value`` cannot be ``[database] workspace_quota``, or None."""
+    v = value.strip().lower()
+    if v == "off":
+        return None
+    if v.endswith("%"):
+        pct = v[:-1].strip()
+        return None if pct.isdigit() and 1 <= int(pct) <= 90 else "must be a percentage from 1% to 90%"
+    n = size_bytes(value)
+    if n is None:
+        return 'must be a size such as "2G", a share of the pool such as "50%", or "off"'
+    return None if n >= 64 * 1024 ** 2 else "must be at least 64M (a PostgreSQL cluster needs room for its WAL)"
+
+
 def _url(value: str) -> str | None:
     from urllib.parse import urlsplit
     if any(c in value for c in "\n\r\0 "):
@@ -313,9 +347,11 @@ _FORMS: dict[tuple[str, str], Any] = {
     ("database", "pool"): _one_of_lines,
     ("database", "pool_size"): _pool_size,
     ("database", "user"): _user,
+    ("database", "workspace_quota"): workspace_quota_problem,
     ("migrations", "config"): _one_of_lines,
     ("migrations", "test"): _commands,
     ("migrations", "python"): _python,
+    ("migrations", "run_timeout"): _run_timeout,
 }
 
 

@@ -105,6 +105,8 @@ def collect(sb: "Sandbox", *, dry_run: bool = False, trust: bool = False) -> lis
                        partial(runtime.remove_owned, res))
     except ServiceUnavailable as exc:
         actions.append(GcAction("runtime", sb.config.workspace.runtime, None, "skipped", str(exc)))
+    if sb.config.workspace.runtime == "docker":
+        _run_containers(act, sb.config.project_id)
 
     # 3. databases, roles, schemas, clusters, snapshots. Transient copies (a gate's scratch
     #    clone, a baseline being built, a copy still without its label) are only collected
@@ -170,6 +172,44 @@ def collect(sb: "Sandbox", *, dry_run: bool = False, trust: bool = False) -> lis
             orphan(GcAction("ports", f"{ports[0]}-{ports[-1]}", owner, "release", "owner not in the registry"),
                    partial(reg.release, owner))
     return actions
+
+
+def _run_containers(act: Callable[..., None], project: str) -> None:
+    """Containers that ran project code (``role=run``) whose starting process is gone: of any
+    project on this engine, so those of a deinit'ed or deleted project are found too."""
+    from .api import GcAction
+    from .project import LABEL_PROJECT_PATH, run_containers, run_owner_alive
+    from .runtime.base import LABEL_PROJECT, LABEL_WORKSPACE
+    from .runtime.docker import _translated, shared_client
+
+    try:
+        with _translated("listing run containers"):
+            client = shared_client()
+            found = run_containers(client)
+    except SandboxError as exc:
+        act(GcAction("run-container", "*", None, "skipped", str(exc)), None)
+        return
+    for c in found:
+        labels = c.labels or {}
+        if run_owner_alive(labels):
+            continue
+        if LABEL_PROJECT_PATH not in labels and labels.get(LABEL_PROJECT) != project:
+            continue        # made by an older sandbox for another project: that project's gc decides
+        where = labels.get(LABEL_PROJECT_PATH) or labels.get(LABEL_PROJECT, "?")
+        act(GcAction("run-container", str(c.name), labels.get(LABEL_WORKSPACE) or None, "remove",
+                     f"project code container of {where} ({c.status}) whose sandbox process is gone"),
+            partial(_remove_container, c))
+
+
+def _remove_container(container: object) -> None:
+    import docker.errors
+
+    from .runtime.docker import _translated
+    with _translated(f"removing container {getattr(container, 'name', '?')}"):
+        try:
+            container.remove(force=True)  # type: ignore[attr-defined]
+        except docker.errors.NotFound:
+            pass
 
 
 def _adopt(sb: "Sandbox", dry_run: bool, act: Callable[..., None]) -> None:

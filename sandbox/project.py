@@ -24,7 +24,10 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import signal
 import subprocess
+import threading
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Protocol, Sequence
@@ -37,6 +40,13 @@ from .runtime.base import LABEL_PROJECT, LABEL_ROLE, LABEL_WORKSPACE, unprivileg
 RUNNER_SCRIPT = Path(__file__).resolve().parent / "migrations" / "runner.py"
 RUNNER_IN_CONTAINER = "/opt/sandbox/runner.py"
 ROLE_RUN = "run"          # dev.sandbox.role of the throwaway containers and networks
+# Who started a run container: gc removes it once that process is gone (pid + start time, so a
+# reused pid does not keep it alive), whatever project it belongs to, even a deleted one.
+LABEL_OWNER_PID = "dev.sandbox.owner-pid"
+LABEL_OWNER_START = "dev.sandbox.owner-start"
+LABEL_PROJECT_PATH = "dev.sandbox.project-path"
+KILL_GRACE = 5            # seconds between the deadline's SIGTERM and its SIGKILL
+TIMED_OUT = (124, 137)    # timeout(1)'s codes: the deadline's SIGTERM worked, or SIGKILL was needed
 
 
 @dataclass(frozen=True)
@@ -213,34 +223,103 @@ class DockerProjectRunner:
         image = self._image()
         uid, gid = unprivileged_ids()
         ws = self.config.workspace
-        with self._network(db if network else None, workspace) as (net, seen):
+        # The deadline lives inside the container (timeout(1) under the init process), so it holds
+        # even when this process is killed and nobody waits for the container any more.
+        deadline = max(1, int(min(timeout, self.config.migrations.run_timeout_seconds)))
+        wrapped = ["timeout", "-k", str(KILL_GRACE), str(deadline), *argv]
+        with _terminated_as_exit(), self._network(db if network else None, workspace) as (net, seen):
             if not network:
                 seen = db
             full = project_env(self.config, env, seen, container=seen is not None and seen.container_host is not None)
             full.update({"HOME": "/tmp", "PYTHONDONTWRITEBYTECODE": "1"})
-            labels = {LABEL_PROJECT: self.config.project_id, LABEL_WORKSPACE: workspace or "", LABEL_ROLE: ROLE_RUN}
-            with _translated(f"running {argv[0]} in {image}"):
-                try:
-                    container = self.client.containers.create(
-                        image, list(argv), user=f"{uid}:{gid}", working_dir=str(cwd), environment=full,
-                        mounts=self._mounts(tree, writable), labels=labels, cap_drop=["ALL"],
-                        security_opt=["no-new-privileges"], pids_limit=ws.pids, mem_limit=ws.memory,
-                        init=True, **net)
-                except docker.errors.ImageNotFound as exc:
-                    raise ServiceUnavailable(f"Docker image {image} is missing", hint=BUILD_HINT) from exc
+            labels = run_labels(self.config, workspace)
+            container = None
             try:
                 with _translated(f"running {argv[0]} in {image}"):
+                    try:
+                        container = self.client.containers.create(
+                            image, wrapped, user=f"{uid}:{gid}", working_dir=str(cwd), environment=full,
+                            mounts=self._mounts(tree, writable), labels=labels, cap_drop=["ALL"],
+                            security_opt=["no-new-privileges"], pids_limit=ws.pids, mem_limit=ws.memory,
+                            init=True, **net)
+                    except docker.errors.ImageNotFound as exc:
+                        raise ServiceUnavailable(f"Docker image {image} is missing", hint=BUILD_HINT) from exc
+                with _translated(f"running {argv[0]} in {image}"):
+                    started = time.monotonic()
                     container.start()
                     try:
-                        status = container.wait(timeout=timeout)
+                        # the in-container deadline ends it first; this only guards a stuck engine
+                        status = container.wait(timeout=deadline + KILL_GRACE + 30)
                     except requests.exceptions.ConnectionError as exc:
-                        raise WorkspaceError(f"{' '.join(argv[:3])} did not finish within {timeout:.0f} s") from exc
+                        raise WorkspaceError(f"{' '.join(argv[:3])} did not finish within {deadline} s "
+                                             "([migrations] run_timeout)") from exc
+                    code = int(status.get("StatusCode", 1))
+                    if code in TIMED_OUT and time.monotonic() - started >= deadline:
+                        raise WorkspaceError(f"{' '.join(argv[:3])} did not finish within {deadline} s: "
+                                             "stopped by the deadline ([migrations] run_timeout)")
                     out = container.logs(stdout=True, stderr=False).decode("utf-8", errors="replace")
                     err = container.logs(stdout=False, stderr=True).decode("utf-8", errors="replace")
             finally:
-                with contextlib.suppress(docker.errors.DockerException):
-                    container.remove(force=True)
-        return RunResult(int(status.get("StatusCode", 1)), out, err)
+                if container is not None:
+                    with contextlib.suppress(docker.errors.DockerException, requests.exceptions.RequestException):
+                        container.remove(force=True)
+        return RunResult(code, out, err)
+
+
+def run_labels(config: Config, workspace: str | None) -> dict[str, str]:
+    """Labels of a run container: its project (id and path) and the process that owns it."""
+    from .registry import process_start
+    pid = os.getpid()
+    return {LABEL_PROJECT: config.project_id, LABEL_WORKSPACE: workspace or "", LABEL_ROLE: ROLE_RUN,
+            LABEL_PROJECT_PATH: str(config.root), LABEL_OWNER_PID: str(pid),
+            LABEL_OWNER_START: process_start(pid) or ""}
+
+
+def run_owner_alive(labels: Mapping[str, str]) -> bool:
+    """Whether the process that started a run container still runs (pid reuse does not count).
+    A container without owner labels (an older sandbox made it) has no known owner: dead."""
+    from .registry import process_alive
+    try:
+        pid = int(labels.get(LABEL_OWNER_PID, ""))
+    except ValueError:
+        return False
+    return process_alive(pid, labels.get(LABEL_OWNER_START) or None)
+
+
+def run_containers(client: Any, project: str | None = None) -> list[Any]:
+    """Every run container on the engine (``project``: only that project's), running or not."""
+    labels = [f"{LABEL_ROLE}={ROLE_RUN}"] + ([f"{LABEL_PROJECT}={project}"] if project else [])
+    return list(client.containers.list(all=True, ignore_removed=True, filters={"label": labels}))
+
+
+def remove_run_containers(project: str) -> None:
+    """Remove every run container of ``project``, running or not (``deinit``)."""
+    import docker.errors
+
+    from .runtime.docker import _translated, shared_client
+    with _translated("removing the project's run containers"):
+        for c in run_containers(shared_client(), project):
+            with contextlib.suppress(docker.errors.NotFound):
+                c.remove(force=True)
+
+
+@contextlib.contextmanager
+def _terminated_as_exit() -> Iterator[None]:
+    """While a run container lives, SIGTERM unwinds (so ``finally`` removes it) instead of killing
+    the process outright. Only in the main thread, and only where nobody handles SIGTERM already."""
+    if threading.current_thread() is not threading.main_thread() \
+            or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        yield
+        return
+
+    def on_term(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, on_term)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def make_runner(config: Config, runtime: str, *, progress: Callable[[str], None] | None = None) -> ProjectRunner:

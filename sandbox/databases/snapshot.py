@@ -56,7 +56,7 @@ from ..intents import kill_point
 from ..names import pg_name, validate_label, validate_name
 from .base import BackendContext, CheckpointInfo, ConnInfo
 from .cluster import DockerCluster, LocalCluster
-from .storage import Storage, detect
+from .storage import STORAGE_INIT_HINT, Storage, detect, parse_size
 
 if TYPE_CHECKING:       # psycopg loads when a database is first talked to, not at import
     import psycopg
@@ -486,6 +486,7 @@ class SnapshotStrategy:
                 self.ctx.progress(f"cloning the baseline for {ws}")
                 self._clone_baseline(volume)
                 undo.callback(self._discard, volume)
+            self._bound(ws)
             cluster = self._ws_cluster(ws, network)
             password = self._secret(f"ws-{ws}")
             self.ctx.progress(f"starting the database of {ws} on port {cluster.port}")
@@ -495,6 +496,22 @@ class SnapshotStrategy:
             info = self._conninfo(ws, cluster, network)
             undo.pop_all()
             return info
+
+    def _quota(self) -> int | None:
+        """``[database] workspace_quota`` in bytes (a share of the pool as it is now), or None."""
+        value = str(getattr(self.ctx.config, "workspace_quota", "off")).strip().lower()
+        if value == "off":
+            return None
+        if value.endswith("%"):
+            total = self.storage.pool_size()
+            return total * int(value[:-1]) // 100 if total else None
+        return parse_size(value)
+
+    def _bound(self, ws: str) -> None:
+        """Cap the workspace's data directory at its quota, so that filling it fails there alone
+        (its PostgreSQL gets EDQUOT) while the pool keeps room for the others and for sandbox."""
+        if self.storage.can_bound:
+            self.storage.limit(self._ws_dir(ws), self._quota())
 
     def _forget(self, ws: str) -> None:
         self.ctx.ports.release(owner=ws, purpose="db")
@@ -520,6 +537,7 @@ class SnapshotStrategy:
     def start(self, ws: str, network: str | None = None) -> None:
         self._require_ws(ws)
         with self._lock(f"ws-{ws}"):
+            self._bound(ws)             # the quota as configured now
             cluster = self._ws_cluster(ws, network)
             cluster.ensure_running()
             self._configure(cluster, self._ws_dir(ws), self._role(ws), self._secret(f"ws-{ws}"))
@@ -554,6 +572,7 @@ class SnapshotStrategy:
             else:
                 os.rename(tmp, volume)
         kill_point("snapshot:swapped")          # a fresh clone in place, its role not yet configured
+        self._bound(ws)                         # a new volume: a new qgroup, without the limit
         cluster.ensure_running()
         self._configure(cluster, volume, self._role(ws), self._secret(f"ws-{ws}"))
         return self._conninfo(ws, cluster, network)
@@ -783,6 +802,18 @@ class SnapshotStrategy:
 
     def doctor(self) -> list[Check]:
         checks = self.storage.doctor()
+        quota = str(getattr(self.ctx.config, "workspace_quota", "off"))
+        if quota.strip().lower() == "off":
+            checks.append(Check("workspace quota", True, "off: one workspace can fill the whole pool",
+                                "set [database] workspace_quota", required=False))
+        elif self.storage.can_bound:
+            checks.append(Check("workspace quota", True, f"each workspace's data directory is capped at {quota} "
+                                "(btrfs qgroups): filling it fails in that workspace alone"))
+        else:
+            checks.append(Check("workspace quota", False, f"{quota} is not enforced on {self.storage.kind} storage "
+                                "(btrfs qgroups as root only): one workspace can fill the pool",
+                                STORAGE_INIT_HINT if self.storage.kind != "btrfs" else "run sandbox as root",
+                                required=False))
         probe = self._cluster(self.pool / "baseline", 0, ".doctor", password="")
         checks += probe.doctor()
         if self.has_baseline():

@@ -120,6 +120,7 @@ class Storage:
         self.root = Path(root)
         self.fs = fs
         self.reason = reason           # why detect() chose this kind (for doctor)
+        self._quotas = False           # btrfs quotas known to be on (enable_quotas)
 
     def __repr__(self) -> str:
         return f"Storage(kind={self.kind!r}, root={str(self.root)!r})"
@@ -173,6 +174,62 @@ class Storage:
         else:
             _run(["cp", "-a", "--", str(src), str(dst)], f"copy of {src}")
         return dst
+
+    # -- per-workspace quotas (btrfs qgroups) -----------------------------------------------
+
+    @property
+    def can_bound(self) -> bool:
+        """True when a volume can be given a size limit (btrfs qgroups, as root).
+
+        XFS project quotas would be the reflink equivalent; they are not implemented, so a
+        volume on a reflink or copy pool is bounded only by the pool itself."""
+        return self.kind == "btrfs" and os.geteuid() == 0
+
+    def enable_quotas(self) -> bool:
+        """Turn btrfs quotas on for the pool (idempotent, ~ms; the first time waits for the scan of
+        what is already there, so that limits count from true numbers)."""
+        if not self.can_bound:
+            return False
+        if not self._quotas:
+            _run(["btrfs", "quota", "enable", str(self.root)], f"enabling quotas on {self.root}")
+            _run(["btrfs", "quota", "rescan", "-W", str(self.root)], f"scanning quotas on {self.root}")
+            self._quotas = True
+        return True
+
+    def limit(self, path: Path, limit: int | None) -> bool:
+        """Cap what volume ``path`` references (blocks shared with its source included) at ``limit``
+        bytes, None lifting the cap; writes past it fail in that volume alone (EDQUOT).
+
+        Why referenced and not exclusive: a snapshot's exclusive bytes jump when the volume it
+        shares blocks with is deleted (the old baseline after a refresh), which would put every
+        workspace over its limit at once; what a volume references does not change that way.
+        A level-1 qgroup over a workspace and its checkpoints would also count the checkpoints,
+        but adding a snapshot of the baseline to one makes the numbers inconsistent (the kernel's
+        quick inherit does not apply) and needs a full rescan: too slow for every `up`/`reset`."""
+        if not self.enable_quotas():
+            return False
+        _run(["btrfs", "qgroup", "limit", str(limit) if limit else "none", str(path)],
+             f"limiting the size of {path}")
+        return True
+
+    def quota_usage(self, path: Path) -> tuple[int, int | None] | None:
+        """(referenced bytes, limit) of volume ``path``, or None when unknown."""
+        if not self.can_bound or not self.is_volume(path):
+            return None
+        proc = subprocess.run(["btrfs", "qgroup", "show", "-rf", "--raw", str(path)],
+                              capture_output=True, text=True, check=False)
+        for line in proc.stdout.splitlines():
+            cols = line.split()
+            if cols and cols[0].startswith("0/") and len(cols) >= 4:
+                try:
+                    return int(cols[1]), (None if cols[3] == "none" else int(cols[3]))
+                except ValueError:
+                    return None
+        return None
+
+    def pool_size(self) -> int | None:
+        u = usage(self.root)
+        return u[1] if u else None
 
     def delete(self, path: Path) -> None:
         """Remove a volume (or any directory in the pool, nested subvolumes included). Missing is fine."""
