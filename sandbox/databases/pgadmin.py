@@ -425,7 +425,9 @@ def rename_schema_sql(src: Path, dst: Path, old: str, new: str) -> None:
     the target role loads it with its own login, and the source schema is never renamed or
     touched. Both names are ``pg_name`` identifiers (lower case, never quoted by pg_dump).
     """
-    pattern = re.compile(r"(?<![A-Za-z0-9_$])" + re.escape(old) + r"(?![A-Za-z0-9_$])")
+    pattern = re.compile(r'"' + re.escape(old) + r'"|(?<![A-Za-z0-9_$"])' + re.escape(old) + r'(?![A-Za-z0-9_$"])')
+    # names with "-" or "." (workspace names allow them) are quoted, as pg_dump would
+    new = new if re.fullmatch(r"[a-z_][a-z0-9_]*", new) else "\"" + new.replace("\"", "\"\"") + "\""
     with src.open("r", errors="surrogateescape") as fin, dst.open("w", errors="surrogateescape") as fout:
         in_copy = False
         for line in fin:
@@ -436,7 +438,7 @@ def rename_schema_sql(src: Path, dst: Path, old: str, new: str) -> None:
                 continue
             if line.startswith("COPY ") and line.rstrip().endswith("FROM stdin;"):
                 in_copy = True
-            fout.write(pattern.sub(new, line))
+            fout.write(pattern.sub(lambda _m: new, line))
 
 
 def count_rows(info: ConnInfo, schema: str | None, table: str, *, timeout_ms: int = 5000) -> int | None:
