@@ -83,6 +83,9 @@ class MigrationsConfig:
     @property
     def run_timeout_seconds(self) -> int:
         return run_timeout_seconds(self.run_timeout) or 600
+    # A server outside Docker (server = "local" or "url") can be reached from a container only
+    # through the host's network, where the workspace's code reaches every host service too.
+    allow_host_network: bool = False
 
 
 @dataclass(frozen=True)
@@ -458,8 +461,10 @@ def parse(root: Path, data: Mapping[str, Any], file: str = CONFIG_FILE,
         db = dataclasses.replace(db, image=environ["SANDBOX_POSTGRES_IMAGE"])
     if environ.get("SANDBOX_SUBNET_POOL"):
         ws = dataclasses.replace(ws, subnet_pool=environ["SANDBOX_SUBNET_POOL"])
+    db = _server_url(root, db, file, environ)
     if db.server == "url" and not db.url:
-        raise ConfigError(f"{file}: [database] url is required when server = \"url\"",
+        raise ConfigError(f"{file}: [database] url is required when server = \"url\" (without a password; "
+                          f"or the whole URL in {SERVER_URL_ENV} or {STATE_DIR}/{SERVER_URL_FILE})",
                           file=file, key="database.url")
     if db.server == "url" and db.strategy == "snapshot":
         raise ConfigError(f"{file}: [database] strategy = \"snapshot\" needs server docker or local, not url",
@@ -469,6 +474,49 @@ def parse(root: Path, data: Mapping[str, Any], file: str = CONFIG_FILE,
     return Config(root=root, workspace=ws, database=db,
                   migrations=sections.get("migrations", MigrationsConfig()),
                   config_file=root / file)
+
+
+SERVER_URL_ENV = "SANDBOX_SERVER_URL"
+SERVER_URL_FILE = "secrets/database-url"      # under the state folder, mode 0600
+
+
+def _url_password(value: str) -> bool:
+    """Whether a connection URL carries a password (``user:pw@`` or ``?password=``)."""
+    from urllib.parse import parse_qs, urlsplit
+    try:
+        parts = urlsplit(value)
+        return bool(parts.password) or "password" in parse_qs(parts.query)
+    except ValueError:
+        return False
+
+
+def _server_url(root: Path, db: DatabaseConfig, file: str, environ: Mapping[str, str]) -> DatabaseConfig:
+    """The admin URL of ``server = "url"``: ``$SANDBOX_SERVER_URL``, else ``.sandbox/secrets/database-url``,
+    else ``[database] url`` (which must hold no password: sandbox.toml is committed).
+
+    (Not ``SANDBOX_DATABASE_URL``: that names a workspace's own database in project code's environment.)
+    """
+    if db.url and _url_password(db.url):
+        raise ConfigError(f"{file}: [database] url holds a password, and {file} is committed: "
+                          f"set {SERVER_URL_ENV} or write the URL to {STATE_DIR}/{SERVER_URL_FILE} instead, "
+                          f"and keep only postgresql://USER@HOST:PORT/DBNAME in {file}",
+                          file=file, key="database.url")
+    value, where = environ.get(SERVER_URL_ENV), f"environment variable {SERVER_URL_ENV}"
+    if not value:
+        path = root / STATE_DIR / SERVER_URL_FILE
+        where = f"{STATE_DIR}/{SERVER_URL_FILE}"
+        try:
+            value = path.read_text().strip() if db.server == "url" else None
+        except FileNotFoundError:
+            value = None
+        except OSError as exc:
+            raise ConfigError(f"{where}: cannot read: {exc.strerror}", file=str(path), key="database.url") from exc
+    if not value:
+        return db
+    problem = _url(value)
+    if problem:
+        raise ConfigError(f"{where} {problem}", key="database.url")
+    return dataclasses.replace(db, url=value)
 
 
 def load(root: Path, environ: Mapping[str, str] | None = None) -> Config:

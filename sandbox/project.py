@@ -10,7 +10,9 @@ project's environment and reads only their effect:
   secrets and other workspaces stay out of reach). Its network reaches only the target
   database: a fresh *internal* Docker network to which the database's container is attached
   as host ``db``. A ``env.py`` that aims somewhere else fails to connect instead of finding
-  another server.
+  another server. A server outside Docker (``local``, ``url``) is reachable only through the
+  host's network: a workspace's code is refused there unless ``[migrations] allow_host_network
+  = true``; main's own code (baseline builds) runs there with a warning.
 - :class:`HostProjectRunner` (``runtime = "none"``): the project's interpreter (``[migrations]
   python``, else a ``.venv`` beside the alembic config or at the root, else ``python3``), as
   you, on the host. This cannot hold the untrusted-workspace rule, and ``doctor`` says so.
@@ -175,7 +177,16 @@ class DockerProjectRunner:
             return
         if db.container is None:
             # A server sandbox does not run in Docker (server = "local" or "url"): the only way
-            # to it is the host's network. Said once per command; the docs explain the trade.
+            # to it is the host's network, where the code also reaches every host service (a
+            # 127.0.0.1-only listener included). A workspace's code (the gate, migrate up, rebase,
+            # sync) may not run there unless the user opted in; main's own (baseline builds,
+            # seed_command) is trusted and only warned about.
+            if workspace and not self.config.migrations.allow_host_network:
+                raise WorkspaceError(
+                    f"refusing to run {workspace}'s code on the host's network: the database is not in a "
+                    "container, so nothing would keep that code to the target database",
+                    hint="use [database] server = \"docker\", or accept the risk with "
+                         "[migrations] allow_host_network = true in sandbox.toml")
             self.progress("warning: the database is not in a container, so project code runs on the "
                           "host's network ([database] server = \"docker\" keeps it to the target database)")
             yield {"network_mode": "host"}, replace(db, container_host=None, container_port=None)

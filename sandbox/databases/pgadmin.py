@@ -24,6 +24,7 @@ import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -154,6 +155,20 @@ def connect(info: ConnInfo, *, dbname: str | None = None, autocommit: bool = Tru
                                 f"as {info.user!r}: {reason}") from exc
         raise ServiceUnavailable(f"PostgreSQL at {info.host}:{info.port} is not reachable: {reason}",
                                  hint="start the database server, or check [database] in sandbox.toml") from exc
+
+
+# An admin session that meets workspace-owned databases or schemas resolves names (tables,
+# functions, *operators*) in the system catalog only: a workspace cannot plant ``=`` or ``count``
+# where the admin's queries would pick it up, and a database owner's ``ALTER DATABASE … SET
+# search_path`` is overridden (client options outrank per-database settings).
+SAFE_OPTIONS = "-c search_path=pg_catalog,pg_temp"
+
+
+def hardened(info: ConnInfo) -> ConnInfo:
+    """``info`` with :data:`SAFE_OPTIONS` added: how every admin session sandbox opens connects."""
+    if info.options and SAFE_OPTIONS in info.options:
+        return info
+    return replace(info, options=f"{info.options} {SAFE_OPTIONS}" if info.options else SAFE_OPTIONS)
 
 
 def ident(name: str) -> sql.Identifier:
@@ -381,18 +396,75 @@ def restore_dump(info: ConnInfo, dump: Path, *, bin_dir: str | None, what: str =
 _TOC_SCHEMA = re.compile(r"^\d+; \d+ \d+ (SCHEMA|COMMENT - SCHEMA|ACL - SCHEMA|SECURITY LABEL - SCHEMA) ")
 
 
-def dump_schema_sql(admin: ConnInfo, dbname: str, schema: str, out: Path, *, bin_dir: str | None) -> None:
+def dump_schema_sql(login: ConnInfo, dbname: str, schema: str, out: Path, *, bin_dir: str | None) -> None:
     """Write the objects and data of one schema as plain SQL, without its CREATE SCHEMA,
-    owners or privileges, so it can be replayed under ``SET ROLE`` into a fresh schema of
-    the same name. Written atomically (a reader never sees half a file)."""
+    owners or privileges, so it can be replayed by the target role's own login into a fresh
+    schema. Written atomically (a reader never sees half a file).
+
+    ``login`` is the role that owns the schema (a workspace's, or the baseline owner's), never
+    the admin: pg_dump then runs with no privilege the schema's owner lacks (a relation swapped
+    for a view mid-dump, CVE-2024-7348's class, runs as that owner at most).
+    """
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="sbx-dump-", dir=out.parent) as tmp:
         archive, toc, sql_tmp = Path(tmp) / "d.dump", Path(tmp) / "toc", Path(tmp) / "d.sql"
-        run_tool([find_tool("pg_dump", bin_dir), *conn_argv(admin, dbname), "--format=custom",
-                  "--compress=0", "--schema", schema, "-f", str(archive)], admin, f"dumping schema {schema}")
-        listing = run_tool([find_tool("pg_restore", bin_dir), "-l", str(archive)], admin,
+        run_tool([find_tool("pg_dump", bin_dir), *conn_argv(login, dbname), "--format=custom",
+                  "--compress=0", "--schema", schema, "-f", str(archive)], login, f"dumping schema {schema}")
+        listing = run_tool([find_tool("pg_restore", bin_dir), "-l", str(archive)], login,
                            "listing the dump").stdout
         toc.write_text("".join(line + "\n" for line in listing.splitlines() if not _TOC_SCHEMA.match(line)))
         run_tool([find_tool("pg_restore", bin_dir), "--no-owner", "--no-privileges", "-L", str(toc),
-                  "-f", str(sql_tmp), str(archive)], admin, "writing the schema SQL")
+                  "-f", str(sql_tmp), str(archive)], login, "writing the schema SQL")
         os.replace(sql_tmp, out)
+
+
+def rename_schema_sql(src: Path, dst: Path, old: str, new: str) -> None:
+    """Copy a plain schema dump, naming schema ``new`` wherever it names ``old`` (outside COPY data).
+
+    pg_dump qualifies every object with its schema, so the copy creates its objects in ``new``:
+    the target role loads it with its own login, and the source schema is never renamed or
+    touched. Both names are ``pg_name`` identifiers (lower case, never quoted by pg_dump).
+    """
+    pattern = re.compile(r'"' + re.escape(old) + r'"|(?<![A-Za-z0-9_$"])' + re.escape(old) + r'(?![A-Za-z0-9_$"])')
+    # names with "-" or "." (workspace names allow them) are quoted, as pg_dump would
+    new = new if re.fullmatch(r"[a-z_][a-z0-9_]*", new) else "\"" + new.replace("\"", "\"\"") + "\""
+    with src.open("r", errors="surrogateescape") as fin, dst.open("w", errors="surrogateescape") as fout:
+        in_copy = False
+        for line in fin:
+            if in_copy:
+                fout.write(line)
+                if line.rstrip("\n") == "\\.":
+                    in_copy = False
+                continue
+            if line.startswith("COPY ") and line.rstrip().endswith("FROM stdin;"):
+                in_copy = True
+            fout.write(pattern.sub(lambda _m: new, line))
+
+
+def count_rows(info: ConnInfo, schema: str | None, table: str, *, timeout_ms: int = 5000) -> int | None:
+    """Rows in the plain table ``schema.table`` (unqualified: found through ``info``'s search_path),
+    or None when it is missing, is not a plain table, or the database does not answer in time.
+
+    Safe to call in any session, the admin's included: the relation is looked up in the catalog
+    first, and only an ordinary or partitioned table is counted, so no view, rule or function of
+    the database's owner runs; every function and operator is spelled ``pg_catalog.…``, so
+    nothing planted on the search_path is picked up; and the transaction is read-only with a
+    statement timeout. The gate calls it with the workspace's own login anyway.
+    """
+    try:
+        with psycopg.connect(**info.kwargs(), autocommit=True, connect_timeout=5,
+                             application_name="sandbox") as conn, conn.transaction():
+            conn.execute("SET TRANSACTION READ ONLY")
+            conn.execute(sql.SQL("SET LOCAL statement_timeout = {}").format(sql.Literal(int(timeout_ms))))
+            row = conn.execute(
+                "SELECT n.nspname, c.relname, c.relkind FROM pg_catalog.pg_class c "
+                "JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace "
+                "WHERE c.oid OPERATOR(pg_catalog.=) pg_catalog.to_regclass(%s)::pg_catalog.oid",
+                (sql.Identifier(*([schema, table] if schema else [table])).as_string(conn),)).fetchone()
+            if row is None or row[2] not in ("r", "p"):
+                return None
+            counted = conn.execute(sql.SQL("SELECT pg_catalog.count(*) FROM {}").format(
+                sql.Identifier(row[0], row[1]))).fetchone()
+            return int(counted[0]) if counted else None
+    except psycopg.Error:
+        return None

@@ -16,34 +16,31 @@ schema: its URL is a plain one, with no ``options`` (which asyncpg, for one, ref
 baseline is populated, its owner role's ``search_path`` is set to the new schema for the same
 reason; sandbox's own internal sessions still pass ``options``.
 
-**How a schema is cloned, faithfully.** Once per baseline build, the baseline schema is
-dumped (``pg_dump --schema``, then ``pg_restore --no-owner --no-privileges`` without the
-``CREATE SCHEMA`` entry) into a cached SQL file under ``state_dir/db/schema/``. A clone
-is one transaction, run by psql as the admin::
+**How a schema is cloned.** Once per baseline build, the baseline schema is dumped by the
+baseline owner's own login (``pg_dump --schema``, then ``pg_restore --no-owner
+--no-privileges`` without the ``CREATE SCHEMA`` entry) into a cached SQL file under
+``state_dir/db/schema/``. A clone is loaded by the *target role's own login*, never by the
+admin (``SET ROLE`` is no boundary: a CHECK constraint's function evaluated during the load
+could ``RESET ROLE`` and act as the admin)::
 
-    SELECT pg_advisory_xact_lock(…)                 -- clones are serialised per project
-    ALTER SCHEMA base RENAME TO tmp                 -- the baseline steps aside, OIDs unchanged
-    CREATE SCHEMA base AUTHORIZATION ws; SET ROLE ws
-    \\i baseline.sql                                 -- fresh copies of every object, owned by ws
-    RESET ROLE
-    ALTER SCHEMA base RENAME TO ws                  -- the copy takes the workspace's name
-    ALTER SCHEMA tmp RENAME TO base                 -- the baseline is back, untouched
-    COMMIT
+    admin:  ALTER SCHEMA ws RENAME TO tmp; CREATE SCHEMA ws AUTHORIZATION ws   -- names only
+    ws:     psql --single-transaction -f baseline.sql   -- "base." renamed to "ws." in the text
+    admin:  DROP SCHEMA tmp CASCADE; COMMENT ON SCHEMA ws   (or, on failure, tmp is put back)
 
-The dump names every object ``base.x``; while it runs those names resolve to the new,
-empty schema, and everything PostgreSQL stores by OID follows the final rename: column
-defaults (``nextval``), identity and serial sequences with their current values and
-owning columns, indexes, constraints and foreign keys (pointing inside the copy), views,
-enum, composite and domain types, triggers and the functions they call. Other sessions
-never see the intermediate state.
+The dump names every object ``base.x``; the copy's text names ``ws.x`` instead (outside COPY
+data), so column defaults (``nextval``), identity and serial sequences with their current
+values and owning columns, indexes, constraints and foreign keys, views, types, triggers and
+function bodies that name the schema explicitly all point inside the copy. Checkpoints are
+dumped by the workspace's own login and restored the same way (no renaming needed).
 
 Limitations (documented, not hidden):
 
-* Function bodies are text. A body that names ``base.x`` explicitly, or a function with
-  ``SET search_path = base``, still points at the baseline in the copy, where the
-  workspace role has no access. Unqualified names (the usual case) work, since they
-  resolve through the caller's ``search_path``; SQL-standard bodies (``BEGIN ATOMIC``)
-  are stored parsed and follow the copy.
+* The rename is textual: a string literal (not COPY data) that spells the baseline schema's
+  internal name is renamed too. A baseline update loads into ``…_baseline_new`` and renames
+  that schema back, so a function body naming the baseline schema explicitly would name
+  ``…_baseline_new`` afterwards (the schema's internal name is sandbox's, rarely in code).
+* While a restore or reset runs, the workspace's own (disconnected) clients that reconnect
+  see an empty schema; other workspaces and the baseline are never renamed or touched.
 * Only what lives in the schema is cloned: extensions, large objects, event triggers
   and publications are per database and shared by every workspace.
 * Isolation is weaker than separate databases: every role can read the system catalogs,
@@ -68,6 +65,7 @@ import secrets as _secrets
 import shutil
 import tempfile
 import uuid
+from dataclasses import replace
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -84,6 +82,7 @@ from .shared import SharedServerStrategy
 from .pgadmin import (
     advisory_lock,
     check_label,
+    conn_argv,
     create_or_update_role,
     dump_schema_sql,
     exists,
@@ -94,6 +93,7 @@ from .pgadmin import (
     now,
     parse_meta,
     prefix,
+    rename_schema_sql,
     restore_dump,
     run_tool,
     server_version,
@@ -186,32 +186,62 @@ class SchemaStrategy(SharedServerStrategy):
                            (schema,)).fetchone()
         return None if row is None else parse_meta(row[0])
 
-    def _load(self, sql_file: Path, src: str, target: str, role: str, comment: str) -> None:
+    def _login(self, role: str, password: str) -> ConnInfo:
+        """``role``'s own login to the shared database (host view; no options, no attach)."""
+        return self._server_info(role, password, self.shared_db, None, attach=False)
+
+    def _owner_login(self) -> ConnInfo:
+        """The baseline owner's own login (the role is made, or repaired, if needed)."""
+        with self._admin() as conn, translate("preparing the baseline owner"):
+            password = self._ensure_role(conn, self.owner_role, "baseline-owner", None)
+        return self._login(self.owner_role, password)
+
+    def _load(self, sql_file: Path, src: str, target: str, login: ConnInfo, comment: str) -> None:
         """Replace schema ``target`` with the objects of ``sql_file`` (a dump of schema ``src``),
-        owned by ``role``, in one transaction (see the module docstring)."""
+        loaded by ``login`` (the role that will own them) with its own password.
+
+        The dump holds the owner's own objects (CHECK constraints, index expressions, defaults
+        and the functions they call run while it loads): it is never run by the admin, with or
+        without ``SET ROLE``, which that code could ``RESET``. The admin only renames and drops
+        schemas (no user code runs), in short transactions around the load: the old ``target``
+        steps aside, an empty one owned by ``login.user`` takes its name, the role loads the
+        dump (``src`` renamed to ``target`` in the text) in one transaction, and the old schema
+        is dropped, or put back if the load failed.
+        """
+        role = login.user
         for name in (src, target, role):
             self._guard(name)
-        tmp = pg_name(self.ctx.project_id, uuid.uuid4().hex[:12], "tmp")
-        S, I = sql.SQL, ident
-        pre: list[sql.Composable] = [S("SELECT pg_advisory_xact_lock(hashtextextended({}, 0))").format(sql.Literal(self._lock_key)),
-               S("DROP SCHEMA IF EXISTS {} CASCADE").format(I(target))]
-        post: list[sql.Composable] = [S("RESET ROLE")]
-        if src != target:
-            pre.append(S("ALTER SCHEMA {} RENAME TO {}").format(I(src), I(tmp)))
-            post += [S("ALTER SCHEMA {} RENAME TO {}").format(I(src), I(target)),
-                     S("ALTER SCHEMA {} RENAME TO {}").format(I(tmp), I(src))]
-        pre += [S("CREATE SCHEMA {} AUTHORIZATION {}").format(I(src), I(role)),
-                S("SET ROLE {}").format(I(role))]
-        post.append(S("COMMENT ON SCHEMA {} IS {}").format(I(target), sql.Literal(comment)))
-        admin = self._admin_shared()
-        with tempfile.TemporaryDirectory(prefix="sbx-clone-") as d:
-            pre_f, post_f = Path(d) / "pre.sql", Path(d) / "post.sql"
-            pre_f.write_text("".join(s.as_string(None) + ";\n" for s in pre))
-            post_f.write_text("".join(s.as_string(None) + ";\n" for s in post))
-            run_tool([find_tool("psql", self.ctx.config.bin_dir), "-h", admin.host, "-p", str(admin.port),
-                      "-U", admin.user, "-d", admin.dbname, "-X", "-q", "-v", "ON_ERROR_STOP=1",
-                      "--single-transaction", "-f", str(pre_f), "-f", str(sql_file), "-f", str(post_f)],
-                     admin, f"copying schema {src} to {target}")
+        old = self._guard(pg_name(self.ctx.project_id, uuid.uuid4().hex[:12], "tmp"))
+        lock = sql.SQL("SELECT pg_advisory_xact_lock(hashtextextended({}, 0))").format(sql.Literal(self._lock_key))
+        with self._admin(self.shared_db) as c, translate(f"preparing schema {target}"), c.transaction():
+            c.execute(lock)
+            had = exists(c, "pg_namespace", target)
+            if had:
+                c.execute(sql.SQL("ALTER SCHEMA {} RENAME TO {}").format(ident(target), ident(old)))
+            c.execute(sql.SQL("CREATE SCHEMA {} AUTHORIZATION {}").format(ident(target), ident(role)))
+        try:
+            with tempfile.TemporaryDirectory(prefix="sbx-clone-") as d:
+                script = Path(d) / "load.sql"
+                if src != target:
+                    rename_schema_sql(sql_file, script, src, target)
+                else:
+                    shutil.copyfile(sql_file, script)
+                # the role's own ALTER ROLE … SET cannot make its restore read-only
+                loader = replace(login, options="-c default_transaction_read_only=off")
+                run_tool([find_tool("psql", self.ctx.config.bin_dir), *conn_argv(loader, self.shared_db),
+                          "-X", "-q", "-v", "ON_ERROR_STOP=1", "--single-transaction", "-f", str(script)],
+                         loader, f"copying schema {src} to {target}")
+        except BaseException:
+            with self._admin(self.shared_db) as c, translate(f"putting schema {target} back"), c.transaction():
+                c.execute(lock)
+                c.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(ident(target)))
+                if had:
+                    c.execute(sql.SQL("ALTER SCHEMA {} RENAME TO {}").format(ident(old), ident(target)))
+            raise
+        with self._admin(self.shared_db) as c, translate(f"finishing schema {target}"), c.transaction():
+            c.execute(lock)
+            c.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(ident(old)))
+            c.execute(sql.SQL("COMMENT ON SCHEMA {} IS {}").format(ident(target), sql.Literal(comment)))
 
     # ------------------------------------------------------------------ baseline
 
@@ -237,7 +267,7 @@ class SchemaStrategy(SharedServerStrategy):
             if cached == generation and out.exists():
                 return out
             with advisory_lock(conn, f"{self._lock_key}:cache"):
-                dump_schema_sql(self.server.admin(), self.shared_db, self.base_schema, out,
+                dump_schema_sql(self._owner_login(), self.shared_db, self.base_schema, out,
                                 bin_dir=self.ctx.config.bin_dir)
                 stamp.write_text(json.dumps({"generation": generation, "dumped_at": now()}))
         return out
@@ -299,7 +329,7 @@ class SchemaStrategy(SharedServerStrategy):
         with self._admin() as lock_conn, advisory_lock(lock_conn, f"{self._lock_key}:baseline"):
             source = self._baseline_sql()
             with translate("copying the baseline"):
-                self._load(source, self.base_schema, self._new_schema, self.owner_role,
+                self._load(source, self.base_schema, self._new_schema, self._owner_login(),
                            meta_comment(self.ctx.project_id, "baseline-building", None))
             self._fill_new(populate)
 
@@ -338,7 +368,7 @@ class SchemaStrategy(SharedServerStrategy):
                 with tempfile.TemporaryDirectory(prefix="sbx-import-") as d:
                     out = Path(d) / "import.sql"
                     dump_schema_sql(admin, staging, self._new_schema, out, bin_dir=self.ctx.config.bin_dir)
-                    self._load(out, self._new_schema, self._new_schema, self.owner_role,
+                    self._load(out, self._new_schema, self._new_schema, self._owner_login(),
                                meta_comment(self.ctx.project_id, "baseline-building", None))
                 self._fill_new(lambda info: None)
             finally:
@@ -361,8 +391,8 @@ class SchemaStrategy(SharedServerStrategy):
             raise DatabaseError(f"schema {schema} belongs to workspace {meta.get('workspace')!r}, not {ws!r}")
         return meta is not None
 
-    def _clone_for(self, ws: str | None, schema: str, kind: str) -> None:
-        self._load(self._baseline_sql(), self.base_schema, schema, schema,
+    def _clone_for(self, ws: str | None, login: ConnInfo, kind: str) -> None:
+        self._load(self._baseline_sql(), self.base_schema, login.user, login,
                    meta_comment(self.ctx.project_id, kind, ws, created_at=now()))
 
     def create(self, ws: str, network: str | None = None) -> ConnInfo:
@@ -375,7 +405,7 @@ class SchemaStrategy(SharedServerStrategy):
                 present = self._claim(c, schema, ws)
             if not present:
                 self.ctx.progress(f"cloning the baseline for {ws}")
-                self._clone_for(ws, schema, "workspace")
+                self._clone_for(ws, self._login(schema, password), "workspace")
         return self._conninfo(schema, schema, password, network)
 
     def exists(self, ws: str) -> bool:
@@ -396,7 +426,7 @@ class SchemaStrategy(SharedServerStrategy):
                 self._claim(c, schema, ws)
             terminate(conn, user=schema)
             self.ctx.progress(f"re-cloning the baseline for {ws}")
-            self._clone_for(ws, schema, "workspace")
+            self._clone_for(ws, self._login(schema, password), "workspace")
         return self._conninfo(schema, schema, password, network)
 
     def drop(self, ws: str) -> None:
@@ -433,7 +463,11 @@ class SchemaStrategy(SharedServerStrategy):
                 raise DatabaseError(f"workspace {ws!r} has no schema")
             self.ctx.progress(f"checkpoint {label!r} of {ws}")
             target = self._ckpt_dir(schema) / f"{label}.sql"
-            dump_schema_sql(self.server.admin(), self.shared_db, schema, target, bin_dir=self.ctx.config.bin_dir)
+            # as the workspace's own login: pg_dump meets only what that role may read and run
+            with translate(f"checkpointing {ws!r}"):
+                password = self._ensure_role(conn, schema, "workspace", ws)
+            dump_schema_sql(self._login(schema, password), self.shared_db, schema, target,
+                            bin_dir=self.ctx.config.bin_dir)
             size = target.stat().st_size
             (self._ckpt_dir(schema) / f"{label}.json").write_text(json.dumps(
                 {"workspace": ws, "label": label, "created_at": created, "size_bytes": size}))
@@ -448,9 +482,9 @@ class SchemaStrategy(SharedServerStrategy):
             raise UsageError(f"workspace {ws!r} has no checkpoint {label!r}",
                              hint=f"see `sandbox db checkpoints {ws}`")
         with self._admin() as conn, advisory_lock(conn, schema), translate(f"restoring {ws!r} to {label!r}"):
-            self._ensure_role(conn, schema, "workspace", ws)
+            password = self._ensure_role(conn, schema, "workspace", ws)
             terminate(conn, user=schema)
-            self._load(source, schema, schema, schema,
+            self._load(source, schema, schema, self._login(schema, password),
                        meta_comment(self.ctx.project_id, "workspace", ws, created_at=now(), restored_from=label))
 
     def drop_checkpoint(self, ws: str, label: str) -> None:
@@ -487,7 +521,7 @@ class SchemaStrategy(SharedServerStrategy):
             with self._admin() as conn, translate(f"creating scratch schema {tag!r}"):
                 self._create_role(conn, name, password, meta_comment(self.ctx.project_id, "scratch", None, tag=tag))
             with translate(f"creating scratch schema {tag!r}"):
-                self._clone_for(None, name, "scratch")
+                self._clone_for(None, self._login(name, password), "scratch")
             yield self._conninfo(name, name, password, None)
         finally:
             with translate(f"removing scratch schema {tag!r}"):

@@ -11,7 +11,7 @@ import psycopg
 from ..errors import DatabaseError
 from ..names import pg_name, validate_name
 from .base import BackendContext, ConnInfo, Server
-from .pgadmin import SecretStore, connect, exists, guard, name_key
+from .pgadmin import SecretStore, connect, exists, guard, hardened, name_key
 
 
 class SharedServerStrategy:
@@ -32,7 +32,10 @@ class SharedServerStrategy:
 
     @contextmanager
     def _admin(self, dbname: str | None = None) -> Iterator[psycopg.Connection[Any]]:
-        with connect(self.server.admin(), dbname=dbname) as conn:
+        """An admin session, with a search_path of the system catalog only (see
+        :func:`~sandbox.databases.pgadmin.hardened`). It runs catalog queries and DDL on names
+        (CREATE/DROP/RENAME/REASSIGN), never a statement that evaluates a workspace's objects."""
+        with connect(hardened(self.server.admin()), dbname=dbname) as conn:
             yield conn
 
     def _role_password(self, conn: psycopg.Connection[Any], role: str,

@@ -260,10 +260,13 @@ class SnapshotStrategy:
                 raise DatabaseError(f"cannot remove the container of {volume}: {exc}") from exc
 
     def _connect(self, conn: ConnInfo) -> psycopg.Connection[Any]:
+        """An admin session on a cluster: role DDL and CHECKPOINT in the ``postgres`` database,
+        with the catalog-only search_path of :func:`~sandbox.databases.pgadmin.hardened`."""
         import psycopg
 
+        from .pgadmin import hardened
         try:
-            return psycopg.connect(**conn.kwargs(), autocommit=True, connect_timeout=10)
+            return psycopg.connect(**hardened(conn).kwargs(), autocommit=True, connect_timeout=10)
         except psycopg.Error as exc:
             raise DatabaseError(f"cannot connect to PostgreSQL on port {conn.port}: "
                                 f"{str(exc).strip().splitlines()[0] if str(exc).strip() else exc}") from exc

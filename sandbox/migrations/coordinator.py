@@ -501,31 +501,26 @@ class Coordinator:
         return sorted(dirs)
 
     def _holds_more_rows(self, other: WorkspaceRecord, parts: list[str]) -> bool:
-        import psycopg
-        from psycopg import sql as q
+        """Whether ``other``'s copy of table ``parts`` holds more rows than the baseline's.
+
+        Counted as ``other``'s own login (:meth:`Strategy.info`), never as an admin, and by
+        :func:`~sandbox.databases.pgadmin.count_rows`, which counts plain tables only (no view,
+        rule or function of the workspace runs), read-only and under a statement timeout.
+        """
+        from ..databases.pgadmin import count_rows
         if len(parts) < 2:
             return False
         schema, table = parts[0], parts[1]
-
-        def count(info: Any, use_schema: bool) -> int | None:
-            try:
-                with psycopg.connect(**info.kwargs(), connect_timeout=5) as c:
-                    ident = q.Identifier(schema, table) if use_schema else q.Identifier(table)
-                    row = c.execute(q.SQL("SELECT count(*) FROM {}").format(ident)).fetchone()
-                    return int(row[0]) if row else None
-            except (psycopg.Error, SandboxError):
-                return None
-
         try:
             info = self.sb.db.info(other.name, other.data.get("network"))
         except SandboxError:
             return False
         use_schema = not info.options
-        mine = count(info, use_schema)
+        mine = count_rows(info, schema if use_schema else None, table)
         if mine is None:
             return False
         try:
-            base = count(self.sb.db.baseline(), use_schema)
+            base = count_rows(self.sb.db.baseline(), schema if use_schema else None, table)
         except SandboxError:
             base = None
         return mine > (base or 0)

@@ -78,7 +78,7 @@ def state(repo: Path) -> tuple[str, str, list[str]]:
 @pytest.fixture
 def project(git_repo: Path) -> Path:
     (git_repo / "sandbox.toml").write_text('[workspace]\nruntime = "none"\n[database]\nstrategy = "template"\n'
-                                           'server = "url"\nurl = "postgresql://u:p@127.0.0.1:9/postgres"\n')
+                                           'server = "url"\nurl = "postgresql://u@127.0.0.1:9/postgres"\n')
     (git_repo / "alembic.ini").write_text("[alembic]\n")
     subprocess.run(["git", "-C", str(git_repo), "add", "-A"], check=True)
     subprocess.run(["git", "-C", str(git_repo), "commit", "-qm", "config"], check=True)

@@ -36,7 +36,7 @@ def tree(repo: Path) -> dict[str, bytes]:
 def project(git_repo: Path) -> Path:
     # a server nobody runs: doctor reports it, and no test leaves a cluster behind
     (git_repo / "sandbox.toml").write_text('[workspace]\nruntime = "none"\n[database]\nstrategy = "template"\n'
-                                           'server = "url"\nurl = "postgresql://u:p@127.0.0.1:9/postgres"\n')
+                                           'server = "url"\nurl = "postgresql://u@127.0.0.1:9/postgres"\n')
     subprocess.run(["git", "-C", str(git_repo), "add", "sandbox.toml"], check=True)
     subprocess.run(["git", "-C", str(git_repo), "commit", "-qm", "config"], check=True)
     reg = Registry(git_repo / ".sandbox", create=True)
