@@ -77,6 +77,10 @@ class MigrationsConfig:
     python: str | None = None          # runtime "none": the interpreter that runs alembic
     version_table: str = "alembic_version"   # what sandbox reads to verify an upgrade
     version_table_schema: str | None = None
+    # the gate: every replay, trace and alembic session on its scratch clones stops a statement after
+    # this long, and the whole check (render, replay, trace, tests) stops after gate_timeout
+    statement_timeout: str = "60s"
+    gate_timeout: str = "15m"
 
 
 @dataclass(frozen=True)
@@ -250,6 +254,29 @@ def _argv(value: tuple[str, ...]) -> str | None:
     return None
 
 
+_DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|min|m|h)?\s*")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, None: 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
+
+
+def duration_seconds(value: str) -> float | None:
+    """``"60s"``, ``"500ms"``, ``"15m"``, ``"1h"`` (a bare number is seconds) → seconds; None if malformed."""
+    m = _DURATION.fullmatch(str(value))
+    if not m:
+        return None
+    return float(m.group(1)) * _DURATION_UNITS[m.group(2)]
+
+
+def _duration(lo: float, hi: float) -> Any:
+    def check(value: str) -> str | None:
+        n = duration_seconds(value)
+        if n is None:
+            return 'must be a duration such as "500ms", "60s", "15m" or "1h"'
+        if not lo <= n <= hi:
+            return f"must be between {lo:g} s and {hi:g} s"
+        return None
+    return check
+
+
 def _pool_size(value: str) -> str | None:
     n = size_bytes(value)
     if n is None:
@@ -316,6 +343,8 @@ _FORMS: dict[tuple[str, str], Any] = {
     ("migrations", "config"): _one_of_lines,
     ("migrations", "test"): _commands,
     ("migrations", "python"): _python,
+    ("migrations", "statement_timeout"): _duration(0.1, 86_400),
+    ("migrations", "gate_timeout"): _duration(1, 7 * 86_400),
 }
 
 
