@@ -359,10 +359,10 @@ def _read(conn: Any, schemas: list[str] | None, rn: _Renamer, excluded: set[str]
             "columns": list(cols), "constraint": bool(backs)}
 
     for relid, rls, force, rules, policies, triggers in conn.execute(_BEHAVIOUR_SQL, args):
-        table = rel_names.get(relid)
-        if table is None or table not in cat.tables or not (rls or force or rules or policies or triggers):
+        owner = rel_names.get(relid)
+        if owner is None or owner not in cat.tables or not (rls or force or rules or policies or triggers):
             continue
-        cat.behaviour[table] = {
+        cat.behaviour[owner] = {
             "rls": bool(rls), "force_rls": bool(force),
             "rules": {n: {"definition": rn.text(d), "enabled": e} for n, d, e in rules},
             "policies": {n: rn.text(d) for n, d in policies},

@@ -1252,7 +1252,7 @@ class _Linter:
                  "sees and writes only the rows the policies allow (none without a policy)")
 
     def _toggle_trigger(self, table: str, cmd: ast.AlterTableCmd) -> None:
-        what = cmd.subtype.name[3:]
+        what = cmd.subtype.name[3:] if cmd.subtype is not None else "?"
         self.add("toggle-trigger", table, f"ALTER TABLE {table} {what} {cmd.name or ''}".rstrip()
                  + ": writes of existing code now run different trigger code")
 
@@ -1260,7 +1260,7 @@ class _Linter:
         _at_DisableTrig = _at_DisableTrigAll = _at_DisableTrigUser = _toggle_trigger
 
     def _toggle_rule(self, table: str, cmd: ast.AlterTableCmd) -> None:
-        what = cmd.subtype.name[3:]
+        what = cmd.subtype.name[3:] if cmd.subtype is not None else "?"
         self.add("toggle-rule", table, f"ALTER TABLE {table} {what} {cmd.name or ''}".rstrip()
                  + ": queries of existing code are now rewritten differently")
 
