@@ -572,7 +572,12 @@ class Coordinator:
                     if "statement timeout" in text:
                         text += (f" (the gate's statement timeout is {cfg.statement_timeout}: "
                                  "[migrations] statement_timeout)")
+                    failed = self._failing_statement(shadow, offline.get(rev.id), rev, shadow_schemas,
+                                                     shadow_rename, writes)
+                    if failed is not None:      # the offline SQL names the statement that fails
+                        text = failed.describe() + ("" if failed.committed else f"; alembic: {text}")
                     report.extend([Finding(rule="apply-failed", kind="apply", severity="error", revision=rev.id,
+                                           statement=failed.statement if failed else None,
                                            message=f"upgrade to {rev.id} failed on a fresh clone of the "
                                            f"baseline: {text}")])
                     return
@@ -635,6 +640,20 @@ class Coordinator:
             if run_tests and cfg.test:
                 self._left("running the gate's tests")
                 self._run_tests(rec, conn, report)
+
+    def _failing_statement(self, shadow: Any, sql: str | None, rev: Revision, schemas: list[str] | None,
+                           rename: dict[str, str] | None, writes: set[str]) -> Any:
+        """After the online run failed: the offline SQL's statement that fails on the second clone, if
+        it fails there too (evidence for the ``apply-failed`` finding), else None."""
+        from . import trace
+        if shadow is None or sql is None or rev.id not in sql:
+            return None
+        try:
+            traced = trace.trace(shadow, sql, schemas=schemas, rename=rename, prior_writes=writes,
+                                 deadline=time.monotonic() + self._left(f"tracing the offline SQL of {rev.id}"))
+        except MigrationError:
+            return None
+        return traced.failure
 
     def _trace_offline(self, tree: Path, shadow: Any, rev: Revision, sql: str | None, env: Mapping[str, str],
                        rec: WorkspaceRecord, schemas: list[str] | None, rename: dict[str, str] | None,
