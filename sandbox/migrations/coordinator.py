@@ -614,8 +614,6 @@ class Coordinator:
                                                                 else "")
                                     + ". The gate judged its online run; review what it does")])
                         shadow_before = shadow_after
-                elif rev.id not in offline:
-                    pass                        # _static's note says it has no offline SQL
                 before, rows = after, rows_after
                 if traced is None:
                     writes.add("*")             # what it wrote is unknown: later data checks are not probed
