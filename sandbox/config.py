@@ -79,13 +79,17 @@ class MigrationsConfig:
     version_table: str = "alembic_version"   # what sandbox reads to verify an upgrade
     version_table_schema: str | None = None
     run_timeout: str = "10m"           # deadline of each container that runs project code
-
-    @property
-    def run_timeout_seconds(self) -> int:
-        return run_timeout_seconds(self.run_timeout) or 600
     # A server outside Docker (server = "local" or "url") can be reached from a container only
     # through the host's network, where the workspace's code reaches every host service too.
     allow_host_network: bool = False
+    # the gate: every replay, trace and alembic session on its scratch clones stops a statement after
+    # this long, and the whole check (render, replay, trace, tests) stops after gate_timeout
+    statement_timeout: str = "60s"
+    gate_timeout: str = "15m"
+
+    @property
+    def run_timeout_seconds(self) -> int:
+        return int(duration_seconds(self.run_timeout) or 600)
 
 
 @dataclass(frozen=True)
@@ -259,6 +263,29 @@ def _argv(value: tuple[str, ...]) -> str | None:
     return None
 
 
+_DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|min|m|h)?\s*")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, None: 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
+
+
+def duration_seconds(value: str) -> float | None:
+    """``"60s"``, ``"500ms"``, ``"15m"``, ``"1h"`` (a bare number is seconds) → seconds; None if malformed."""
+    m = _DURATION.fullmatch(str(value))
+    if not m:
+        return None
+    return float(m.group(1)) * _DURATION_UNITS[m.group(2)]
+
+
+def _duration(lo: float, hi: float) -> Any:
+    def check(value: str) -> str | None:
+        n = duration_seconds(value)
+        if n is None:
+            return 'must be a duration such as "500ms", "60s", "15m" or "1h"'
+        if not lo <= n <= hi:
+            return f"must be between {lo:g} s and {hi:g} s"
+        return None
+    return check
+
+
 def _pool_size(value: str) -> str | None:
     n = size_bytes(value)
     if n is None:
@@ -268,18 +295,7 @@ def _pool_size(value: str) -> str | None:
     return None
 
 
-_RUN_TIMEOUT = re.compile(r"\s*(\d+)\s*(s|m|h)?\s*", re.IGNORECASE)
 
-
-def run_timeout_seconds(value: str) -> int | None:
-    """``"90s"``, ``"10m"``, ``"1h"`` or plain seconds, in seconds; None if malformed or zero."""
-    m = _RUN_TIMEOUT.fullmatch(value)
-    n = int(m.group(1)) * {"s": 1, "m": 60, "h": 3600}[(m.group(2) or "s").lower()] if m else 0
-    return n or None
-
-
-def _run_timeout(value: str) -> str | None:
-    return None if run_timeout_seconds(value) else 'must be a duration such as "90s", "10m" or "1h"'
 
 
 def workspace_quota_problem(value: str) -> str | None:
@@ -354,7 +370,9 @@ _FORMS: dict[tuple[str, str], Any] = {
     ("migrations", "config"): _one_of_lines,
     ("migrations", "test"): _commands,
     ("migrations", "python"): _python,
-    ("migrations", "run_timeout"): _run_timeout,
+    ("migrations", "run_timeout"): _duration(1, 7 * 86_400),
+    ("migrations", "statement_timeout"): _duration(0.1, 86_400),
+    ("migrations", "gate_timeout"): _duration(1, 7 * 86_400),
 }
 
 

@@ -148,15 +148,17 @@ class AlembicTool:
 
     def _run(self, tree: Path, request: dict[str, Any], *, db: ConnInfo, env: Mapping[str, str],
              network: bool, workspace: str | None, what: str,
-             target_name: str = "the workspace database") -> dict[str, Any]:
+             target_name: str = "the workspace database", timeout: float | None = None) -> dict[str, Any]:
         if self.runner is None:
             raise MigrationError("no project runner: sandbox runs alembic only in the project's environment")
         layout = self._require(tree)
         # The URL is the runner's view of the database: SANDBOX_DATABASE_URL, set by the runner.
         req = {"config": layout.ini.name, "url_from_env": network, **request}
         argv = [*self.runner.python(Path(tree)), self.runner.runner_script(), json.dumps(req)]
+        # the gate bounds each run by what is left of its deadline; others keep the runner's default
+        bound: dict[str, Any] = {"timeout": max(1.0, timeout)} if timeout is not None else {}
         result = self.runner.run(Path(tree), argv, cwd=layout.workdir, env=env, db=db, workspace=workspace,
-                                 network=network)
+                                 network=network, **bound)
         parsed: dict[str, Any] | None = None
         for line in reversed(result.stdout.splitlines()):
             if line.startswith(RESULT_MARK):
@@ -183,7 +185,8 @@ class AlembicTool:
             raise MigrationError(f"alembic {what} failed in {tree}: {error}")
         return parsed
 
-    def offline_sql(self, tree: Path, revision: str, *, env: Mapping[str, str] | None = None) -> str:
+    def offline_sql(self, tree: Path, revision: str, *, env: Mapping[str, str] | None = None,
+                    timeout: float | None = None) -> str:
         """SQL that upgrading ``<down>:<revision>`` emits in offline (``--sql``) mode, cached per file hash.
 
         A root revision gives the SQL from an empty database (it includes creating the version
@@ -199,7 +202,7 @@ class AlembicTool:
             return cached.read_text()
         out = self._run(Path(tree), {"action": "sql", "target": revision, "downs": list(rev.down_revisions)},
                         db=_PLACEHOLDER, env=env or {}, network=False, workspace=None,
-                        what=f"offline SQL for {revision}")
+                        what=f"offline SQL for {revision}", timeout=timeout)
         sql = str(out.get("sql") or "")
         if cached is not None:
             cached.parent.mkdir(parents=True, exist_ok=True)
@@ -223,7 +226,8 @@ class AlembicTool:
             return None
 
     def upgrade(self, tree: Path, db: ConnInfo, target: str = "heads", *, env: Mapping[str, str] | None = None,
-                workspace: str | None = None, what: str = "the workspace database") -> list[str]:
+                workspace: str | None = None, what: str = "the workspace database",
+                timeout: float | None = None) -> list[str]:
         """Upgrade ``db`` to ``target`` with the tree's alembic, then verify it got there.
 
         Returns the revisions now in the version table. Raises :class:`MigrationsMisdirected`
@@ -231,7 +235,7 @@ class AlembicTool:
         """
         expected = self.heads(tree) if target in ("head", "heads") else [target]
         self._run(Path(tree), {"action": "upgrade", "target": target}, db=db, env=env or {}, network=True,
-                  workspace=workspace, what=f"upgrade to {target}", target_name=what)
+                  workspace=workspace, what=f"upgrade to {target}", target_name=what, timeout=timeout)
         return self.verify(db, expected, what=what)
 
     def downgrade(self, tree: Path, db: ConnInfo, target: str, *, env: Mapping[str, str] | None = None,

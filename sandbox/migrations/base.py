@@ -45,11 +45,13 @@ class MigrationTool(Protocol):
     def chain(self, tree: Path, base: str | None, head: str) -> list[Revision]:
         """Revisions after ``base`` up to ``head``, oldest first."""
 
-    def offline_sql(self, tree: Path, revision: str, *, env: Mapping[str, str] | None = None) -> str:
+    def offline_sql(self, tree: Path, revision: str, *, env: Mapping[str, str] | None = None,
+                    timeout: float | None = None) -> str:
         """The SQL that upgrading from the revision's parent to it emits (offline mode)."""
 
     def upgrade(self, tree: Path, db: ConnInfo, target: str = "heads", *, env: Mapping[str, str] | None = None,
-                workspace: str | None = None, what: str = "the workspace database") -> list[str]:
+                workspace: str | None = None, what: str = "the workspace database",
+                timeout: float | None = None) -> list[str]:
         """Upgrade ``db`` to ``target``; raise unless its version table then shows ``target``."""
 
     def downgrade(self, tree: Path, db: ConnInfo, target: str, *, env: Mapping[str, str] | None = None,

@@ -67,6 +67,10 @@ class Catalog:
       ``{"kind": "range"|"multirange"}``
     * ``functions``: ``"s.f(integer, text)"`` → ``{"name": "s.f", "returns", "kind", "language"}``
     * ``sequences``: ``"s.q"`` → ``{"type", "increment", "owned_by": "s.t.c" or None}``
+    * ``behaviour``: what changes how existing queries behave on a table, keyed ``"s.t"`` →
+      ``{"rls": bool, "force_rls": bool, "rules": {name: {"definition", "enabled"}},
+      "policies": {name: definition}, "triggers": {name: {"definition", "enabled"}}}``
+      (only tables that have any of them)
     """
 
     schemas: list[str] = field(default_factory=list)
@@ -77,6 +81,7 @@ class Catalog:
     types: dict[str, JSON] = field(default_factory=dict)
     functions: dict[str, JSON] = field(default_factory=dict)
     sequences: dict[str, JSON] = field(default_factory=dict)
+    behaviour: dict[str, JSON] = field(default_factory=dict)
 
     def to_json(self) -> JSON:
         return dataclasses.asdict(self)
@@ -201,6 +206,23 @@ JOIN pg_catalog.pg_class c ON c.oid = s.seqrelid
 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
 WHERE n.nspname = ANY(%(schemas)s) AND {_not_extension_member('pg_class', 'c')}
 ORDER BY n.nspname, c.relname
+"""
+
+# Read from the catalog only (pg_get_*def deparse stored trees; nothing a workspace defined runs).
+_BEHAVIOUR_SQL = """
+SELECT c.oid, c.relrowsecurity, c.relforcerowsecurity,
+       ARRAY(SELECT ARRAY[r.rulename, pg_catalog.pg_get_ruledef(r.oid, true), r.ev_enabled::text]
+             FROM pg_catalog.pg_rewrite r WHERE r.ev_class = c.oid AND r.rulename <> '_RETURN'
+             ORDER BY r.rulename),
+       ARRAY(SELECT ARRAY[p.polname, p.polcmd::text || ' ' || p.polpermissive::text || ' '
+                          || pg_catalog.array_to_string(p.polroles::int8[], ',') || ' USING '
+                          || coalesce(pg_catalog.pg_get_expr(p.polqual, p.polrelid), '') || ' CHECK '
+                          || coalesce(pg_catalog.pg_get_expr(p.polwithcheck, p.polrelid), '')]
+             FROM pg_catalog.pg_policy p WHERE p.polrelid = c.oid ORDER BY p.polname),
+       ARRAY(SELECT ARRAY[t.tgname, pg_catalog.pg_get_triggerdef(t.oid, true), t.tgenabled::text]
+             FROM pg_catalog.pg_trigger t WHERE t.tgrelid = c.oid AND NOT t.tgisinternal ORDER BY t.tgname)
+FROM pg_catalog.pg_class c
+WHERE c.oid = ANY(%(oids)s) AND c.relkind IN ('r', 'p')
 """
 
 _RELKINDS = {"r": "table", "p": "partitioned", "f": "foreign"}
@@ -335,6 +357,16 @@ def _read(conn: Any, schemas: list[str] | None, rn: _Renamer, excluded: set[str]
         cat.indexes[_qualified(rn.schema(nsp), name)] = {
             "table": table, "definition": rn.text(definition), "unique": bool(unique),
             "columns": list(cols), "constraint": bool(backs)}
+
+    for relid, rls, force, rules, policies, triggers in conn.execute(_BEHAVIOUR_SQL, args):
+        owner = rel_names.get(relid)
+        if owner is None or owner not in cat.tables or not (rls or force or rules or policies or triggers):
+            continue
+        cat.behaviour[owner] = {
+            "rls": bool(rls), "force_rls": bool(force),
+            "rules": {n: {"definition": rn.text(d), "enabled": e} for n, d, e in rules},
+            "policies": {n: rn.text(d) for n, d in policies},
+            "triggers": {n: {"definition": rn.text(d), "enabled": e} for n, d, e in triggers}}
 
     type_keys: dict[int, str] = {}
     composite_rel: dict[int, str] = {}
@@ -476,6 +508,9 @@ RULE_KINDS: Mapping[str, Kind] = {
     "rename-type": "destructive", "rename-enum-value": "destructive",
     "drop-function": "destructive", "drop-sequence": "destructive",
     "drop-index": "lock",
+    "create-rule": "destructive", "toggle-rule": "destructive", "enable-row-level-security": "destructive",
+    "force-row-level-security": "destructive", "create-policy": "destructive", "create-trigger": "destructive",
+    "toggle-trigger": "destructive",
 }
 """Every rule :func:`diff` emits and its kind (severity follows the kind's default)."""
 
@@ -526,6 +561,7 @@ class _Diff:
         self.types()
         self.functions()
         self.sequences()
+        self.behaviour()
         return self.findings
 
     def tables(self) -> None:
@@ -750,6 +786,45 @@ class _Diff:
                 continue   # went with its table or column, already reported
             self.add("drop-sequence", name, f"sequence {name} was dropped: defaults and code calling "
                      "nextval() on it fail")
+
+
+    def behaviour(self) -> None:
+        """Rules, row-level security, policies and triggers new (or changed, or switched) on a table
+        that existed before: they change what existing code's queries do."""
+        empty: JSON = {"rls": False, "force_rls": False, "rules": {}, "policies": {}, "triggers": {}}
+        for table in sorted(set(self.b.tables) & set(self.a.tables)):
+            old, new = self.b.behaviour.get(table, empty), self.a.behaviour.get(table, empty)
+            if new["rls"] and not old["rls"]:
+                self.add("enable-row-level-security", table, f"row-level security was enabled on {table}: "
+                         "roles other than its owner now see only the rows its policies allow")
+            if new["force_rls"] and not old["force_rls"]:
+                self.add("force-row-level-security", table, f"row-level security is forced on {table}: its "
+                         "owner, the role the application connects as, now sees only what the policies allow")
+            for name, rule in sorted(new["rules"].items()):
+                was = old["rules"].get(name)
+                if was is None or was["definition"] != rule["definition"]:
+                    self.add("create-rule", table, f"rule {name} on {table} rewrites the queries existing code "
+                             f"sends to it: {rule['definition']}")
+                elif was["enabled"] != rule["enabled"]:
+                    self.add("toggle-rule", table, f"rule {name} on {table} was "
+                             + ("disabled" if rule["enabled"] == "D" else "enabled"))
+            for name, definition in sorted(new["policies"].items()):
+                if old["policies"].get(name) != definition:
+                    self.add("create-policy", table, f"policy {name} on {table} is new or changed: it decides "
+                             "which rows existing code sees and writes once row-level security is on")
+            for name, trig in sorted(new["triggers"].items()):
+                was = old["triggers"].get(name)
+                if was is None or was["definition"] != trig["definition"]:
+                    self.add("create-trigger", table, f"trigger {name} on {table} runs on existing code's "
+                             f"writes: {trig['definition']}")
+                elif was["enabled"] != trig["enabled"]:
+                    self.add("toggle-trigger", table, f"trigger {name} on {table} was "
+                             + ("disabled" if trig["enabled"] == "D" else "enabled or switched mode"))
+            for name, trig in sorted(old["triggers"].items()):
+                if name in new["triggers"]:
+                    continue
+                self.add("toggle-trigger", table, f"trigger {name} on {table} was dropped: what it did on "
+                         "existing code's writes no longer happens")
 
 
 def diff(before: Catalog, after: Catalog, revision: str | None = None) -> list[Finding]:

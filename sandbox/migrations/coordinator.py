@@ -15,8 +15,10 @@ main's does not. The gate proves, in order:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
@@ -77,14 +79,155 @@ def _suppressions(tree: Path, rev: Revision) -> dict[str, str]:
         return {}
 
 
-def _online_differs(tree: Path, rev: Revision) -> bool:
-    """The revision asks whether it runs offline: its offline SQL is not what alembic runs online."""
-    from .scan import read_inside
+class _GateTimeout(Exception):
+    """The gate's overall deadline (``[migrations] gate_timeout``) passed while ``doing``."""
+
+    def __init__(self, doing: str) -> None:
+        super().__init__(doing)
+        self.doing = doing
+
+
+def _statement_timeout_ms(value: str) -> int:
+    from ..config import duration_seconds
+    return max(1, int((duration_seconds(value) or 60.0) * 1000))
+
+
+def _limit_statements(info: Any, timeout_ms: int) -> bool:
+    """Give the scratch clone's role a default statement timeout, so that every later session of it
+    gets it: alembic's online run whatever its driver (asyncpg ignores PGOPTIONS), the trace and the
+    row counts. An ordinary role may set its own defaults, so this needs no admin session. A
+    revision can still ``SET statement_timeout = 0`` for itself: the gate's deadline bounds that."""
+    import psycopg
+    from psycopg import sql
     try:
-        source = read_inside(tree, rev.path)
-    except MigrationError:
+        with psycopg.connect(**info.kwargs(), autocommit=True, connect_timeout=10) as c:
+            c.execute(sql.SQL("ALTER ROLE CURRENT_USER SET statement_timeout = {}").format(sql.Literal(timeout_ms)))
         return True
-    return b"is_offline_mode" in source or b"as_sql" in source
+    except psycopg.Error:
+        return False
+
+
+# Ordinary tables and partitioned tables of the clone, read from the catalog only.
+_COUNTABLE_SQL = """
+SELECT n.nspname, c.relname, c.relkind::text, c.relrowsecurity,
+       EXISTS (SELECT 1 FROM pg_catalog.pg_rewrite r WHERE r.ev_class = c.oid)
+FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition AND {}
+  AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
+                  AND d.objid = c.oid AND d.deptype = 'e')
+ORDER BY 1, 2
+"""
+
+
+def _row_counts(info: Any, schemas: list[str] | None, rename: Mapping[str, str] | None,
+                timeout_ms: int) -> tuple[dict[str, int | str], list[str]]:
+    """Exact row counts of the clone's tables (``"schema.table"`` → rows, or the error that stopped
+    the count), and notes on tables left out.
+
+    Why this is safe, although the tables were defined by the workspace: the session is the scratch
+    clone's own login role (every strategy's ``scratch()`` hands out a NOSUPERUSER role that owns
+    the clone, the very role the revision itself ran as), so nothing evaluated here can do more
+    than the revision already could. On top of that the count evaluates no workspace-defined code:
+    ``search_path`` is ``pg_catalog``, the function is ``pg_catalog.count``, a plain table is read
+    with ``FROM ONLY`` (no inheritance children), ``row_security = off`` makes a table whose policies
+    would apply raise an error instead of running them, a relation with an ``ON SELECT`` rule is a
+    view (relkind ``v``, never counted) and SELECT fires no trigger. Each count runs in a read-only
+    transaction under the gate's statement timeout. Should the role ever be privileged, only plain
+    tables without rules and without row-level security are counted, and a note says so.
+    """
+    import psycopg
+    from psycopg import sql
+
+    from .catalog import DEFAULT_EXCLUDED_TABLES
+    if schemas:
+        where: sql.Composable = sql.SQL("n.nspname = ANY({})").format(sql.Literal(list(schemas)))
+    else:
+        where = sql.SQL("n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%'")
+    counts: dict[str, int | str] = {}
+    notes: list[str] = []
+    try:
+        with psycopg.connect(**info.kwargs(), autocommit=True, connect_timeout=10) as c:
+            row = c.execute("SELECT rolsuper OR rolbypassrls FROM pg_catalog.pg_roles "
+                            "WHERE rolname = current_user").fetchone()
+            privileged = bool(row and row[0])
+            skipped: list[str] = []
+            for nsp, rel, kind, rls, rules in c.execute(sql.SQL(_COUNTABLE_SQL).format(where)).fetchall():
+                if rel in DEFAULT_EXCLUDED_TABLES:
+                    continue
+                name = f"{(rename or {}).get(nsp, nsp)}.{rel}"
+                if privileged and (kind != "r" or rls or rules):
+                    skipped.append(name)
+                    continue
+                query = sql.SQL("SELECT pg_catalog.count(*) FROM {} {}").format(
+                    sql.SQL("ONLY") if kind == "r" else sql.SQL(""), sql.Identifier(nsp, rel))
+                try:
+                    with c.transaction():
+                        c.execute("SET TRANSACTION READ ONLY")
+                        c.execute("SELECT pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true), "
+                                  "pg_catalog.set_config('row_security', 'off', true), "
+                                  "pg_catalog.set_config('statement_timeout', %s, true)", (str(timeout_ms),))
+                        counted = c.execute(query).fetchone()
+                    counts[name] = int(counted[0]) if counted else 0
+                except psycopg.Error as exc:
+                    counts[name] = (exc.diag.message_primary or type(exc).__name__).strip()
+            if skipped:
+                notes.append(f"rows not counted (the clone's role is privileged, and these tables have rules "
+                             f"or row-level security): {', '.join(skipped[:8])}")
+    except psycopg.Error as exc:
+        notes.append(f"rows were not counted: the gate's clone did not answer ({type(exc).__name__})")
+    return counts, notes
+
+
+def _rows_lost(before: Mapping[str, int | str], after: Mapping[str, int | str], revision: str) -> list[Finding]:
+    """A table that held rows before the revision and holds fewer after (or hides them)."""
+    out: list[Finding] = []
+    for table, was in sorted(before.items()):
+        now = after.get(table)
+        if not isinstance(was, int) or was == 0 or now is None:
+            continue          # uncounted, empty, or gone (the catalog diff reports a dropped table)
+        if isinstance(now, str):
+            out.append(Finding(rule="rows-lost", kind="destructive", severity="error", revision=revision,
+                               object=table, message=f"revision {revision}: the {was} rows of {table} can no "
+                               f"longer be counted after it ({now}); it hid or removed data other "
+                               "workspaces' code relies on"))
+        elif now < was:
+            out.append(Finding(rule="rows-lost", kind="destructive", severity="error", revision=revision,
+                               object=table, message=f"revision {revision} deleted rows of {table} on the "
+                               f"baseline's data: {was} → {now}; data other workspaces' code relies on is gone"))
+    return out
+
+
+_WHAT = {"tables": "table", "views": "view", "constraints": "constraint", "indexes": "index", "types": "type",
+         "functions": "function", "sequences": "sequence", "behaviour": "rules, policies or triggers of"}
+
+
+def _delta(before: Any, after: Any) -> dict[tuple[str, str], tuple[Any, Any]]:
+    """What changed between two catalog snapshots: (part, name) → (before, after)."""
+    out: dict[tuple[str, str], tuple[Any, Any]] = {}
+    for part in _WHAT:
+        b, a = getattr(before, part), getattr(after, part)
+        for name in set(b) | set(a):
+            if b.get(name) != a.get(name):
+                out[(part, name)] = (b.get(name), a.get(name))
+    return out
+
+
+def _divergence(online: Mapping[tuple[str, str], tuple[Any, Any]],
+                offline: Mapping[tuple[str, str], tuple[Any, Any]]) -> list[str]:
+    """What the online run changed that the offline SQL did not, and the other way round."""
+    def verb(change: tuple[Any, Any] | None) -> str:
+        if change is None:
+            return "leaves it alone"
+        return "creates it" if change[0] is None else "drops it" if change[1] is None else "changes it"
+
+    out = []
+    for key in sorted(set(online) | set(offline)):
+        on, off = online.get(key), offline.get(key)
+        if on == off or (on is not None and off is not None and on[1] == off[1]):
+            continue
+        out.append(f"{_WHAT[key[0]]} {key[1]}: online it {verb(on)}, offline "
+                   + (f"it {verb(off)}" if verb(off) != verb(on) else "differently"))
+    return out
 
 
 def _created_tables(sql: str) -> set[str]:
@@ -300,19 +443,57 @@ class Coordinator:
                       f"{other.name!r}", rev.id)
         return out
 
+    # -- the gate's time ---------------------------------------------------------------------------
+    def _start_clock(self) -> None:
+        from ..config import duration_seconds
+        self._deadline = time.monotonic() + (duration_seconds(self.sb.config.migrations.gate_timeout) or 900.0)
+
+    def _left(self, doing: str) -> float:
+        """Seconds left before the gate's deadline; past it, :class:`_GateTimeout`."""
+        deadline = getattr(self, "_deadline", None)
+        if deadline is None:
+            self._start_clock()
+            deadline = self._deadline
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise _GateTimeout(doing)
+        return left
+
+    def _expired(self) -> bool:
+        deadline = getattr(self, "_deadline", None)
+        return deadline is not None and time.monotonic() >= deadline
+
+    def _timed_out(self, report: Report, doing: str) -> None:
+        if any(f.rule == "gate-timeout" for f in report.findings):
+            return
+        limit = self.sb.config.migrations.gate_timeout
+        report.extend([Finding(rule="gate-timeout", kind="apply", severity="error",
+                               message=f"the gate stopped after {limit} ([migrations] gate_timeout) while "
+                               f"{doing}; its scratch clones were removed")])
+
     def _static(self, rec: WorkspaceRecord, new: list[Revision], report: Report) -> dict[str, str]:
         """Lint each revision's offline SQL; returns that SQL by revision (the replay traces it)."""
         from .lint import lint_sql
+        self._start_clock()              # the gate's deadline counts from here: render, replay, tests
         created: set[str] = set()
         tree = self._tree(rec)
         rendered: dict[str, str] = {}
         for rev in new:
+            doing = f"rendering the offline SQL of {rev.id}"
             try:
-                sql = self.tool.offline_sql(tree, rev.id, env=self.sb.base_env(rec))
+                sql = self.tool.offline_sql(tree, rev.id, env=self.sb.base_env(rec), timeout=self._left(doing))
+            except _GateTimeout:
+                self._timed_out(report, doing)
+                break
             except MigrationError as exc:
                 report.extra.setdefault("notes", []).append(
-                    f"{rev.id}: no offline SQL ({exc}); covered by the dynamic check only")
+                    f"{rev.id}: no offline SQL ({exc}); judged by its online run only, without evidence")
                 continue
+            except SandboxError:
+                if self._expired():
+                    self._timed_out(report, doing)
+                    break
+                raise
             rendered[rev.id] = sql
             supp = _suppressions(tree, rev)
             report.extend(lint_sql(sql, revision=rev.id, suppressions=supp, created_before=created))
@@ -321,83 +502,200 @@ class Coordinator:
 
     def _dynamic(self, rec: WorkspaceRecord, new: list[Revision], report: Report,
                  run_tests: bool = False, offline: Mapping[str, str] | None = None) -> None:
-        """Replay the revisions on a fresh clone and diff the catalog around each. A revision whose
-        offline SQL ``_static`` rendered is traced statement by statement (``trace``) and its
-        findings get ``evidence``; the others run through alembic."""
+        """Judge what runs online: alembic applies the revisions one by one to a fresh clone of the
+        baseline, and the catalog diff and the row counts around each are what the policy judges. The
+        offline SQL ``_static`` rendered is traced statement by statement on a second clone
+        (``trace``): its evidence goes on the findings, and a revision whose offline SQL changes the
+        catalog differently from its online run is an error of its own."""
+        if any(f.rule == "gate-timeout" for f in report.findings):
+            return
+        try:
+            self._replay(rec, new, report, run_tests, dict(offline or {}))
+        except _GateTimeout as exc:
+            self._timed_out(report, exc.doing)
+
+    def _upgrade_on(self, tree: Path, conn: Any, rev: str, env: Mapping[str, str], rec: WorkspaceRecord,
+                    what: str) -> None:
+        doing = f"applying {rev} to {what}"
+        try:
+            self.tool.upgrade(tree, conn, rev, env=env, workspace=rec.name, what=what, timeout=self._left(doing))
+        except MigrationError:
+            if self._expired():
+                raise _GateTimeout(doing) from None
+            raise
+        except SandboxError:
+            if self._expired():
+                raise _GateTimeout(doing) from None
+            raise
+
+    def _replay(self, rec: WorkspaceRecord, new: list[Revision], report: Report, run_tests: bool,
+                offline: dict[str, str]) -> None:
         from . import catalog, trace
         tree = self._tree(rec)
         env = self.sb.base_env(rec)
-        with self.sb.db.scratch(f"gate-{rec.name}") as conn:
+        cfg = self.sb.config.migrations
+        timeout_ms = _statement_timeout_ms(cfg.statement_timeout)
+        notes: list[str] = report.extra.setdefault("notes", [])
+        with contextlib.ExitStack() as clones:
+            self._left("cloning the baseline")
+            conn = clones.enter_context(self.sb.db.scratch(f"gate-{rec.name}"))
+            # the offline SQL runs on a clone of its own: both start from the baseline, so each
+            # revision's catalog change can be compared between the two
+            shadow = clones.enter_context(self.sb.db.scratch(f"sql-{rec.name}")) if offline else None
+            for info in (conn, shadow):
+                if info is not None and not _limit_statements(info, timeout_ms):
+                    notes.append(f"the statement timeout ({cfg.statement_timeout}) could not be set on a scratch "
+                                 "clone's role: only the gate's deadline bounds its statements there")
             schemas, rename = None, None
             schema = _current_schema(conn)
             if schema not in (None, "public"):        # the schema strategy: the clone is a schema
                 schemas, rename = [schema], {schema: "public"}
+            shadow_schemas, shadow_rename = schemas, rename
+            if shadow is not None:
+                sschema = _current_schema(shadow)
+                if sschema not in (None, "public"):
+                    shadow_schemas, shadow_rename = [sschema], {sschema: "public"}
             before = catalog.snapshot(conn, schemas=schemas, rename=rename)
+            shadow_before = catalog.snapshot(shadow, schemas=shadow_schemas, rename=shadow_rename) \
+                if shadow is not None else None
+            rows, row_notes = _row_counts(conn, schemas, rename, timeout_ms)
+            notes.extend(row_notes)
             static_keys = {(f.rule, f.object, f.revision) for f in report.findings}
             writes: set[str] = set()            # tables the chain's DML wrote so far (trace.probe skips them)
             targets: dict[str, Any] | None = None
             for rev in new:
-                sql = (offline or {}).get(rev.id)
-                traced: trace.Trace | None = None
-                failed: trace.Failure | None = None
+                # 1. what runs: the project's alembic, online, this one revision
                 try:
-                    # traced when the SQL records the revision (it updates the version table) and the
-                    # revision does not branch on offline mode
-                    if sql is not None and rev.id in sql and not _online_differs(tree, rev):
-                        traced = trace.trace(conn, sql, schemas=schemas, rename=rename, prior_writes=writes)
-                        failed = traced.failure
-                    if failed is not None and failed.committed:
-                        raise MigrationError(failed.describe())   # part of it is committed: no second try
-                    if traced is None or failed is not None:
-                        # no offline SQL, or it failed: alembic decides (the online run may differ from it)
-                        self.tool.upgrade(tree, conn, rev.id, env=env, workspace=rec.name,
-                                          what="the gate's fresh clone")
-                    else:
-                        self.tool.verify(conn, [rev.id], what="the gate's fresh clone")
+                    self._upgrade_on(tree, conn, rev.id, env, rec, "the gate's fresh clone")
                 except MigrationError as exc:
-                    report.extend([Finding(rule="apply-failed", kind="apply", severity="error",
-                                           revision=rev.id, statement=failed.statement if failed else None,
-                                           message=f"upgrade to {rev.id} failed on a fresh clone of the baseline: "
-                                           + (f"{failed.describe()}; alembic: " if failed and not failed.committed
-                                              else "") + str(exc))])
+                    text = str(exc)
+                    if "statement timeout" in text:
+                        text += (f" (the gate's statement timeout is {cfg.statement_timeout}: "
+                                 "[migrations] statement_timeout)")
+                    failed = self._failing_statement(shadow, offline.get(rev.id), rev, shadow_schemas,
+                                                     shadow_rename, writes)
+                    if failed is not None:      # the offline SQL names the statement that fails
+                        text = failed.describe() + ("" if failed.committed else f"; alembic: {text}")
+                    report.extend([Finding(rule="apply-failed", kind="apply", severity="error", revision=rev.id,
+                                           statement=failed.statement if failed else None,
+                                           message=f"upgrade to {rev.id} failed on a fresh clone of the "
+                                           f"baseline: {text}")])
                     return
-                if failed is not None:
-                    report.extra.setdefault("notes", []).append(
-                        f"{rev.id}: its offline SQL failed on the clone ({failed.describe()}), but alembic "
-                        "applied it online: the revision behaves differently offline, so it has no evidence")
-                    traced = None
-                if traced is None:
-                    writes.add("*")             # what it wrote is unknown: later data checks are not probed
+                self._left(f"reading the catalog after {rev.id}")
                 after = catalog.snapshot(conn, schemas=schemas, rename=rename)
+                rows_after, row_notes = _row_counts(conn, schemas, rename, timeout_ms)
+                notes.extend(n for n in row_notes if n not in notes)
                 supp = _suppressions(tree, rev)
-                for finding in catalog.diff(before, after, revision=rev.id):
-                    if (finding.rule, finding.object, finding.revision) in static_keys:
-                        continue
+                judged = [f for f in catalog.diff(before, after, revision=rev.id)
+                          if (f.rule, f.object, f.revision) not in static_keys]
+                judged += _rows_lost(rows, rows_after, rev.id)
+                for finding in judged:
                     reason = supp.get(finding.rule) or supp.get("*")
                     if reason and finding.kind in ("destructive", "lock"):
                         finding = finding.with_(severity="warning", suppressed=reason)
                     report.extend([finding])
-                before = after
-                if traced is not None:
-                    writes = traced.writes
-                    if targets is None and any(st.checks for st in traced.statements):
-                        targets = self._live_databases(rec, report)
-                    probes, notes = trace.probe(targets or {}, traced)
-                    report.findings = trace.annotate(report.findings, rev.id, traced, probes)
-                    report.extra.setdefault("notes", []).extend(notes)
-            if self.sb.config.migrations.roundtrip and new:
+                # 2. the evidence: the offline SQL, traced on the second clone
+                traced: trace.Trace | None = None
+                if shadow is not None and shadow_before is not None:
+                    traced, shadow_after = self._trace_offline(tree, shadow, rev, offline.get(rev.id), env, rec,
+                                                               shadow_schemas, shadow_rename, writes, report)
+                    if shadow_after is None:
+                        shadow = None           # it could not follow: later revisions have no evidence
+                        notes.append(f"the offline SQL clone could not follow {rev.id}: later revisions "
+                                     "have no evidence")
+                    else:
+                        if traced is not None:
+                            differs = _divergence(_delta(before, after), _delta(shadow_before, shadow_after))
+                            if differs:
+                                report.extend([Finding(
+                                    rule="online-offline-differ", kind="apply", severity="error", revision=rev.id,
+                                    message=f"revision {rev.id} behaves differently online than offline: "
+                                    + "; ".join(differs[:5]) + (f"; and {len(differs) - 5} more" if len(differs) > 5
+                                                                else "")
+                                    + ". The gate judged its online run; review what it does")])
+                        shadow_before = shadow_after
+                before, rows = after, rows_after
+                if traced is None:
+                    writes.add("*")             # what it wrote is unknown: later data checks are not probed
+                    continue
+                writes = traced.writes
+                if targets is None and any(st.checks for st in traced.statements):
+                    targets = self._live_databases(rec, report)
+                probes, probe_notes = trace.probe(targets or {}, traced)
+                report.findings = trace.annotate(report.findings, rev.id, traced, probes)
+                notes.extend(probe_notes)
+            if cfg.roundtrip and new:
                 first = new[0]
                 target = first.down_revisions[0] if first.down_revisions else "base"
                 try:
+                    self._left("the downgrade round trip")
                     self.tool.downgrade(tree, conn, target, env=env, workspace=rec.name)
-                    self.tool.upgrade(tree, conn, new[-1].id, env=env, workspace=rec.name,
-                                      what="the gate's fresh clone")
+                    self._upgrade_on(tree, conn, new[-1].id, env, rec, "the gate's fresh clone")
                 except MigrationError as exc:
                     report.extend([Finding(rule="roundtrip-failed", kind="apply", severity="error",
                                            revision=new[-1].id,
                                            message=f"downgrade to {target} and upgrade again failed: {exc}")])
-            if run_tests and self.sb.config.migrations.test:
+            if run_tests and cfg.test:
+                self._left("running the gate's tests")
                 self._run_tests(rec, conn, report)
+
+    def _failing_statement(self, shadow: Any, sql: str | None, rev: Revision, schemas: list[str] | None,
+                           rename: dict[str, str] | None, writes: set[str]) -> Any:
+        """After the online run failed: the offline SQL's statement that fails on the second clone, if
+        it fails there too (evidence for the ``apply-failed`` finding), else None."""
+        from . import trace
+        if shadow is None or sql is None or rev.id not in sql:
+            return None
+        try:
+            traced = trace.trace(shadow, sql, schemas=schemas, rename=rename, prior_writes=writes,
+                                 deadline=time.monotonic() + self._left(f"tracing the offline SQL of {rev.id}"))
+        except MigrationError:
+            return None
+        return traced.failure
+
+    def _trace_offline(self, tree: Path, shadow: Any, rev: Revision, sql: str | None, env: Mapping[str, str],
+                       rec: WorkspaceRecord, schemas: list[str] | None, rename: dict[str, str] | None,
+                       writes: set[str], report: Report) -> tuple[Any, Any]:
+        """Trace ``rev``'s offline SQL on the second clone; returns (trace or None, its catalog after,
+        or None when the clone could not be brought to ``rev``). A revision without usable offline SQL
+        is applied there by alembic instead, so that the next one is traced from the right state."""
+        from . import catalog, trace
+        notes: list[str] = report.extra.setdefault("notes", [])
+        traced: trace.Trace | None = None
+        if sql is not None and rev.id in sql:    # the SQL records the revision in the version table
+            doing = f"tracing the offline SQL of {rev.id}"
+            try:
+                traced = trace.trace(shadow, sql, schemas=schemas, rename=rename, prior_writes=writes,
+                                     deadline=time.monotonic() + self._left(doing))
+            except MigrationError as exc:
+                if self._expired():
+                    raise _GateTimeout(doing) from None
+                notes.append(f"{rev.id}: its offline SQL could not be traced ({exc}): no evidence")
+                return None, None
+            if self._expired():
+                raise _GateTimeout(doing)
+            failed = traced.failure
+            if failed is not None:
+                notes.append(f"{rev.id}: its offline SQL failed on the clone ({failed.describe()}), but alembic "
+                             "applied it online: the revision behaves differently offline, so it has no evidence")
+                if failed.committed:
+                    return None, None
+                traced = None
+            else:
+                try:
+                    self.tool.verify(shadow, [rev.id], what="the gate's offline SQL clone")
+                except MigrationError as exc:
+                    notes.append(f"{rev.id}: its offline SQL did not record the revision ({exc}): no evidence")
+                    return None, None
+        elif sql is not None:
+            notes.append(f"{rev.id}: its offline SQL does not record the revision in the version table: "
+                         "no evidence")
+        if traced is None:
+            try:
+                self._upgrade_on(tree, shadow, rev.id, env, rec, "the gate's offline SQL clone")
+            except MigrationError:
+                return None, None
+        return traced, catalog.snapshot(shadow, schemas=schemas, rename=rename)
 
     def _live_databases(self, rec: WorkspaceRecord, report: Report) -> dict[str, Any]:
         """The databases of the other live workspaces, for the replay's data checks."""

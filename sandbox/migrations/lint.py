@@ -129,6 +129,24 @@ RULES: Mapping[str, Rule] = _rules(
          "backfill in batches keyed on the primary key (WHERE id BETWEEN ...), outside the schema migration"),
     Rule("unfiltered-delete", _D, "DELETE without WHERE on an existing table",
          "delete in batches with a WHERE clause, outside the schema migration"),
+    Rule("delete-rows", _D, "DELETE ... WHERE on an existing table (rows other workspaces' data may hold)",
+         "delete data in a reviewed data migration or a one-off job, not in a schema migration; "
+         "suppress with a reason if the rows are really obsolete"),
+    # -- destructive: what existing code sees or writes changes behind its back ------------------
+    Rule("create-rule", _D, "CREATE RULE on an existing table (DO INSTEAD rewrites or swallows queries)",
+         "use a view or a function that callers choose to use; never rewrite the queries of existing code"),
+    Rule("toggle-rule", _D, "ALTER TABLE ... ENABLE/DISABLE RULE on an existing table",
+         "change rules only together with every caller that depends on them"),
+    Rule("enable-row-level-security", _D, "ALTER TABLE ... ENABLE ROW LEVEL SECURITY on an existing table",
+         "add the policies and the roles that need them first, and enable it in a migration of its own, reviewed"),
+    Rule("force-row-level-security", _D, "ALTER TABLE ... FORCE ROW LEVEL SECURITY on an existing table",
+         "as for enabling it: the table's owner (the application's role) then sees only what the policies allow"),
+    Rule("create-policy", _D, "CREATE POLICY / ALTER POLICY on an existing table",
+         "review every policy with the code that reads the table; rows it hides vanish silently"),
+    Rule("create-trigger", _D, "CREATE TRIGGER on an existing table",
+         "make the trigger's effect part of the code that writes the table, or review it as such"),
+    Rule("toggle-trigger", _D, "ALTER TABLE ... ENABLE/DISABLE TRIGGER on an existing table",
+         "change triggers only together with every writer that relies on them"),
     # -- lock: heavy locks or rewrites of a live table -----------------------------------------
     Rule("create-index-non-concurrently", _L, "CREATE INDEX without CONCURRENTLY on an existing table",
          "CREATE INDEX CONCURRENTLY outside a transaction block (alembic: autocommit_block())"),
@@ -988,8 +1006,37 @@ class _Linter:
 
     def _DeleteStmt(self, node: ast.DeleteStmt) -> None:
         table = self.rel(node.relation)
-        if node.whereClause is None and not self.is_new(table) and not self.is_bookkeeping(node.relation):
+        if self.is_new(table) or self.is_bookkeeping(node.relation):
+            return
+        if node.whereClause is None:
             self.add("unfiltered-delete", table, f"DELETE without WHERE removes every row of {table}")
+        else:
+            # a WHERE says nothing about how many rows go (``WHERE id > 0`` is every row)
+            self.add("delete-rows", table, f"DELETE removes rows of {table}, data that live code and other "
+                     "workspaces' data may rely on")
+
+    # -- behaviour that existing code does not see coming ----------------------------------------
+    def _RuleStmt(self, node: ast.RuleStmt) -> None:
+        table = self.rel(node.relation)
+        if self.is_new(table):
+            return
+        event = getattr(node.event, "name", str(node.event)).removeprefix("CMD_")
+        self.add("create-rule", table,
+                 f"rule {node.rulename} on {table} ({'DO INSTEAD' if node.instead else 'DO ALSO'} on {event}) "
+                 "rewrites the queries existing code sends to the table"
+                 + (": they silently do something else, or nothing" if node.instead else ""))
+
+    def _CreatePolicyStmt(self, node: ast.CreatePolicyStmt) -> None:
+        table = self.rel(node.table)
+        if not self.is_new(table):
+            self.add("create-policy", table, f"policy {node.policy_name} on {table} changes which rows existing "
+                     "code can see and write once row-level security is on")
+
+    def _AlterPolicyStmt(self, node: ast.AlterPolicyStmt) -> None:
+        table = self.rel(node.table)
+        if not self.is_new(table):
+            self.add("create-policy", table, f"ALTER POLICY {node.policy_name} on {table} changes which rows "
+                     "existing code can see and write")
 
     # -- maintenance and explicit locks --------------------------------------------------------
     def _VacuumStmt(self, node: ast.VacuumStmt) -> None:
@@ -1028,6 +1075,8 @@ class _Linter:
         table = self.rel(node.relation)
         if not self.is_new(table):
             self.heavy_lock(table, "CREATE TRIGGER")
+            self.add("create-trigger", table, f"trigger {node.trigname} on {table} runs code on every write that "
+                     "existing code makes to the table: it can change, reject or redirect those writes")
 
     # -- ALTER TABLE ---------------------------------------------------------------------------
     def _AlterTableStmt(self, node: ast.AlterTableStmt) -> None:
@@ -1191,6 +1240,31 @@ class _Linter:
             self.add("add-exclusion-constraint", table,
                      f"EXCLUDE constraint{name} on {table} builds its index under an ACCESS EXCLUSIVE lock and "
                      "rejects conflicting writes from other workspaces' code")
+
+    def _at_EnableRowSecurity(self, table: str, cmd: ast.AlterTableCmd) -> None:
+        self.add("enable-row-level-security", table,
+                 f"row-level security on {table}: every role but the owner now sees only the rows its "
+                 "policies allow (none without a policy)")
+
+    def _at_ForceRowSecurity(self, table: str, cmd: ast.AlterTableCmd) -> None:
+        self.add("force-row-level-security", table,
+                 f"FORCE ROW LEVEL SECURITY on {table}: its owner, the role the application connects as, now "
+                 "sees and writes only the rows the policies allow (none without a policy)")
+
+    def _toggle_trigger(self, table: str, cmd: ast.AlterTableCmd) -> None:
+        what = cmd.subtype.name[3:] if cmd.subtype is not None else "?"
+        self.add("toggle-trigger", table, f"ALTER TABLE {table} {what} {cmd.name or ''}".rstrip()
+                 + ": writes of existing code now run different trigger code")
+
+    _at_EnableTrig = _at_EnableAlwaysTrig = _at_EnableReplicaTrig = _at_EnableTrigAll = _at_EnableTrigUser = \
+        _at_DisableTrig = _at_DisableTrigAll = _at_DisableTrigUser = _toggle_trigger
+
+    def _toggle_rule(self, table: str, cmd: ast.AlterTableCmd) -> None:
+        what = cmd.subtype.name[3:] if cmd.subtype is not None else "?"
+        self.add("toggle-rule", table, f"ALTER TABLE {table} {what} {cmd.name or ''}".rstrip()
+                 + ": queries of existing code are now rewritten differently")
+
+    _at_EnableRule = _at_EnableAlwaysRule = _at_EnableReplicaRule = _at_DisableRule = _toggle_rule
 
     def _at_SetLogged(self, table: str, cmd: ast.AlterTableCmd) -> None:
         self.add("set-logged-unlogged", table, f"SET LOGGED rewrites {table} under an ACCESS EXCLUSIVE lock")

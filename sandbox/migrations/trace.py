@@ -33,6 +33,7 @@ the replay").
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -254,14 +255,17 @@ class _Session:
 
 
 def trace(info: ConnInfo, sql_text: str, *, schemas: Sequence[str] | None = None,
-          rename: Mapping[str, str] | None = None, prior_writes: Iterable[str] = ()) -> Trace:
+          rename: Mapping[str, str] | None = None, prior_writes: Iterable[str] = (),
+          deadline: float | None = None) -> Trace:
     """Run one revision's offline SQL on ``info`` (the gate's scratch clone) statement by statement.
 
     ``schemas`` limits the relations looked at (the schema strategy's scratch schema) and
     ``rename`` names them as the findings do (``{"sbx_…": "public"}``). ``prior_writes`` are
     tables that earlier revisions of the chain wrote to: their data checks are not probed on
     workspaces (a backfill there would have changed the rows). A statement that fails ends the
-    trace with ``failure`` set; the open transaction is rolled back. Raises
+    trace with ``failure`` set; the open transaction is rolled back. ``deadline`` (a
+    ``time.monotonic()`` value) cancels whatever statement runs then: the SQL can ``SET
+    statement_timeout = 0``, so the gate's overall deadline is enforced from here too. Raises
     :class:`MigrationError` when the SQL does not parse or the clone cannot be reached.
     """
     stmts = statements(sql_text)
@@ -269,11 +273,19 @@ def trace(info: ConnInfo, sql_text: str, *, schemas: Sequence[str] | None = None
         conn = psycopg.connect(**info.kwargs(), autocommit=True, connect_timeout=10)
     except psycopg.Error as exc:
         raise MigrationError(f"cannot connect to the gate's clone: {scrub_secrets(str(exc).strip())}") from exc
+    watchdog: threading.Timer | None = None
+    if deadline is not None:
+        watchdog = threading.Timer(max(0.0, deadline - time.monotonic()), conn.cancel)
+        watchdog.daemon = True
+        watchdog.start()
     try:
         with conn:
             return _replay(_Session(conn, schemas, rename or {}), stmts, set(prior_writes))
     except psycopg.Error as exc:     # sandbox's own reads failed: the clone went away
         raise MigrationError(f"tracing the replay failed: {scrub_secrets(str(exc).strip())}") from exc
+    finally:
+        if watchdog is not None:
+            watchdog.cancel()
 
 
 def _replay(s: _Session, stmts: Sequence[tuple[str, Any]], writes: set[str]) -> Trace:

@@ -264,3 +264,35 @@ def test_five_hundred_statements() -> None:
     findings = lint_sql("\n".join(parts), revision="big")
     assert len(parts) == 500
     assert rules_of(findings) == Counter({"drop-column": 166, "create-index-non-concurrently": 1})
+
+
+# -- behaviour that existing code does not see coming (issue 15) ------------------------------
+
+@pytest.mark.parametrize("sql, rule", [
+    ("DELETE FROM posts WHERE id > 0", "delete-rows"),
+    ("CREATE RULE swallow AS ON INSERT TO posts DO INSTEAD NOTHING", "create-rule"),
+    ("ALTER TABLE posts ENABLE ROW LEVEL SECURITY", "enable-row-level-security"),
+    ("ALTER TABLE posts FORCE ROW LEVEL SECURITY", "force-row-level-security"),
+    ("CREATE POLICY nobody ON posts USING (false)", "create-policy"),
+    ("CREATE TRIGGER t BEFORE INSERT ON posts FOR EACH ROW EXECUTE FUNCTION f()", "create-trigger"),
+    ("ALTER TABLE posts DISABLE TRIGGER USER", "toggle-trigger"),
+    ("ALTER TABLE posts ENABLE ALWAYS RULE swallow", "toggle-rule"),
+])
+def test_behaviour_changes_on_existing_tables_are_destructive_errors(sql: str, rule: str) -> None:
+    found = [f for f in lint_sql(sql, revision="r1") if f.rule == rule]
+    assert [(f.kind, f.severity, f.object) for f in found] == [("destructive", "error", "public.posts")]
+    # on a table the same revision created, nobody's code depends on it yet
+    assert not [f for f in lint_sql("CREATE TABLE posts (id int);\n" + sql, revision="r1") if f.rule == rule]
+    # and an inline suppression with a reason lets it through as a warning
+    allowed = lint_sql(sql, revision="r1", suppressions={rule: "reviewed with the readers"})
+    assert [(f.severity, f.suppressed) for f in allowed if f.rule == rule] == [("warning", "reviewed with the readers")]
+
+
+def test_gate_durations_are_validated_with_the_key_named(tmp_path: Path) -> None:
+    from sandbox.config import duration_seconds, load
+    from sandbox.errors import ConfigError
+    assert duration_seconds("3s") == 3 and duration_seconds("15m") == 900 and duration_seconds("500ms") == 0.5
+    assert duration_seconds("soon") is None
+    (tmp_path / "sandbox.toml").write_text('[migrations]\nstatement_timeout = "soon"\n')
+    with pytest.raises(ConfigError, match=r"\[migrations\] statement_timeout must be a duration"):
+        load(tmp_path)
