@@ -197,7 +197,9 @@ def lock_timeout() -> float:
 def _claim(fd: int) -> None:
     """Write who holds a lock into its file (read by those who wait for it)."""
     import sys
-    who = f"pid {os.getpid()}: {' '.join(os.path.basename(a) if i == 0 else a for i, a in enumerate(sys.argv))}"
+    prog = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "python"
+    prog = "sandbox" if prog in ("__main__.py", "sandbox") else prog
+    who = f"pid {os.getpid()}: {' '.join([prog, *sys.argv[1:]])}"
     with contextlib.suppress(OSError):
         os.ftruncate(fd, 0)
         os.pwrite(fd, who[:300].encode("utf-8", errors="replace"), 0)
@@ -576,7 +578,11 @@ class Registry:
                                          + (f" ({holder})" if holder else "")) from exc
                 raise LockBusy(name, timeout or 0.0, holder) from exc
             _claim(fd)
-            yield
+            try:
+                yield
+            finally:
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, 0)        # still held: no waiter reads a holder that has gone
         finally:
             os.close(fd)
 
