@@ -138,6 +138,7 @@ def test_merge_refuses_when_the_branch_moved_after_the_gate_judged_it(
         return report
 
     monkeypatch.setattr(Coordinator, "check", check_then_move)
+    cli(gp.repo, "ls")
     judged = gp.branch_sha("y")
     with pytest.raises(WorkspaceError, match="moved") as exc:
         Sandbox.open(gp.repo).merge("y")
