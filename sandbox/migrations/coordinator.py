@@ -193,9 +193,7 @@ class Coordinator:
                 layout = self.tool.layout(dest)
             except MigrationError:
                 layout = None               # a location outside the tree: available() says no, as before
-        if layout is None:
-            self.sb.repos.export(sha, dest)
-        else:
+        if layout is not None:          # none: no migrations on the branch (available() says so)
             base = dest.resolve()
             rels = {os.path.relpath(p, base) for p in (layout.script_location, *layout.version_locations)}
             self.sb.repos.export(sha, dest, only=None if "." in rels else tuple(sorted(rels)))
