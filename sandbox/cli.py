@@ -388,6 +388,8 @@ def _render_report(report: Any, json_: bool) -> None:
         out.print(f"{head}{'ok' if data['ok'] else 'FAILED'}"
                   + (f" (base {data['base_head']}, revisions {', '.join(data['revisions']) or '-'})"
                      if data.get("workspace") else ""), markup=False)
+        if data.get("judged"):
+            out.print(f"  judged: commit {data['judged'][:12]} of branch {data.get('branch', '?')}", markup=False)
         for f in data["findings"]:
             where = f" [{f['revision']}]" if f.get("revision") else ""
             obj = f" {f['object']}" if f.get("object") else ""

@@ -13,7 +13,8 @@ catches that one type, prints its message on one line and exits with its
     ├── WorkspaceError           exit 1  a workspace operation was refused or failed
     │   ├── UnsafeRemoval                rm refused: uncommitted changes or unmerged commits
     │   ├── UnsafeToTell                 git could not say whether there is work: refused
-    │   └── HookFailed                   a setup or teardown command exited non-zero
+    │   ├── HookFailed                   a setup or teardown command exited non-zero
+    │   └── LockBusy                     another sandbox command held a lock (merge) longer than the wait
     ├── DatabaseError            exit 1  a database operation failed
     │   └── CheckpointExists             a checkpoint label is taken (pass --force to replace it)
     ├── MigrationError           exit 1  the migration tool or coordinator failed
@@ -128,6 +129,22 @@ class HookFailed(WorkspaceError):
         self.command = command
         self.code = code
         self.log = log
+
+
+class LockBusy(WorkspaceError):
+    """Raised when another sandbox process holds a lock (``merge``) longer than ``SANDBOX_REGISTRY_TIMEOUT``.
+
+    Exit 1, not 3 (:class:`RegistryBusy`): nothing is missing or broken; another sandbox command
+    is legitimately doing its work, and this one refuses rather than queue behind it unboundedly.
+    """
+
+    def __init__(self, name: str, waited: float, holder: str = "") -> None:
+        who = f" ({holder})" if holder else ""
+        super().__init__(f"the {name} lock is held by another sandbox process{who}; gave up after {waited:g} s",
+                         hint="retry when it has finished, or raise SANDBOX_REGISTRY_TIMEOUT")
+        self.name = name
+        self.waited = waited
+        self.holder = holder
 
 
 class DatabaseError(SandboxError):

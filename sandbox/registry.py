@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from .errors import (DiskFull, RegistryBusy, RegistryDamaged, SandboxError, UsageError,
+from .errors import (DiskFull, LockBusy, RegistryBusy, RegistryDamaged, SandboxError, UsageError,
                      WorkspaceError)
 
 STATES = ("creating", "ready", "stopped", "broken", "removing")
@@ -192,6 +192,24 @@ def lock_timeout() -> float:
     except ValueError:
         return DEFAULT_TIMEOUT
     return value if 0 < value < 86400 else DEFAULT_TIMEOUT
+
+
+def _claim(fd: int) -> None:
+    """Write who holds a lock into its file (read by those who wait for it)."""
+    import sys
+    prog = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "python"
+    prog = "sandbox" if prog in ("__main__.py", "sandbox") else prog
+    who = f"pid {os.getpid()}: {' '.join([prog, *sys.argv[1:]])}"
+    with contextlib.suppress(OSError):
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, who[:300].encode("utf-8", errors="replace"), 0)
+
+
+def _holder(fd: int) -> str:
+    """Who holds a lock, as its holder wrote it (empty when unknown)."""
+    with contextlib.suppress(OSError):
+        return os.pread(fd, 300, 0).decode("utf-8", errors="replace").strip()
+    return ""
 
 
 @contextlib.contextmanager
@@ -538,22 +556,50 @@ class Registry:
 
     # -- locks --------------------------------------------------------------------------
     @contextlib.contextmanager
-    def lock(self, name: str, *, blocking: bool = True) -> Iterator[None]:
+    def lock(self, name: str, *, blocking: bool = True, timeout: float | None = None) -> Iterator[None]:
         """An exclusive cross-process lock (``workspace-a``, ``merge``, ``baseline``...).
 
-        A lock held by a process that dies is released by the kernel.
+        A lock held by a process that dies is released by the kernel. ``timeout``: wait at most that
+        many seconds (``merge`` passes :attr:`timeout`, i.e. ``SANDBOX_REGISTRY_TIMEOUT``), then
+        :class:`LockBusy` naming the holder; None waits as long as it takes.
         """
         path = self.locks_dir / f"{name}.lock"
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
-            flags = fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB)
             try:
-                fcntl.flock(fd, flags)
+                if blocking and timeout is None:
+                    fcntl.flock(fd, fcntl.LOCK_EX)
+                else:
+                    self._wait_for(fd, 0.0 if not blocking else timeout or 0.0)
             except BlockingIOError as exc:
-                raise WorkspaceError(f"{name} is busy: another sandbox process holds its lock") from exc
-            yield
+                holder = _holder(fd)
+                if not blocking:
+                    raise WorkspaceError(f"{name} is busy: another sandbox process holds its lock"
+                                         + (f" ({holder})" if holder else "")) from exc
+                raise LockBusy(name, timeout or 0.0, holder) from exc
+            _claim(fd)
+            try:
+                yield
+            finally:
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, 0)        # still held: no waiter reads a holder that has gone
         finally:
             os.close(fd)
+
+    @staticmethod
+    def _wait_for(fd: int, timeout: float) -> None:
+        """Poll the lock until ``timeout`` seconds have passed (flock itself cannot time out);
+        raises :class:`BlockingIOError` when it is still held."""
+        import time
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
 
     # -- workspaces ---------------------------------------------------------------------
     @staticmethod

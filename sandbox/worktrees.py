@@ -159,6 +159,10 @@ class Worktrees:
     def branch_exists(self, branch: str) -> bool:
         return _plain(self.root, "show-ref", "--verify", "--quiet", f"refs/heads/{branch}").returncode == 0
 
+    def head(self, path: Path) -> str | None:
+        """The commit checked out in the worktree at ``path`` (git's own listing, read in main)."""
+        return self._listing().get(path.resolve(), {}).get("HEAD")
+
     def rev(self, ref: str) -> str:
         if ref.startswith("-"):
             raise UsageError(f"unknown git ref {ref!r}")
@@ -381,6 +385,37 @@ def _safe_env() -> dict[str, str]:
     return {**os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"}
 
 
+class Unsaved(str):
+    """One thing a workspace holds beyond its branch: the line people read, plus what it is.
+
+    A ``str`` so that callers that print or join these lines keep working; decisions read
+    ``kind`` (``changed``, ``untracked``, ``stash``, ``detached``, ``branch``), never the text.
+    ``what`` is the path, commit or branch the line is about (None for a stash).
+    """
+
+    kind: str
+    what: str | None
+
+    def __new__(cls, text: str, kind: str, what: str | None = None) -> "Unsaved":
+        obj = super().__new__(cls, text)
+        obj.kind = kind
+        obj.what = what
+        return obj
+
+
+UNCOMMITTED = ("changed", "untracked")
+
+
+def kind_of(line: str) -> str:
+    """An :meth:`IsolatedRepos.unsaved` line's kind (a plain line counts as uncommitted work)."""
+    return line.kind if isinstance(line, Unsaved) else "changed"
+
+
+def what_of(line: str) -> str:
+    """The path, commit or branch an unsaved line is about (the line itself when unknown)."""
+    return (line.what or str(line)) if isinstance(line, Unsaved) else line
+
+
 class IsolatedRepos:
     """Main's side of the isolated repositories of Docker workspaces (see above)."""
 
@@ -514,7 +549,9 @@ class IsolatedRepos:
     def unsaved(self, name: str, path: Path, branch: str, ignore: tuple[str, ...] = ()) -> list[str]:
         """What removing the workspace would lose, besides unmerged commits of its branch:
         uncommitted changes and untracked files, stashes, commits on a detached HEAD or on other
-        branches. Fails closed (:class:`UnsafeToTell`)."""
+        branches, each an :class:`Unsaved` (a line of text with its ``kind``; typed ``list[str]`` so
+        that callers which print or join the lines keep type-checking: read kinds with
+        :func:`kind_of`). Fails closed (:class:`UnsafeToTell`)."""
         path = path.resolve()
         if not path.exists():
             return []
@@ -533,18 +570,85 @@ class IsolatedRepos:
         for line in files.stdout.splitlines():
             status, _, rel = line.partition("\t")
             if rel not in ignore:
-                found.append(f"{status} {rel}")
-        found += [f"?? {rel}" for rel in others.stdout.splitlines() if rel and rel not in ignore]
+                found.append(Unsaved(f"{status} {rel}", "changed", rel))
+        found += [Unsaved(f"?? {rel}", "untracked", rel) for rel in others.stdout.splitlines()
+                  if rel and rel not in ignore]
         if self._resolve(f"{prefix}refs/stash"):
-            found.append("stash: entries in the workspace's stash")
+            found.append(Unsaved("stash: entries in the workspace's stash", "stash"))
         if head and not self._contains(head, keep):
-            found.append(f"HEAD {head[:12]}: commits not on branch {branch!r} or main (a detached HEAD?)")
+            found.append(Unsaved(f"HEAD {head[:12]}: commits not on branch {branch!r} or main (a detached HEAD?)",
+                                 "detached", head))
         refs = self._git("for-each-ref", "--format=%(refname)", f"{prefix}refs/heads/")
         for ref in refs.stdout.split():
             other = ref.removeprefix(f"{prefix}refs/heads/")
             if other != branch and not self._contains(ref, keep):
-                found.append(f"branch {other!r}: commits not on {branch!r} or main")
+                found.append(Unsaved(f"branch {other!r}: commits not on {branch!r} or main", "branch", other))
         return found
+
+    # -- reading a commit ---------------------------------------------------------------------------
+    def export(self, commit: str, dest: Path, only: tuple[str, ...] | None = None) -> None:
+        """Write ``commit``'s tree, exactly as committed, into ``dest`` (a new directory sandbox owns).
+
+        Read from main's object store with plumbing only (``ls-tree``, ``cat-file``): no checkout,
+        so no attribute of the tree applies (``export-ignore``, ``working-tree-encoding``, filters,
+        ``eol``: a branch's ``.gitattributes`` cannot make the exported files differ from its
+        committed bytes), no hook and no fsmonitor run. Files are created with ``O_EXCL |
+        O_NOFOLLOW`` under ``dest``, symbolic links are made as links (never followed here),
+        submodules are empty folders. ``only``: paths (files or folders, relative) to write;
+        None writes everything. ``dest`` may exist (a second call adds paths to it).
+        """
+        res = self._git("ls-tree", "-r", "-z", "--full-tree", commit)
+        if res.returncode != 0:
+            raise WorkspaceError(f"cannot read commit {commit[:12]}: {_failure(res)}")
+        dest.mkdir(parents=True, exist_ok=True)
+        root = os.path.realpath(dest)
+        entries: list[tuple[str, str, str]] = []
+        for item in res.stdout.split("\0"):
+            if not item:
+                continue
+            meta, _, rel = item.partition("\t")
+            mode, kind, oid = meta.split(" ")
+            parts = rel.split("/")
+            if rel.startswith("/") or any(p in ("", ".", "..") or p.lower() == ".git" for p in parts):
+                raise WorkspaceError(f"commit {commit[:12]} holds a path sandbox will not write: {rel!r}")
+            if only is not None and not any(rel == o or rel.startswith(o.rstrip("/") + "/") for o in only):
+                continue
+            entries.append((mode, kind, rel))
+            if kind == "commit":          # a submodule: its commit is not in this repository
+                os.makedirs(os.path.join(root, rel), exist_ok=True)
+        blobs = [(mode, rel) for mode, kind, rel in entries if kind == "blob"]
+        if not blobs:
+            return
+        # one cat-file for every blob, by path at the commit (the oid list could be read the same way)
+        spec = "".join(f"{commit}:{rel}\n" for _, rel in blobs)
+        cat = subprocess.run(["git", "-C", str(self.root), "-c", "core.fsmonitor=false", "cat-file", "--batch"],
+                             input=spec.encode("utf-8", errors="surrogateescape"), capture_output=True,
+                             env=_safe_env())
+        if cat.returncode != 0:
+            raise WorkspaceError(f"cannot read commit {commit[:12]}: {cat.stderr.decode(errors='replace').strip()}")
+        out, pos = cat.stdout, 0
+        for mode, rel in blobs:
+            nl = out.index(b"\n", pos)
+            header = out[pos:nl].split()
+            if len(header) != 3 or header[1] != b"blob":
+                raise WorkspaceError(f"cannot read {rel} at {commit[:12]}")
+            size = int(header[2])
+            data = out[nl + 1:nl + 1 + size]
+            pos = nl + 1 + size + 1
+            target = os.path.join(root, rel)
+            if os.path.lexists(target):      # written by an earlier call (``only``)
+                continue
+            parent = os.path.dirname(target)
+            os.makedirs(parent, exist_ok=True)
+            if os.path.realpath(parent) != parent:
+                raise WorkspaceError(f"commit {commit[:12]}: {rel} would be written through a link: refused")
+            if mode == "120000":
+                os.symlink(data.decode("utf-8", errors="surrogateescape"), target)
+                continue
+            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW,
+                         0o755 if mode == "100755" else 0o644)
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
 
     # -- commits made for the workspace ---------------------------------------------------------
     def commit_file(self, branch: str, rel: str, data: bytes, message: str) -> str:

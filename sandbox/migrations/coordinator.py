@@ -2,8 +2,12 @@
 clone, the merge queue, rebase and sync.
 
 Everything here works on two trees: the main checkout (``main``) and a
-workspace's worktree. A workspace's *new* revisions are those its tree has and
-main's does not. The gate proves, in order:
+workspace's *committed* tree. The gate judges one commit: the workspace's branch,
+collected into main's repository and resolved once to a sha, whose tree is written
+from main's object store into a folder sandbox owns (``.sandbox/gate/``); every read
+the gate makes is of that folder (:meth:`Coordinator._tree`), never of the
+workspace's checkout, and ``merge`` merges exactly that sha. A workspace's *new*
+revisions are those its tree has and main's does not. The gate proves, in order:
 
 1. ordering: main has one head, the new revisions form one linear chain whose
    root revises main's head;
@@ -17,14 +21,17 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import subprocess
 import time
+import weakref
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Iterator, Mapping
 
 from ..errors import MigrationError, SandboxError, UsageError, WorkspaceError
 from ..intents import STEPS, Operation
 from ..registry import IntentRecord, WorkspaceRecord
+from ..worktrees import UNCOMMITTED, Unsaved, kind_of, what_of
 from .base import Revision
 from .findings import Finding, Report
 
@@ -50,9 +57,9 @@ def lint_report(sql: str) -> Report:
     return report
 
 
-def _git(tree: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+def _git(tree: Path, *args: str, check: bool = True, input: str | None = None) -> subprocess.CompletedProcess[str]:
     """git in MAIN's checkout only (trusted); a workspace's repository is never a ``tree`` here."""
-    res = subprocess.run(["git", "-C", str(tree), *args], capture_output=True, text=True,
+    res = subprocess.run(["git", "-C", str(tree), *args], capture_output=True, text=True, input=input,
                          env={**os.environ, "LC_ALL": "C", "GIT_TERMINAL_PROMPT": "0"})
     if check and res.returncode != 0:
         raise WorkspaceError(f"git {args[0]} failed in {tree}: {(res.stderr or res.stdout).strip()}")
@@ -262,6 +269,8 @@ class Coordinator:
         self.policy = sb.config.migrations.policy
         self._main_cache: tuple[dict[str, Revision], list[str]] | None = None
         self._changed_cache: dict[Path, set[str]] = {}
+        self._judged: dict[str, Path] = {}      # workspace -> the exported commit a running check judges
+        self._views: dict[str, Path | None] = {}   # sha -> its exported migrations (status, other workspaces)
 
     # -- reading trees -------------------------------------------------------------------------
     def enabled(self) -> bool:
@@ -274,12 +283,86 @@ class Coordinator:
         return self._main_cache
 
     def _tree(self, rec: WorkspaceRecord) -> Path:
-        return Path(rec.path)
+        """The tree being judged: while a check of ``rec`` runs, its judged commit exported from main's
+        object store (:meth:`_judging`); otherwise the workspace's checkout (rebase and sync upgrade
+        the workspace's own database from its own files; status reads :meth:`_revisions_tree`)."""
+        return self._judged.get(rec.name) or Path(rec.path)
+
+    def _revisions_tree(self, rec: WorkspaceRecord) -> Path | None:
+        """Where the workspace's revisions are read: the judged tree during its check, else its
+        branch's committed migrations (never its checkout: uncommitted files and a detached HEAD
+        do not count). None when the branch does not exist."""
+        if rec.name in self._judged:
+            return self._judged[rec.name]
+        sha = self._branch_sha(rec)
+        return self._committed_view(sha) if sha else None
+
+    # -- the committed tree, read from main's object store ------------------------------------------
+    def _branch_sha(self, rec: WorkspaceRecord) -> str | None:
+        """The commit ``refs/heads/<branch>`` names in main's repository (after :meth:`Sandbox.collect`)."""
+        res = _git(self.root, "rev-parse", "-q", "--verify", f"refs/heads/{rec.branch}^{{commit}}", check=False)
+        return res.stdout.strip() or None if res.returncode == 0 else None
+
+    def _gate_root(self) -> Path:
+        """``.sandbox/gate/``: exported commits, one folder each, named ``…-<pid>``. A folder a killed
+        process left behind (its pid gone) is removed here."""
+        root = self.sb.config.state_dir / "gate"
+        root.mkdir(parents=True, exist_ok=True)
+        for left in root.iterdir():
+            pid = left.name.rsplit("-", 1)[-1]
+            if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+                shutil.rmtree(left, ignore_errors=True)
+        return root
+
+    def _fresh(self, label: str) -> Path:
+        dest = self._gate_root() / f"{label}-{os.getpid()}"
+        if dest.exists() or dest.is_symlink():
+            shutil.rmtree(dest) if dest.is_dir() and not dest.is_symlink() else dest.unlink()
+        return dest
+
+    def _committed_view(self, sha: str) -> Path | None:
+        """``sha``'s alembic config and migration folders, exported once per command (cheap: a tree
+        listing and the few blobs under those folders). Removed when the coordinator goes."""
+        if sha in self._views:
+            return self._views[sha]
+        dest = self._fresh(f"view-{sha[:12]}")
+        weakref.finalize(self, shutil.rmtree, str(dest), True)
+        cfg = self.sb.config.migrations.config
+        self.sb.repos.export(sha, dest, only=(cfg,))
+        layout = None
+        if hasattr(self.tool, "layout"):
+            try:
+                layout = self.tool.layout(dest)
+            except MigrationError:
+                layout = None               # a location outside the tree: available() says no, as before
+        if layout is not None:          # none: no migrations on the branch (available() says so)
+            base = dest.resolve()
+            rels = {os.path.relpath(p, base) for p in (layout.script_location, *layout.version_locations)}
+            self.sb.repos.export(sha, dest, only=None if "." in rels else tuple(sorted(rels)))
+        self._views[sha] = dest
+        return dest
+
+    @contextlib.contextmanager
+    def _judging(self, rec: WorkspaceRecord, sha: str) -> Iterator[Path]:
+        """``sha``'s whole tree in a fresh folder sandbox owns, as :meth:`_tree` of ``rec`` while it is held."""
+        from ..runtime.base import unprivileged_ids
+        from ..worktrees import _chown_tree
+        dest = self._fresh(f"{rec.name}-{sha[:12]}")
+        try:
+            self.sb.repos.export(sha, dest)
+            if os.geteuid() == 0:
+                # the gate's tests run as the unprivileged container user with the tree writable
+                _chown_tree(dest, *unprivileged_ids())
+            self._judged[rec.name] = dest
+            yield dest
+        finally:
+            self._judged.pop(rec.name, None)
+            shutil.rmtree(dest, ignore_errors=True)
 
     def new_revisions(self, rec: WorkspaceRecord, main_revs: dict[str, Revision]) -> list[Revision]:
-        """The workspace's revisions that main does not have, oldest first."""
-        tree = self._tree(rec)
-        if not tree.exists() or not self.tool.available(tree):
+        """The workspace's revisions that main does not have, oldest first (committed ones only)."""
+        tree = self._revisions_tree(rec)
+        if tree is None or not tree.exists() or not self.tool.available(tree):
             return []
         revs = self.tool.revisions(tree)
         new = {k: v for k, v in revs.items() if k not in main_revs}
@@ -324,8 +407,8 @@ class Coordinator:
                 return empty
             main_revs, main_heads = self._main()
             main_head = main_heads[0] if len(main_heads) == 1 else None
-            tree = self._tree(rec)
-            if not tree.exists() or not self.tool.available(tree):
+            tree = self._revisions_tree(rec)
+            if tree is None or not tree.exists() or not self.tool.available(tree):
                 return {**empty, "base_head": main_head}
             ws_heads = self.tool.heads(tree)
             new = self.new_revisions(rec, main_revs)
@@ -760,10 +843,12 @@ class Coordinator:
                 hits.append(other.name)
         return tuple(hits)
 
-    def _trusted_changes(self, rec: WorkspaceRecord) -> list[str]:
-        """Files the branch changes that main trusts: sandbox's and alembic's config, env.py, seeds,
-        the project's Dockerfile and devcontainer, git attributes and .worktreeinclude."""
-        if not self.sb.git.branch_exists(rec.branch):
+    def _trusted_changes(self, rec: WorkspaceRecord, sha: str | None = None) -> list[str]:
+        """Files the branch (the judged commit ``sha``; else the branch's tip) changes that main trusts:
+        sandbox's and alembic's config, env.py, seeds, the project's Dockerfile and devcontainer, git
+        attributes and .worktreeinclude."""
+        sha = sha or self._branch_sha(rec)
+        if not sha:
             return []
         cfg = self.sb.config
         exact = {"sandbox.toml", cfg.migrations.config, ".worktreeinclude", *cfg.database.seed}
@@ -775,8 +860,8 @@ class Coordinator:
                 exact.add(str((layout.script_location / "env.py").relative_to(self.root)))
         except (MigrationError, ValueError):
             pass
-        changed = _git(self.root, "diff", "--name-only", f"{self.sb.git.main_branch()}...refs/heads/{rec.branch}",
-                       check=False).stdout.split()
+        changed = _git(self.root, "diff", "--name-only", "-z", "--no-renames",
+                       f"{self.sb.git.main_branch()}...{sha}", check=False).stdout.split("\0")
         return [f for f in changed if f in exact or f.startswith(".devcontainer/")
                 or f.rsplit("/", 1)[-1] == ".gitattributes"]
 
@@ -842,24 +927,43 @@ class Coordinator:
         return allowed
 
     def check(self, name: str, *, dry_run_tests: bool = False, allow: str | None = None) -> Report:
-        """The gate's checks, without merging."""
+        """The gate's checks, without merging: on the branch's commit, resolved once (``judged``)."""
         rec = self.sb.record(name)
-        self.sb.collect(rec)
         report = Report(workspace=name)
-        trusted = self._trusted_changes(rec)
+        state = self._checkout_state(rec, report)       # collects the workspace into main first
+        sha = self._branch_sha(rec)
+        if sha is None:
+            raise WorkspaceError(f"workspace {name!r} has no branch {rec.branch!r} in main's repository",
+                                 hint="commit in the workspace first")
+        report.extra["judged"] = sha
+        report.extra["branch"] = rec.branch
+        self._note_checkout(rec, sha, state, report)
+        with self._judging(rec, sha):
+            self._gate(rec, sha, report, dry_run_tests=dry_run_tests, allow=allow)
+        return report
+
+    def _gate(self, rec: WorkspaceRecord, sha: str, report: Report, *, dry_run_tests: bool,
+              allow: str | None) -> None:
+        """Every check, on the exported tree of ``sha`` (``self._tree(rec)``)."""
+        trusted = self._trusted_changes(rec, sha)
+        report.extra["trusted_changes"] = trusted
         if trusted:
             report.extra.setdefault("notes", []).append(
                 f"this branch changes files sandbox trusts once merged (they run on the host or configure "
                 f"what does): {', '.join(trusted[:8])}{' …' if len(trusted) > 8 else ''}; review them")
+        planted = self._ignored_paths(sha)
         if not self.enabled():
-            report.extra["notes"] = [f"no {self.sb.config.migrations.config} on main: nothing to check"]
-            return report
+            report.extend(planted)
+            report.extra.setdefault("notes", []).append(
+                f"no {self.sb.config.migrations.config} on main: no migrations to check")
+            return
         main_revs, main_heads = self._main()
         report.base_head = main_heads[0] if len(main_heads) == 1 else None
         new = self.new_revisions(rec, main_revs)
         report.revisions = [r.id for r in new]
         report.extend(self._ordering(rec, main_revs, main_heads, new))
         ordered = report.ok          # only ordering findings so far: replaying needs the right parent
+        report.extend(planted)
         if new:
             offline = self._static(rec, new, report)
             if ordered:   # the replay's evidence matters most when the static check found something
@@ -873,7 +977,91 @@ class Coordinator:
         allowed = self._apply_policy(rec, report, allow)
         if allowed:
             report.extra["allowed"] = [f.rule + (f" {f.object}" if f.object else "") for f in allowed]
-        return report
+
+    def _ignored_paths(self, sha: str) -> list[Finding]:
+        """Paths the branch adds or changes that a merge would write over sandbox's state or over an
+        ignored file of main's checkout: git merge replaces an *ignored* file silently (no conflict).
+
+        Refused: anything under ``.sandbox/`` (sandbox's state, other workspaces' checkouts), and any
+        path (or a folder above it) that main's checkout has, untracked and ignored (``.env``,
+        ``.git/info/exclude`` entries, ...), as git's own ignore rules in main say.
+        """
+        main = self.sb.git.main_branch()
+        diff = _git(self.root, "diff", "--name-only", "-z", "--no-renames", "--diff-filter=d",
+                    f"{main}...{sha}", check=False)
+        if diff.returncode != 0:
+            raise WorkspaceError(f"cannot compare {sha[:12]} with {main}: {diff.stderr.strip()}")
+        paths = [p for p in diff.stdout.split("\0") if p]
+        state = self.sb.config.state_dir.name
+        bad: dict[str, str] = {}
+        candidates: set[str] = set()
+        for rel in paths:
+            parts = rel.split("/")
+            if parts[0] == state:
+                bad[rel] = f"it is under {state}/, sandbox's own state"
+                continue
+            for i in range(1, len(parts) + 1):
+                prefix = "/".join(parts[:i])
+                if os.path.lexists(self.root / prefix):
+                    candidates.add(prefix)
+        if candidates:
+            listed = sorted(candidates)
+            ignored = _git(self.root, "-c", "core.fsmonitor=false", "check-ignore", "--no-index", "--stdin", "-z",
+                           check=False, input="\0".join(listed) + "\0")
+            hits = {p for p in ignored.stdout.split("\0") if p}
+            if hits:
+                tracked = set(_git(self.root, "ls-files", "-z", "--", *sorted(hits), check=False).stdout.split("\0"))
+                hits = {h for h in hits if h not in tracked}
+            for rel in paths:
+                parts = rel.split("/")
+                over = next(("/".join(parts[:i]) for i in range(1, len(parts) + 1)
+                             if "/".join(parts[:i]) in hits), None)
+                if over is not None and rel not in bad:
+                    bad[rel] = f"main's checkout has {over} as an ignored file, which a merge would overwrite"
+        return [Finding(rule="ignored-path", kind="ordering", severity="error", object=rel,
+                        message=f"the branch writes {rel}: {why}; remove it from the branch (git rm --cached)")
+                for rel, why in sorted(bad.items())]
+
+    def _checkout_state(self, rec: WorkspaceRecord, report: Report) -> list[str]:
+        """What the workspace's checkout holds beyond its branch (uncommitted work, stashes, other
+        branches, a detached HEAD); collects the workspace. Only reported: it never changes what is judged."""
+        managed = self.sb._managed_files()
+        self.sb.collect(rec)            # an unreadable workspace repository fails the check here
+        try:
+            if self.sb.isolated(rec):
+                return self.sb.repos.unsaved(rec.name, Path(rec.path), rec.branch, ignore=managed)
+            return [_typed(ln) for ln in self.sb.git.dirty(Path(rec.path), ignore=managed)]
+        except SandboxError as exc:
+            report.extra.setdefault("notes", []).append(
+                f"cannot tell what the checkout holds beyond its commits ({exc}); the branch was judged as collected")
+            return []
+
+    def _checkout_head(self, rec: WorkspaceRecord) -> str | None:
+        """The commit the workspace's checkout has out (its HEAD, as last collected)."""
+        if self.sb.isolated(rec):
+            return self.sb.repos._resolve(f"{self.sb.repos.prefix(rec.name)}HEAD")
+        try:
+            return self.sb.git.head(Path(rec.path))
+        except SandboxError:
+            return None
+
+    def _note_checkout(self, rec: WorkspaceRecord, sha: str, state: list[str], report: Report) -> None:
+        notes = report.extra.setdefault("notes", [])
+        judged = f"the gate judged commit {sha[:12]} of branch {rec.branch!r}"
+        uncommitted = [u for u in state if kind_of(u) in UNCOMMITTED]
+        if uncommitted:
+            shown = ", ".join(what_of(u) for u in uncommitted[:5]) + (" …" if len(uncommitted) > 5 else "")
+            notes.append(f"the checkout has {len(uncommitted)} uncommitted change(s) ({shown}): not checked; {judged}")
+        head = self._checkout_head(rec)
+        if head and head != sha:
+            notes.append(f"the checkout has {head[:12]} out, not the branch's tip (a detached HEAD or another "
+                         f"branch): not checked; {judged}, and merge refuses until the checkout is on it")
+        for u in state:
+            if kind_of(u) == "stash":
+                notes.append(f"the checkout has stash entries: not checked; {judged}")
+            elif kind_of(u) == "branch":
+                notes.append(f"branch {what_of(u)!r} in the checkout has commits that are not on {rec.branch!r}: "
+                             f"not checked; {judged}")
 
     # -- rebase / sync ---------------------------------------------------------------------------------
     def _merge_main_into(self, rec: WorkspaceRecord) -> bool:
@@ -897,15 +1085,17 @@ class Coordinator:
         return True
 
     def _require_clean(self, rec: WorkspaceRecord, doing: str) -> None:
+        """Refuse while the checkout has uncommitted changes or untracked files (by their kind; a
+        stash, another branch or a detached HEAD are not uncommitted work in the checkout)."""
+        path = Path(rec.path)        # the checkout itself, never the judged tree
         if self.sb.isolated(rec):
-            dirty = self.sb.repos.unsaved(rec.name, self._tree(rec), rec.branch, ignore=self.sb._managed_files())
-            dirty = [d for d in dirty if not d.startswith(("HEAD ", "branch ", "stash:"))]
+            found = self.sb.repos.unsaved(rec.name, path, rec.branch, ignore=self.sb._managed_files())
         else:
-            dirty = [ln[3:] for ln in self.sb.git.dirty(self._tree(rec), ignore=self.sb._managed_files())
-                     if not ln.startswith("stash:")]
+            found = [_typed(ln) for ln in self.sb.git.dirty(path, ignore=self.sb._managed_files())]
+        dirty = [u for u in found if kind_of(u) in UNCOMMITTED]
         if dirty:
             raise WorkspaceError(f"workspace {rec.name!r} has uncommitted changes; commit them before {doing}",
-                                 hint=", ".join(d.split(" ", 1)[-1] for d in dirty[:5]))
+                                 hint=", ".join(what_of(u) for u in dirty[:5]))
 
     def _rewrite_root(self, rec: WorkspaceRecord) -> str | None:
         """Point the root of the new revisions at main's head and commit; returns the old parent."""
@@ -927,8 +1117,8 @@ class Coordinator:
         if old == head:
             return None
         self._require_clean(rec, "rebasing")
-        tree = self._tree(rec)
-        rel = str(root.path.relative_to(tree))
+        tree = self._revisions_tree(rec) or self._tree(rec)     # where new_revisions read it
+        rel = str(root.path.relative_to(tree.resolve()))
         # The committed file, read from main's object store (not the workspace's files), rewritten,
         # committed in main's repository; the workspace then fast-forwards to that commit.
         source = self.sb.repos.show(f"refs/heads/{rec.branch}", rel)
@@ -1011,7 +1201,10 @@ class Coordinator:
         rec = self.sb.record(name)
         git = self.sb.git
         main = git.main_branch()
-        with self.sb.registry.lock("merge"), self.sb.operation("merge", name) as op:
+        # Bounded by SANDBOX_REGISTRY_TIMEOUT: another merge can hold this lock for as long as its gate
+        # runs. Exit 1 (LockBusy), not 3: nothing is unavailable, another sandbox command is working.
+        with self.sb.registry.lock("merge", timeout=self.sb.registry.timeout), \
+                self.sb.operation("merge", name) as op:
             self._require_clean(rec, "merging")
             main_dirty = [ln for ln in git.dirty(self.root) if not ln.startswith(("??", "stash:"))]
             if main_dirty:
@@ -1022,7 +1215,7 @@ class Coordinator:
                 if st["new"] and st["behind"]:
                     self.rebase(name)
             report = self.check(name, dry_run_tests=True, allow=allow_destructive)
-            branch_sha = git.rev(rec.branch)
+            branch_sha = str(report.extra["judged"])        # the commit the gate judged, and the one merged
             main_sha = git.rev(main)
             if self.sb.config.migrations.merge == "ff" and \
                     _git(self.root, "merge-base", "--is-ancestor", main_sha, branch_sha, check=False).returncode != 0:
@@ -1032,9 +1225,10 @@ class Coordinator:
             if not report.ok or dry_run:
                 report.extra["dry_run"] = dry_run
                 return report
+            self._still_judged(rec, branch_sha)
             op.step("checked", dirty=False, main_sha=main_sha, branch_sha=branch_sha, revisions=report.revisions,
                     base_head=report.base_head, allow=allow_destructive, allowed=report.extra.get("allowed", []))
-            commit = self._git_merge(rec.branch, main_sha)
+            commit = self._git_merge(rec.branch, main_sha, branch_sha)
             op.step("main-moved", commit=commit)
             self._record_merge(name, commit, report.base_head, report.revisions, allow_destructive,
                                report.extra.get("allowed", []))
@@ -1051,6 +1245,22 @@ class Coordinator:
             report.merged = True
             report.extra["commit"] = commit
             return report
+
+    def _still_judged(self, rec: WorkspaceRecord, sha: str) -> None:
+        """Refuse to merge unless the branch is still at the judged commit and the checkout has it out."""
+        self.sb.collect(rec)
+        now = self._branch_sha(rec)
+        if now != sha:
+            raise WorkspaceError(f"branch {rec.branch!r} moved from {sha[:12]} (the commit the gate judged) to "
+                                 f"{(now or 'nothing')[:12]} during the check; nothing was merged",
+                                 hint=f"run `sandbox merge {rec.name}` again to judge the new commit")
+        head = self._checkout_head(rec)
+        if head and head != sha:
+            raise WorkspaceError(f"workspace {rec.name!r} has {head[:12]} checked out (a detached HEAD or another "
+                                 f"branch), not branch {rec.branch!r} at {sha[:12]}, the commit the gate judged; "
+                                 "nothing was merged",
+                                 hint=f"check out {rec.branch} in the workspace (`sandbox exec {rec.name} -- git "
+                                 f"switch {rec.branch}`), then merge again")
 
     def _record_merge(self, name: str, commit: str, base_head: str | None, revisions: list[str],
                       allow: str | None, allowed: list[str]) -> None:
@@ -1138,11 +1348,12 @@ class Coordinator:
             self._forward_baseline(revisions)
         return "roll-forward", f"main is at {commit[:12]}; the baseline is at main's head"
 
-    def _git_merge(self, branch: str, main_sha: str) -> str:
-        """Merge into the main checkout; on any failure main is put back exactly as it was."""
+    def _git_merge(self, branch: str, main_sha: str, sha: str) -> str:
+        """Merge ``sha`` (the judged commit of ``branch``, not whatever the branch names now) into the
+        main checkout; on any failure main is put back exactly as it was."""
         mode = self.sb.config.migrations.merge
-        args = ["merge", "--ff-only", branch] if mode == "ff" else \
-            ["merge", "--no-ff", "--no-edit", "-m", f"Merge workspace {branch} (sandbox)", branch]
+        args = ["merge", "--ff-only", sha] if mode == "ff" else \
+            ["merge", "--no-ff", "--no-edit", "-m", f"Merge workspace {branch} at {sha[:12]} (sandbox)", sha]
         res = _git(self.root, *args, check=False)
         self._main_cache = None
         if res.returncode != 0:
@@ -1164,3 +1375,21 @@ def _who() -> str:
     agent = os.environ.get("SANDBOX_AGENT") or os.environ.get("USER") or user_name()
     return agent
 
+
+def _typed(line: str) -> Unsaved:
+    """A ``git status --porcelain`` line (or :meth:`Worktrees.dirty`'s stash line) with its kind."""
+    if line.startswith("stash:"):
+        return Unsaved(line, "stash")
+    if line.startswith("??"):
+        return Unsaved(line, "untracked", line[3:])
+    return Unsaved(line, "changed", line[3:])
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
