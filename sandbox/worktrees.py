@@ -628,9 +628,9 @@ class IsolatedRepos:
             if name in _READ_BY_FETCH and stat.S_ISLNK(est.st_mode):
                 raise UnsafeToTell(f"{git}/{name} is a symbolic link: git would follow it out of the workspace")
         for name, is_dir in (("HEAD", False), ("objects", True), ("refs", True)):
-            est = entries.get(name)
-            if est is None or stat.S_ISDIR(est.st_mode) != is_dir:
-                raise UnsafeToTell(f"{git}/{name} is {hostfs.kind(est.st_mode) if est else 'missing'}: "
+            found = entries.get(name)
+            if found is None or stat.S_ISDIR(found.st_mode) != is_dir:
+                raise UnsafeToTell(f"{git}/{name} is {hostfs.kind(found.st_mode) if found else 'missing'}: "
                                    "not a git repository sandbox can read")
         for name in _WALKED:
             if name in entries and stat.S_ISDIR(entries[name].st_mode):
