@@ -28,7 +28,7 @@ from .config import Config
 from .databases.base import ConnInfo, Strategy
 from .envfile import write_block
 from .errors import (CheckpointExists, ConfigError, DatabaseError, HookFailed, InvalidLabel, SandboxError,
-                     ServiceUnavailable, UnknownWorkspace, UnsafeRemoval, UsageError, WorkspaceError)
+                     ServiceUnavailable, UnknownWorkspace, UnsafeRemoval, UnsafeToTell, UsageError, WorkspaceError)
 from .migrations.base import MigrationTool
 from .disk import disk_full_translated
 from .intents import Operation, Recovery, operation
@@ -346,7 +346,9 @@ class Sandbox:
         runtime = self.runtime_for(rec.runtime)
         spec = self.spec(rec, db)
         log = self._log_path(rec.name, what)
-        with log.open("a") as fh:
+        # O_NOFOLLOW: a link planted at the log's path is refused, not written through
+        with os.fdopen(os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600),
+                       "a") as fh:
             for command in commands:
                 self.progress(f"{rec.name}: {what}: {command}")
                 fh.write(f"$ {command}\n")
@@ -439,7 +441,7 @@ class Sandbox:
                 raise ConfigError(f"sandbox.toml: [database] seed: {seed} does not exist", key="database.seed")
             self.progress(f"baseline: seeding {seed}")
             try:
-                with psycopg.connect(**conn.kwargs(), autocommit=True) as c:
+                with psycopg.connect(**conn.kwargs(), autocommit=True, connect_timeout=10) as c:
                     c.execute(path.read_text())  # type: ignore[arg-type] # trusted project file
             except psycopg.Error as exc:
                 raise DatabaseError(f"seed {seed} failed: {exc.diag.message_primary or exc}") from exc
@@ -491,6 +493,7 @@ class Sandbox:
         if main in names:
             raise UsageError(f"{main!r} is the main checkout's branch; pick another workspace name")
         if from_ref is not None:
+            self._collect_source(from_ref)
             start = self.git.rev(from_ref)
             for n in names:   # --from makes a branch; it never silently means an existing one
                 if self.git.branch_exists(n) and self.git.rev(f"refs/heads/{n}") != start:
@@ -515,6 +518,24 @@ class Sandbox:
             return [self._up_safe(names[0], from_ref, runtime)]
         with ThreadPoolExecutor(max_workers=min(8, len(names))) as pool:
             return list(pool.map(lambda n: self._up_safe(n, from_ref, runtime), names))
+
+    def _collect_source(self, ref: str) -> None:
+        """``--from`` a workspace's branch means its latest commit: collect that workspace first
+        (its branch in main is only as new as the last collect). A workspace that cannot be read
+        safely is refused rather than silently used at an older commit."""
+        import re
+        branch = re.split(r"[~^@:]", ref.removeprefix("refs/heads/").removeprefix("heads/"), maxsplit=1)[0]
+        try:
+            recs = self.registry.all()
+        except SandboxError:
+            return                       # not initialised: `up` says so next
+        for rec in recs:
+            if rec.branch == branch and self.isolated(rec):
+                try:
+                    self.collect(rec)
+                except SandboxError as exc:
+                    raise WorkspaceError(f"--from {ref}: cannot read workspace {rec.name!r}'s latest commits: "
+                                         f"{exc.message}") from exc
 
     def _up_safe(self, name: str, from_ref: str | None, runtime: str) -> UpResult:
         try:
@@ -584,10 +605,10 @@ class Sandbox:
                 undo.callback(self.git.delete_branch, rec.branch)
             if not had_worktree:
                 undo.callback(self.repos.remove, name, path) if isolated else undo.callback(self.git.remove, path)
-                for rel in self.git.copy_ignored(path, self.config.workspace.copy):
-                    if owner is not None and os.geteuid() == 0:
-                        from .worktrees import _chown_tree
-                        _chown_tree(path / rel, *owner) if (path / rel).is_dir() else os.chown(path / rel, *owner)
+                # made and handed to the container's user by descriptor: nothing the branch
+                # committed there (a link to a host path) is followed
+                self.git.copy_ignored(path, self.config.workspace.copy, owner=owner,
+                                      warn=lambda msg: self.progress(f"{name}: {msg}"))
             op.step("worktree")
             if existed:
                 self._warn_behind(rec)
@@ -618,7 +639,7 @@ class Sandbox:
             if db.env(container=True) != planned.env(container=True):
                 raise DatabaseError(f"{name}: the database of strategy {self.db.name} was made with other "
                                     "connection details than it announced (a bug in sandbox: please report it)")
-            write_block(path / self.env_file(), self.managed_env(rec, db), owner=owner)
+            write_block(path / self.env_file(), self.managed_env(rec, db), owner=owner, root=path)
             undo.pop_all()
         op.step("database")
         self._run_hooks(rec, self.config.workspace.setup, "setup", db)
@@ -708,9 +729,11 @@ class Sandbox:
         healths = check_all(self, list(zip(recs, statuses)))
         baseline = baseline_state(self)
         for rec, status, health in zip(recs, statuses, healths):
-            git_error = None
+            git_error, unsafe = None, None
             try:
                 self.collect(rec)        # commits made inside are on its branch before it is read
+            except UnsafeToTell as exc:  # a hostile or unreadable repository: reported, never followed
+                git_error = unsafe = exc.message
             except SandboxError as exc:
                 git_error = str(exc)
             url = None
@@ -723,6 +746,8 @@ class Sandbox:
             state, cause = rec.state, rec.cause
             if not health.ok and state in ("ready", "stopped"):
                 state, cause = "broken", "; ".join(health.problems)
+            if unsafe:
+                state, cause = "broken", f"unsafe: {unsafe}" + (f"; {cause}" if cause else "")
             out.append({"name": rec.name, "branch": rec.branch, "path": rec.path, "state": state,
                         "cause": cause, "registry_state": rec.state, "runtime": rec.runtime,
                         "ports": [ports[0], ports[-1]] if ports else None,
@@ -732,7 +757,8 @@ class Sandbox:
                         "health": {**health.to_json(), "baseline": baseline.to_json(),
                                    **({"baseline_problem": baseline.problem()} if baseline.problem() else {})},
                         "migrations": coord.workspace_summary(rec),
-                        "git": {"behind_main": self.behind(rec), **({"error": git_error} if git_error else {})}})
+                        "git": {"behind_main": self.behind(rec), **({"error": git_error} if git_error else {}),
+                                **({"unsafe": True} if unsafe else {})}})
         return out
 
     def env(self, name: str) -> dict[str, str]:

@@ -14,11 +14,14 @@ import fcntl
 import fnmatch
 import os
 import shutil
+import signal
+import stat
 import subprocess
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
+from . import hostfs
 from .errors import ServiceUnavailable, UnsafeToTell, UsageError, WorkspaceError
 
 if TYPE_CHECKING:
@@ -35,13 +38,60 @@ def _gitpython() -> Any:
 INITIALIZING = "initializing"
 
 
-def _plain(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    """``git -C cwd ARGS`` (never interactive, untranslated), output captured."""
+DEFAULT_GIT_TIMEOUT = 30.0
+# Commands that check out a whole tree (clone, worktree add/remove) may take longer than a probe.
+LONG = 10
+
+
+def git_timeout() -> float:
+    """Seconds any one git call may take (``SANDBOX_GIT_TIMEOUT``, default 30): a workspace's
+    repository can hold a FIFO or a hostile config that would otherwise block git forever."""
+    raw = os.environ.get("SANDBOX_GIT_TIMEOUT", "").strip()
+    if not raw:
+        return DEFAULT_GIT_TIMEOUT
     try:
-        return subprocess.run(["git", "-C", str(cwd), *args], capture_output=True, text=True,
-                              env={**os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"})
+        value = float(raw)
+    except ValueError:
+        raise UsageError(f"SANDBOX_GIT_TIMEOUT={raw!r} is not a number of seconds") from None
+    if value <= 0:
+        raise UsageError(f"SANDBOX_GIT_TIMEOUT={raw!r} must be a positive number of seconds")
+    return value
+
+
+def _run(argv: list[str], *, timeout: float, env: dict[str, str], input: str | bytes | None = None,
+         text: bool = True) -> subprocess.CompletedProcess[Any]:
+    """Run git with a deadline. It runs in a session of its own, so that on timeout the whole
+    group dies: `git fetch` spawns upload-pack, which is what blocks on a FIFO, and killing
+    only the parent would leave it (holding our pipes) behind. Raises ``TimeoutExpired``."""
+    try:
+        proc = subprocess.Popen(argv, stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=text, env=env,
+                                start_new_session=True)
     except FileNotFoundError as exc:
         raise ServiceUnavailable("git is not installed", hint="apt-get install git") from exc
+    try:
+        out, err = proc.communicate(input, timeout=timeout)
+    except BaseException:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        for pipe in (proc.stdin, proc.stdout, proc.stderr):
+            if pipe is not None:
+                pipe.close()
+        raise
+    return subprocess.CompletedProcess(argv, proc.returncode, out, err)
+
+
+def _plain(cwd: Path, *args: str, timeout: float | None = None) -> subprocess.CompletedProcess[str]:
+    """``git -C cwd ARGS`` (never interactive, untranslated), output captured, with a deadline
+    (:func:`git_timeout`, or ``timeout``); a timeout raises :class:`WorkspaceError`."""
+    limit = timeout or git_timeout()
+    try:
+        return _run(["git", "-C", str(cwd), *args], timeout=limit,
+                    env={**os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"})
+    except subprocess.TimeoutExpired as exc:
+        raise WorkspaceError(f"git {args[0] if args else ''} in {cwd} did not finish within {limit:g} s "
+                             "(SANDBOX_GIT_TIMEOUT)") from exc
 
 
 def _meaningful(text: str, default: str) -> str:
@@ -231,7 +281,7 @@ class Worktrees:
             start = from_ref or self.main_branch()
             self.rev(start)
             args, created = ["worktree", "add", "-b", branch, str(path), start], True
-        res = _plain(self.root, *args)
+        res = _plain(self.root, *args, timeout=git_timeout() * LONG)
         if res.returncode != 0:
             raise WorkspaceError(f"git worktree add failed: {_failure(res)}")
         return created
@@ -249,11 +299,11 @@ class Worktrees:
                 _plain(self.root, "worktree", "unlock", str(path))
             else:
                 try:
-                    self.repo.git.worktree("remove", "--force", "--force", str(path))
+                    self.repo.git.worktree("remove", "--force", "--force", str(path),
+                                          kill_after_timeout=git_timeout() * LONG)
                 except _gitpython().GitCommandError as exc:
                     raise WorkspaceError(f"git worktree remove failed: {git_message(exc)}") from exc
-        if path.exists():
-            shutil.rmtree(path)
+        hostfs.remove_tree(path)
         self._prune()
 
     def prune(self) -> None:
@@ -262,14 +312,14 @@ class Worktrees:
 
     def _prune(self) -> None:
         try:
-            self.repo.git.worktree("prune")
+            self.repo.git.worktree("prune", kill_after_timeout=git_timeout())
         except _gitpython().GitCommandError:
             pass
 
     def delete_branch(self, branch: str) -> None:
         if self.branch_exists(branch):
             try:
-                self.repo.git.branch("-D", branch)
+                self.repo.git.branch("-D", branch, kill_after_timeout=git_timeout())
             except _gitpython().GitCommandError as exc:
                 raise WorkspaceError(f"cannot delete branch {branch!r}: {git_message(exc)}") from exc
 
@@ -307,8 +357,16 @@ class Worktrees:
         return res.stdout.split()
 
     # -- files --------------------------------------------------------------------------------
-    def copy_ignored(self, dest: Path, patterns: tuple[str, ...]) -> list[str]:
-        """Copy git-ignored files matching ``patterns`` (plus .worktreeinclude) into ``dest``."""
+    def copy_ignored(self, dest: Path, patterns: tuple[str, ...], *, owner: tuple[int, int] | None = None,
+                     warn: Callable[[str], None] | None = None) -> list[str]:
+        """Copy git-ignored files matching ``patterns`` (plus .worktreeinclude) into ``dest``.
+
+        ``dest`` is the new workspace's checkout, whose tree a branch chose: nothing there is
+        followed. Each destination is made with an ``openat`` walk and ``O_CREAT | O_EXCL |
+        O_NOFOLLOW`` and handed to ``owner`` by descriptor. A destination that already exists is
+        kept (the branch's own file); one that is a link or a special file, or lies below a link,
+        is refused with a warning (``warn``) and nothing of main's is written through it.
+        """
         pats = list(patterns)
         include = self.root / ".worktreeinclude"
         if include.exists():
@@ -316,9 +374,8 @@ class Worktrees:
                      if ln.strip() and not ln.lstrip().startswith("#")]
         if not pats:
             return []
-        ignored = subprocess.run(
-            ["git", "-C", str(self.root), "ls-files", "--others", "--ignored", "--exclude-standard",
-             "--directory", "--no-empty-directory"], capture_output=True, text=True).stdout.splitlines()
+        ignored = _plain(self.root, "ls-files", "--others", "--ignored", "--exclude-standard",
+                         "--directory", "--no-empty-directory").stdout.splitlines()
         copied = []
         for rel in ignored:
             rel_clean = rel.rstrip("/")
@@ -327,14 +384,22 @@ class Worktrees:
             if not any(fnmatch.fnmatch(rel_clean, p.strip("/")) or fnmatch.fnmatch(os.path.basename(rel_clean), p)
                        for p in pats):
                 continue
-            src, dst = self.root / rel_clean, dest / rel_clean
-            if dst.exists():
+            parts = rel_clean.split("/")
+            try:
+                with hostfs.directory(dest, parts[:-1], create=True, owner=owner) as dfd:
+                    there = hostfs.lstat_at(dfd, parts[-1])
+                    if there is not None:
+                        if not (stat.S_ISREG(there.st_mode) or stat.S_ISDIR(there.st_mode)):
+                            raise hostfs.UnsafePath(f"{dest / rel_clean} is {hostfs.kind(there.st_mode)} "
+                                                    "(committed on the branch?)")
+                        continue        # the branch has its own
+                    if not _copy_into(self.root / rel_clean, dfd, parts[-1], owner):
+                        continue
+            except hostfs.UnsafePath as exc:
+                if warn is not None:
+                    warn(f"warning: {rel_clean} not copied into the workspace: {exc.message}; "
+                         "sandbox writes nothing through a link")
                 continue
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            if src.is_dir():
-                shutil.copytree(src, dst, symlinks=True)
-            else:
-                shutil.copy2(src, dst)
             copied.append(rel_clean)
         return copied
 
@@ -361,7 +426,7 @@ class Worktrees:
         return bool(cache[rel])
 
     def ignored(self, rel: str) -> bool:
-        return subprocess.run(["git", "-C", str(self.root), "check-ignore", "-q", rel]).returncode == 0
+        return _plain(self.root, "check-ignore", "-q", "--", rel).returncode == 0
 
 
 # -- isolated repositories (Docker workspaces) ----------------------------------------------------
@@ -425,15 +490,19 @@ class IsolatedRepos:
 
     def _git(self, *args: str, env: dict[str, str] | None = None, input: str | None = None,
              work_tree: Path | None = None) -> subprocess.CompletedProcess[str]:
-        """git in MAIN's repository (trusted), optionally over a workspace's files."""
+        """git in MAIN's repository (trusted), optionally over a workspace's files. A call that
+        outlives :func:`git_timeout` (a FIFO, a hostile include) raises :class:`UnsafeToTell`."""
         pre = ["git", "-C", str(self.root), "-c", "core.fsmonitor=false", "-c", "core.hooksPath=/dev/null"]
         if work_tree is not None:
             pre += [f"--work-tree={work_tree}"]
+        limit = git_timeout()
         try:
-            return subprocess.run([*pre, *args], capture_output=True, text=True, input=input,
-                                  env={**_safe_env(), **(env or {})})
-        except FileNotFoundError as exc:
-            raise ServiceUnavailable("git is not installed", hint="apt-get install git") from exc
+            return _run([*pre, *args], timeout=limit, input=input, env={**_safe_env(), **(env or {})})
+        except subprocess.TimeoutExpired as exc:
+            where = f" over {work_tree}" if work_tree is not None else ""
+            raise UnsafeToTell(f"git {args[0] if args else ''}{where} did not finish within {limit:g} s "
+                               "(SANDBOX_GIT_TIMEOUT): the workspace's repository may hold a FIFO or a "
+                               "hostile config") from exc
 
     def prefix(self, name: str) -> str:
         return f"{WS_REFS}/{name}/"
@@ -458,15 +527,16 @@ class IsolatedRepos:
                 if res.returncode != 0:
                     raise WorkspaceError(f"cannot create branch {branch!r}: {_failure(res)}")
                 created = True
-            if (path / ".git").is_dir():
+            if os.path.lexists(path / ".git"):
+                self.check_repository(path)     # reused only when it is still a repository to trust
                 return created
             tmp = path.parent / f".new-{path.name}"
             for leftover in (tmp, path):
-                if leftover.exists() or leftover.is_symlink():
-                    shutil.rmtree(leftover)
+                hostfs.remove_tree(leftover)
             path.parent.mkdir(parents=True, exist_ok=True)
             # The new clone is sandbox's until it is handed over: git may run in it now.
-            res = _plain(self.root, "clone", "-q", "--shared", "--no-tags", "-b", branch, str(self.root), str(tmp))
+            res = _plain(self.root, "clone", "-q", "--shared", "--no-tags", "-b", branch, str(self.root), str(tmp),
+                         timeout=git_timeout() * LONG)
             if res.returncode != 0:
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise WorkspaceError(f"git clone failed: {_failure(res)}")
@@ -483,10 +553,9 @@ class IsolatedRepos:
 
     def remove(self, name: str, path: Path) -> None:
         """Delete the workspace's repository and sandbox's refs of it (its branch in main stays)."""
-        path = path.resolve()
+        path = _unresolved_leaf(path)
         for p in (path, path.parent / f".new-{path.name}"):
-            if p.exists() or p.is_symlink():
-                shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+            hostfs.remove_tree(p)       # whatever its .git is (a link, a FIFO): nothing is followed
         refs = self._git("for-each-ref", "--format=%(refname)", self.prefix(name))
         if refs.returncode == 0 and refs.stdout.strip():
             self._git("update-ref", "--stdin", input="".join(f"delete {r}\n" for r in refs.stdout.split()))
@@ -499,17 +568,28 @@ class IsolatedRepos:
         Its branch becomes ``refs/heads/<branch>`` in main. Returns the workspace's HEAD commit
         (None when HEAD is unborn). Raises :class:`UnsafeToTell` when the repository cannot be read.
         """
-        path = path.resolve()
-        if not (path / ".git").is_dir():
-            raise UnsafeToTell(f"{path} is not a git repository any more (its .git is gone or replaced)")
+        path = _unresolved_leaf(path)
+        try:
+            self.check_repository(path)
+        except UnsafeToTell as exc:
+            raise UnsafeToTell(f"workspace {name!r}: {exc.message}") from exc
         prefix = self.prefix(name)
+        # From `<path>/.git` itself, not `<path>`: upload-pack would otherwise try `<path>` as a
+        # bare repository too when `.git` does not look like one.
         base = ["-c", "protocol.file.allow=always", "-c", "fetch.fsckObjects=true", "fetch", "-q", "--no-tags", "--no-write-fetch-head", "--prune", "--force", "--no-recurse-submodules",
-                str(path), f"+refs/*:{prefix}refs/*"]
+                str(path / ".git"), f"+refs/*:{prefix}refs/*"]
         env = {"GIT_CONFIG_GLOBAL": str(self._safe_config(path))}
-        res = self._git(*base, f"+HEAD:{prefix}HEAD", env=env)
+        try:
+            res = self._git(*base, f"+HEAD:{prefix}HEAD", env=env)
+            if res.returncode != 0 and "couldn't find remote ref HEAD" in res.stderr:
+                res = self._git(*base, env=env)
+                missing_head = True
+            else:
+                missing_head = False
+        except UnsafeToTell as exc:
+            raise UnsafeToTell(f"workspace {name!r}: {exc.message}") from exc
         head: str | None = None
-        if res.returncode != 0 and "couldn't find remote ref HEAD" in res.stderr:
-            res = self._git(*base, env=env)
+        if missing_head:
             self._git("update-ref", "-d", f"{prefix}HEAD")
         else:
             head = self._resolve(f"{prefix}HEAD")
@@ -521,6 +601,100 @@ class IsolatedRepos:
             if upd.returncode != 0:
                 raise WorkspaceError(f"cannot update branch {branch!r} in main's repository: {_failure(upd)}")
         return head
+
+    def owner_uid(self) -> int:
+        """The uid a workspace's repository belongs to: the container's user (see :meth:`add`)."""
+        from .runtime.base import unprivileged_ids
+        return unprivileged_ids()[0] if os.geteuid() == 0 else os.geteuid()
+
+    def check_repository(self, path: Path) -> None:
+        """Refuse (:class:`UnsafeToTell`), before git reads it, a workspace repository that would
+        make the fetch read anything but the workspace's own files, or block.
+
+        Everything is looked at with ``lstat`` and nothing is followed: ``.git`` must be a real
+        directory owned by the workspace's uid; what upload-pack reads (``HEAD``, ``config``,
+        ``packed-refs``, ``shallow``, ``objects/``, ``refs/``, ``info/``…) holds no symbolic
+        link and no special file; no ``commondir``, ``gitdir`` or nested ``.git`` redirects it to
+        another repository; ``objects/info/alternates`` names main's objects and nothing else.
+        """
+        try:
+            top = os.lstat(path)
+        except FileNotFoundError:
+            raise UnsafeToTell(f"{path} is gone") from None
+        if not stat.S_ISDIR(top.st_mode):
+            raise UnsafeToTell(f"{path} is {hostfs.kind(top.st_mode)}, not the workspace's directory")
+        try:
+            dir_fd = hostfs.open_dir(path)
+        except hostfs.UnsafePath as exc:
+            raise UnsafeToTell(exc.message) from exc
+        try:
+            self._check_git_dir(path, dir_fd)
+        finally:
+            os.close(dir_fd)
+
+    def _check_git_dir(self, path: Path, dir_fd: int) -> None:
+        st = hostfs.lstat_at(dir_fd, ".git")
+        if st is None:
+            raise UnsafeToTell(f"{path} is not a git repository any more (its .git is gone)")
+        if not stat.S_ISDIR(st.st_mode):
+            raise UnsafeToTell(f"{path}/.git is {hostfs.kind(st.st_mode)}, not a directory: sandbox does not "
+                               "follow it (it could lead to another repository on the host)")
+        if st.st_uid != self.owner_uid():
+            raise UnsafeToTell(f"{path}/.git belongs to uid {st.st_uid}, not to the workspace's uid "
+                               f"{self.owner_uid()}: sandbox does not read it")
+        for name in (".git.git",):     # upload-pack's fallback when <path>/.git is not a repository
+            if hostfs.lstat_at(dir_fd, name) is not None:
+                raise UnsafeToTell(f"{path}/{name} exists: git could read it as another repository")
+        git = path / ".git"
+        try:
+            g_fd = hostfs.open_dir(path, [".git"])
+        except hostfs.UnsafePath as exc:
+            raise UnsafeToTell(exc.message) from exc
+        try:
+            entries = {e.name: e.stat(follow_symlinks=False) for e in os.scandir(g_fd)}
+        finally:
+            os.close(g_fd)
+        for name, est in sorted(entries.items()):
+            what = hostfs.kind(est.st_mode)
+            if name in _REDIRECTS:
+                raise UnsafeToTell(f"{git}/{name} exists ({what}): git would read another repository through it")
+            if not (stat.S_ISREG(est.st_mode) or stat.S_ISDIR(est.st_mode) or stat.S_ISLNK(est.st_mode)):
+                raise UnsafeToTell(f"{git}/{name} is {what}: sandbox reads no special file")
+            if name in _READ_BY_FETCH and stat.S_ISLNK(est.st_mode):
+                raise UnsafeToTell(f"{git}/{name} is a symbolic link: git would follow it out of the workspace")
+        for name, is_dir in (("HEAD", False), ("objects", True), ("refs", True)):
+            found = entries.get(name)
+            if found is None or stat.S_ISDIR(found.st_mode) != is_dir:
+                raise UnsafeToTell(f"{git}/{name} is {hostfs.kind(found.st_mode) if found else 'missing'}: "
+                                   "not a git repository sandbox can read")
+        for name in _WALKED:
+            if name in entries and stat.S_ISDIR(entries[name].st_mode):
+                _refuse_links_below(git / name)
+        self._check_alternates(git)
+
+    def _check_alternates(self, git: Path) -> None:
+        """``objects/info/alternates`` may name main's objects (``clone --shared``), nothing else:
+        an alternate is read as part of the workspace's objects, so the fetch would copy any
+        repository's objects into main."""
+        try:
+            with hostfs.directory(git, ["objects", "info"]) as info:
+                data = hostfs.read_regular(info, "alternates")
+                present = hostfs.lstat_at(info, "alternates") is not None
+        except hostfs.UnsafePath:
+            return                    # no objects/info directory: no alternates (links were refused above)
+        if data is None:
+            if present:
+                raise UnsafeToTell(f"{git}/objects/info/alternates is not a regular file")
+            return
+        mine = os.path.normpath(self.wt.common_dir / "objects")
+        for raw in data.decode(errors="replace").splitlines():
+            line = raw.strip()
+            if not line or line.startswith("#"):
+                continue
+            target = os.path.normpath(os.path.join(git / "objects", line))
+            if target != mine:
+                raise UnsafeToTell(f"{git}/objects/info/alternates names {line!r}: only main's objects "
+                                   f"({mine}) may be borrowed")
 
     def _safe_config(self, path: Path) -> Path:
         """A global git config (the user's own, included) that also trusts ``path``: the workspace's
@@ -660,8 +834,11 @@ class IsolatedRepos:
         import tempfile
         with tempfile.NamedTemporaryFile(dir=self.wt.common_dir, prefix="sandbox-index-") as idx:
             env = {"GIT_INDEX_FILE": idx.name}
-            blob = subprocess.run(["git", "-C", str(self.root), "hash-object", "-w", "--stdin"], input=data,
-                                  capture_output=True, env=_safe_env())
+            try:
+                blob = _run(["git", "-C", str(self.root), "hash-object", "-w", "--stdin"], input=data,
+                            text=False, env=_safe_env(), timeout=git_timeout())
+            except subprocess.TimeoutExpired as exc:
+                raise WorkspaceError(f"git hash-object did not finish within {git_timeout():g} s") from exc
             steps = [self._git("read-tree", parent, env=env)]
             if blob.returncode == 0:
                 mode = self._git("ls-tree", parent, "--", rel).stdout.split(" ")[0] or "100644"
@@ -700,8 +877,11 @@ class IsolatedRepos:
 
     def show(self, ref: str, rel: str) -> bytes:
         """A file's bytes as committed at ``ref`` (read from main's object store)."""
-        res = subprocess.run(["git", "-C", str(self.root), "show", f"{ref}:{rel}"], capture_output=True,
-                             env=_safe_env())
+        try:
+            res = _run(["git", "-C", str(self.root), "show", f"{ref}:{rel}"], text=False, env=_safe_env(),
+                       timeout=git_timeout())
+        except subprocess.TimeoutExpired as exc:
+            raise WorkspaceError(f"git show {ref}:{rel} did not finish within {git_timeout():g} s") from exc
         if res.returncode != 0:
             raise WorkspaceError(f"cannot read {rel} at {ref}: {res.stderr.decode(errors='replace').strip()}")
         return res.stdout
@@ -710,14 +890,94 @@ class IsolatedRepos:
         """Isolated repositories (and half-made clones) in ``worktrees_dir`` no workspace owns."""
         if not worktrees_dir.is_dir():
             return []
+        # `.git` by lstat: one that is a link or a FIFO is still a workspace repository (its
+        # unsaved() refuses to tell, so gc keeps it), never followed
         return [p.resolve() for p in sorted(worktrees_dir.iterdir())
                 if p.is_dir() and not p.is_symlink() and p.resolve() not in known
-                and ((p / ".git").is_dir() or p.name.startswith(".new-"))]
+                and (os.path.lexists(p / ".git") or p.name.startswith(".new-"))]
 
 
 def _chown_tree(path: Path, uid: int, gid: int) -> None:
-    os.chown(path, uid, gid)
+    """Hand a tree sandbox made to the container's user; links are changed themselves, never followed."""
+    os.chown(path, uid, gid, follow_symlinks=False)
     for dirpath, dirnames, filenames in os.walk(path):
         for n in dirnames + filenames:
             with contextlib.suppress(FileNotFoundError):
                 os.chown(os.path.join(dirpath, n), uid, gid, follow_symlinks=False)
+
+
+# What upload-pack reads in a workspace's `.git` (a link there would be followed to a host file),
+# what redirects it to another repository, and the directories whose every entry it may open.
+_READ_BY_FETCH = frozenset({"HEAD", "config", "config.worktree", "packed-refs", "shallow", "objects", "refs",
+                            "info", "reftable"})
+_REDIRECTS = frozenset({"commondir", "gitdir", ".git"})
+_WALKED = ("objects", "refs", "info", "reftable")
+
+
+def _refuse_links_below(top: Path) -> None:
+    """:class:`UnsafeToTell` when anything below ``top`` is a symbolic link or a special file
+    (scandir: entries are lstat-ed, no link is entered)."""
+    stack = [top]
+    while stack:
+        d = stack.pop()
+        try:
+            it = os.scandir(d)
+        except OSError as exc:
+            raise UnsafeToTell(f"cannot read {d}: {exc.strerror}") from exc
+        with it:
+            for e in it:
+                st = e.stat(follow_symlinks=False)
+                if stat.S_ISDIR(st.st_mode):
+                    stack.append(Path(e.path))
+                elif not stat.S_ISREG(st.st_mode):
+                    raise UnsafeToTell(f"{e.path} is {hostfs.kind(st.st_mode)}: git would follow or block on it")
+
+
+def _unresolved_leaf(path: Path) -> Path:
+    """``path`` with its parent resolved and its own name kept: the workspace's directory is
+    never followed if it became a link."""
+    return path.parent.resolve() / path.name
+
+
+def _copy_into(src: Path, dir_fd: int, name: str, owner: tuple[int, int] | None) -> bool:
+    """Copy main's ``src`` (a file, or a directory's files and links) to ``name`` in ``dir_fd``,
+    creating every entry anew (``O_EXCL | O_NOFOLLOW``, ``mkdir`` at a descriptor). Special files
+    are skipped. False when ``src`` is neither a file nor a directory."""
+    try:
+        st = os.stat(src)     # main's checkout is the user's: its own links (to ~/secrets) are meant
+    except OSError:
+        return False
+    if stat.S_ISDIR(st.st_mode):
+        os.mkdir(name, 0o755, dir_fd=dir_fd)
+        sub = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+        try:
+            if owner is not None and os.geteuid() == 0:
+                os.fchown(sub, *owner)
+            with os.scandir(src) as it:
+                for e in it:
+                    if e.is_symlink():
+                        os.symlink(os.readlink(e.path), e.name, dir_fd=sub)
+                        if owner is not None and os.geteuid() == 0:
+                            os.chown(e.name, *owner, dir_fd=sub, follow_symlinks=False)
+                    else:
+                        _copy_into(Path(e.path), sub, e.name, owner)
+        finally:
+            os.close(sub)
+        return True
+    if not stat.S_ISREG(st.st_mode):
+        return False
+    # O_NONBLOCK: a FIFO swapped in after the stat cannot block the copy (fstat refuses it)
+    fd = os.open(src, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return False
+        with os.fdopen(os.dup(fd), "rb") as fh:
+            data = fh.read()
+    finally:
+        os.close(fd)
+    out = hostfs.create_file(dir_fd, name, data, mode=stat.S_IMODE(st.st_mode), owner=owner)
+    try:
+        os.utime(out, ns=(st.st_atime_ns, st.st_mtime_ns))
+    finally:
+        os.close(out)
+    return True

@@ -34,7 +34,7 @@ import docker.types
 import requests.exceptions
 
 from ..checks import Check, OwnedResource
-from ..errors import SandboxError, ServiceUnavailable, WorkspaceError
+from ..errors import SandboxError, ServiceUnavailable, UsageError, WorkspaceError
 from .base import LABEL_PROJECT, LABEL_ROLE, LABEL_WORKSPACE, OutputSink, WorkspaceSpec
 from .subnets import SubnetPool
 
@@ -76,13 +76,28 @@ def connect(client_factory: ClientFactory | None = None) -> docker.DockerClient:
     """
     try:
         if client_factory is None:
-            client = docker.from_env()   # asks the engine for its API version: it answers, or this fails
+            # asks the engine for its API version: it answers, or this fails. Every call has a
+            # deadline (SANDBOX_DOCKER_TIMEOUT, default 60 s); streamed exec output and builds
+            # are not cut by it (the SDK lifts the socket timeout for attached streams)
+            client = docker.from_env(timeout=client_timeout())
         else:
             client = client_factory()
             client.ping()
     except (docker.errors.DockerException, requests.exceptions.RequestException, OSError) as exc:
         raise ServiceUnavailable(f"Docker engine not reachable: {_reason(exc)}", hint=INSTALL_HINT) from exc
     return client
+
+
+def client_timeout() -> int:
+    """Seconds one Docker API call may take (``SANDBOX_DOCKER_TIMEOUT``, default 60)."""
+    raw = os.environ.get("SANDBOX_DOCKER_TIMEOUT", "").strip()
+    try:
+        value = int(raw) if raw else 60
+    except ValueError:
+        raise UsageError(f"SANDBOX_DOCKER_TIMEOUT={raw!r} is not a whole number of seconds") from None
+    if value <= 0:
+        raise UsageError(f"SANDBOX_DOCKER_TIMEOUT={raw!r} must be positive")
+    return value
 
 
 _shared: dict[tuple[str | None, ...], docker.DockerClient] = {}
