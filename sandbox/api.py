@@ -88,18 +88,6 @@ def _results(jobs: Sequence[Future[Any]]) -> list[Any]:
     return [job.result() for job in jobs]
 
 
-def _pid_alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 class Sandbox:
     """A project (one main checkout holding ``sandbox.toml``) and its workspaces."""
 

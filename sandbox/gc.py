@@ -35,7 +35,8 @@ TRANSIENT = {"scratch", "baseline-building", "unlabelled", "stale", "interrupted
 
 
 def collect(sb: "Sandbox", *, dry_run: bool = False, trust: bool = False) -> list["GcAction"]:
-    from .api import GcAction, _pid_alive
+    from .api import GcAction
+    from .registry import process_alive
 
     actions: list[GcAction] = []
     reg = sb.registry
@@ -74,10 +75,10 @@ def collect(sb: "Sandbox", *, dry_run: bool = False, trust: bool = False) -> lis
     if not (sb.config.state_dir / "registry.db").exists():
         return actions                 # an interrupted deinit was finished: nothing is left to collect
     for rec in reg.all():
-        if rec.state == "creating" and not _pid_alive(rec.pid):
+        if rec.state == "creating" and not process_alive(rec.pid):
             action, detail, fn = settle_creating(sb, rec)
             act(GcAction("workspace", rec.name, rec.name, action, detail), fn)
-        elif rec.state == "removing" and not _pid_alive(rec.pid):
+        elif rec.state == "removing" and not process_alive(rec.pid):
             act(GcAction("workspace", rec.name, rec.name, "remove", "interrupted while removing: finished"),
                 partial(_rollback, sb, rec, keep_branch=True))
         elif rec.state in ("ready", "stopped") and not Path(rec.path).exists():

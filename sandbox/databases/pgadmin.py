@@ -22,7 +22,7 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -344,6 +344,21 @@ def run_tool(argv: Sequence[str], info: ConnInfo, what: str) -> subprocess.Compl
     return proc
 
 
+def _dump_lines(lines: Iterable[str]) -> Iterator[tuple[str, bool]]:
+    """A plain dump's lines, each with whether it is COPY data (rows, and their ``\\.`` end), which
+    must pass through untouched."""
+    in_copy = False
+    for line in lines:
+        if in_copy:
+            if line.rstrip("\n") == "\\.":
+                in_copy = False
+            yield line, True
+            continue
+        if line.startswith("COPY ") and line.rstrip().endswith("FROM stdin;"):
+            in_copy = True
+        yield line, False
+
+
 def is_archive(dump: Path) -> bool:
     """Whether ``dump`` is a pg_dump archive (custom, tar or directory) rather than plain SQL."""
     if dump.is_dir():
@@ -377,16 +392,8 @@ def restore_dump(info: ConnInfo, dump: Path, *, bin_dir: str | None, what: str =
         filtered = Path(tmp) / "restore.sql"
         with dump.open("r", errors="surrogateescape") as src, \
                 filtered.open("w", errors="surrogateescape") as dst:
-            in_copy = False
-            for line in src:
-                if in_copy:
-                    dst.write(line)
-                    if line.rstrip("\n") == "\\.":
-                        in_copy = False
-                    continue
-                if line.startswith("COPY ") and line.rstrip().endswith("FROM stdin;"):
-                    in_copy = True
-                elif _OWNERSHIP_LINE.match(line):
+            for line, data in _dump_lines(src):
+                if not data and _OWNERSHIP_LINE.match(line):
                     continue
                 dst.write(line)
         run_tool([find_tool("psql", bin_dir), *conn_argv(info), "-X", "-q", "-v", "ON_ERROR_STOP=1",
@@ -429,16 +436,8 @@ def rename_schema_sql(src: Path, dst: Path, old: str, new: str) -> None:
     # names with "-" or "." (workspace names allow them) are quoted, as pg_dump would
     new = new if re.fullmatch(r"[a-z_][a-z0-9_]*", new) else "\"" + new.replace("\"", "\"\"") + "\""
     with src.open("r", errors="surrogateescape") as fin, dst.open("w", errors="surrogateescape") as fout:
-        in_copy = False
-        for line in fin:
-            if in_copy:
-                fout.write(line)
-                if line.rstrip("\n") == "\\.":
-                    in_copy = False
-                continue
-            if line.startswith("COPY ") and line.rstrip().endswith("FROM stdin;"):
-                in_copy = True
-            fout.write(pattern.sub(lambda _m: new, line))
+        for line, data in _dump_lines(fin):
+            fout.write(line if data else pattern.sub(lambda _m: new, line))
 
 
 def count_rows(info: ConnInfo, schema: str | None, table: str, *, timeout_ms: int = 5000) -> int | None:

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Mapping
 
 from ..errors import MigrationError, SandboxError, UsageError, WorkspaceError
 from ..intents import STEPS, Operation
-from ..registry import IntentRecord, WorkspaceRecord
+from ..registry import IntentRecord, WorkspaceRecord, process_alive
 from ..worktrees import UNCOMMITTED, Unsaved, kind_of, what_of
 from .base import Revision
 from .findings import Finding, Report
@@ -310,7 +310,7 @@ class Coordinator:
         root.mkdir(parents=True, exist_ok=True)
         for left in root.iterdir():
             pid = left.name.rsplit("-", 1)[-1]
-            if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            if pid.isdigit() and int(pid) != os.getpid() and not process_alive(int(pid)):
                 shutil.rmtree(left, ignore_errors=True)
         return root
 
@@ -1383,13 +1383,3 @@ def _typed(line: str) -> Unsaved:
     if line.startswith("??"):
         return Unsaved(line, "untracked", line[3:])
     return Unsaved(line, "changed", line[3:])
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
