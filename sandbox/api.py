@@ -24,6 +24,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 from . import config as config_mod
 from .checks import Check
+from .compose import StackWorkspace, Stacks
 from .config import Config
 from .databases.base import ConnInfo, Strategy
 from .envfile import write_block
@@ -540,7 +541,7 @@ class Sandbox:
                     self.progress(f"{name}: starting")
                     self._start(rec)
                     op.step("started", dirty=False)
-                    return UpResult(name, True, "ready")
+                    return self._stack_up(rec, UpResult(name, True, "ready"))
                 if rec is None:
                     path = self.config.worktrees_dir / name
                     rec = WorkspaceRecord(name=name, branch=name, path=str(path), state="creating",
@@ -558,7 +559,7 @@ class Sandbox:
                     raise
                 self.registry.set_state(name, "ready")
                 op.step("ready")
-                return UpResult(name, True, "ready", created=True)
+                return self._stack_up(self.registry.get(name) or rec, UpResult(name, True, "ready", created=True))
 
     def _create(self, rec: WorkspaceRecord, from_ref: str | None, op: Operation) -> None:
         """Worktree, ports, network, database and container; on failure nothing of it stays.
@@ -716,6 +717,7 @@ class Sandbox:
                 statuses.append("unknown")
         healths = check_all(self, list(zip(recs, statuses)))
         baseline = baseline_state(self)
+        stacks = self.stacks()
         for rec, status, health in zip(recs, statuses, healths):
             git_error, unsafe = None, None
             try:
@@ -740,6 +742,7 @@ class Sandbox:
                         "cause": cause, "registry_state": rec.state, "runtime": rec.runtime,
                         "ports": [ports[0], ports[-1]] if ports else None,
                         "container": {"status": status},
+                        "compose": (stack.to_json() if (stack := stacks.info(rec.name)) else None),
                         "database": {"strategy": rec.strategy, "url": url, "answers": health.database_answers,
                                      **({"error": health.database_error} if health.database_error else {})},
                         "health": {**health.to_json(), "baseline": baseline.to_json(),
@@ -750,8 +753,28 @@ class Sandbox:
         return out
 
     def env(self, name: str) -> dict[str, str]:
-        """The workspace's environment as seen from the host."""
-        return self.environment(self.record(name), container=False)
+        """The workspace's environment as seen from the host (and its stack's service URLs)."""
+        return {**self.environment(self.record(name), container=False), **self.stacks().env(name)}
+
+    # -- compose stacks (sandbox/compose): the hooks ------------------------------------------------
+    def stacks(self) -> Stacks:
+        return Stacks(self.config, self.registry, progress=self.progress)
+
+    def _stack_up(self, rec: WorkspaceRecord, result: UpResult) -> UpResult:
+        """Start the workspace's compose stack; a failure is reported and the workspace stays."""
+        if rec.runtime == "none" or not self.stacks().files(Path(rec.path)):
+            return result
+        db = self.db.info(rec.name, self._network(rec))
+        stack = self.stacks().up(StackWorkspace(rec.name, Path(rec.path), self._network(rec),
+                                                self.environment(rec, container=True, db=db), db.container))
+        if stack is None or stack.ok:
+            return result
+        return dataclasses.replace(result, ok=False, error=f"compose: {stack.error}", exit_code=1)
+
+    def compose(self, name: str, args: Sequence[str]) -> int:
+        """``docker compose ARGS`` for the workspace's own stack; compose's exit code."""
+        self.record(name)
+        return self.stacks().passthrough(name, args)
 
     def exec(self, name: str, argv: Sequence[str], *, interactive: bool = False) -> int:
         """Run argv in the workspace and return its exit code."""
@@ -781,6 +804,7 @@ class Sandbox:
         self.record(name)
         with self.locked(name) as rec:
             if rec.runtime != "none":
+                self.stacks().stop(name)
                 self.runtime_for(rec.runtime).stop(self.config.project_id, name)
             if rec.strategy:
                 self.db.stop(name)
@@ -831,6 +855,7 @@ class Sandbox:
         name, path = rec.name, Path(rec.path)
         if rec.runtime != "none":
             try:
+                self.stacks().remove(name)
                 self.runtime_for(rec.runtime).remove(self.config.project_id, name)
             except ServiceUnavailable:
                 if op is not None:

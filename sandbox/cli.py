@@ -214,6 +214,12 @@ def exec(name: str, cmd: Annotated[list[str], typer.Argument(help="The command, 
     raise typer.Exit(code)
 
 
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def compose(name: str, args: Annotated[list[str], typer.Argument(help="compose's arguments, after --.")]) -> None:
+    """docker compose for the workspace's own stack ([compose] in sandbox.toml): ps, logs, exec…"""
+    raise typer.Exit(_run(lambda: _sandbox().compose(name, args)))
+
+
 @app.command()
 def shell(name: str) -> None:
     """An interactive shell in the workspace."""

@@ -93,11 +93,24 @@ class MigrationsConfig:
 
 
 @dataclass(frozen=True)
+class ComposeConfig:
+    """``[compose]``: the project's own services (web, worker, redis…), one stack per workspace."""
+
+    files: tuple[str, ...] = ()        # default: compose.yaml / docker-compose.yml … when present
+    services: tuple[str, ...] = ()     # which ones run per workspace (default: all)
+    replace: Mapping[str, str] = field(default_factory=dict)   # service -> "database": sandbox provides it
+    command: str = "auto"              # auto | v2 | v1 | a path to a compose binary
+    allow: tuple[str, ...] = ()        # refused keys main's sandbox.toml allows anyway (e.g. "cap_add")
+    enabled: bool = True               # false: never run the project's compose stack
+
+
+@dataclass(frozen=True)
 class Config:
     root: Path
     workspace: WorkspaceConfig = field(default_factory=WorkspaceConfig)
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
     migrations: MigrationsConfig = field(default_factory=MigrationsConfig)
+    compose: ComposeConfig = field(default_factory=ComposeConfig)
     config_file: Path | None = None
 
     @property
@@ -148,9 +161,10 @@ _CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
 # Keys holding paths that must stay inside the repository.
 _REPO_PATHS = {("workspace", "worktrees"), ("workspace", "copy"), ("database", "seed"),
                ("migrations", "config"), ("database", "pool"), ("workspace", "env_file"),
-               ("workspace", "dockerfile"), ("workspace", "context")}
+               ("workspace", "dockerfile"), ("workspace", "context"), ("compose", "files")}
 
-_SECTIONS = {"workspace": WorkspaceConfig, "database": DatabaseConfig, "migrations": MigrationsConfig}
+_SECTIONS = {"workspace": WorkspaceConfig, "database": DatabaseConfig, "migrations": MigrationsConfig,
+             "compose": ComposeConfig}
 
 
 # -- the form of each value (beyond its type) ----------------------------------------------------
@@ -342,6 +356,11 @@ def _user(value: str) -> str | None:
     return None if _PG_IDENT.fullmatch(value) else "must be a PostgreSQL role name (letters, digits, _)"
 
 
+def _compose_replace(value: Mapping[str, str]) -> str | None:
+    bad = [k for k, v in value.items() if v != "database"]
+    return f"{bad[0]} = {value[bad[0]]!r}: sandbox provides only \"database\"" if bad else None
+
+
 _FORMS: dict[tuple[str, str], Any] = {
     ("workspace", "image"): _image_problem,
     ("workspace", "setup"): _commands,
@@ -373,6 +392,8 @@ _FORMS: dict[tuple[str, str], Any] = {
     ("migrations", "run_timeout"): _duration(1, 7 * 86_400),
     ("migrations", "statement_timeout"): _duration(0.1, 86_400),
     ("migrations", "gate_timeout"): _duration(1, 7 * 86_400),
+    ("compose", "replace"): _compose_replace,
+    ("compose", "command"): _one_of_lines,
 }
 
 
@@ -480,6 +501,9 @@ def parse(root: Path, data: Mapping[str, Any], file: str = CONFIG_FILE,
     if environ.get("SANDBOX_SUBNET_POOL"):
         ws = dataclasses.replace(ws, subnet_pool=environ["SANDBOX_SUBNET_POOL"])
     db = _server_url(root, db, file, environ)
+    compose = sections.get("compose", ComposeConfig())
+    if environ.get("SANDBOX_COMPOSE"):              # which compose runs: auto, v2, v1 or a path
+        compose = dataclasses.replace(compose, command=environ["SANDBOX_COMPOSE"])
     if db.server == "url" and not db.url:
         raise ConfigError(f"{file}: [database] url is required when server = \"url\" (without a password; "
                           f"or the whole URL in {SERVER_URL_ENV} or {STATE_DIR}/{SERVER_URL_FILE})",
@@ -491,7 +515,7 @@ def parse(root: Path, data: Mapping[str, Any], file: str = CONFIG_FILE,
         raise ConfigError(f"{file}: [workspace] port_base + ports exceeds 65535", file=file, key="workspace.port_base")
     return Config(root=root, workspace=ws, database=db,
                   migrations=sections.get("migrations", MigrationsConfig()),
-                  config_file=root / file)
+                  compose=compose, config_file=root / file)
 
 
 SERVER_URL_ENV = "SANDBOX_SERVER_URL"

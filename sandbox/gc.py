@@ -108,6 +108,12 @@ def collect(sb: "Sandbox", *, dry_run: bool = False, trust: bool = False) -> lis
         actions.append(GcAction("runtime", sb.config.workspace.runtime, None, "skipped", str(exc)))
     if sb.config.workspace.runtime == "docker":
         _run_containers(act, sb.config.project_id)
+        try:                                  # compose stacks (sandbox/compose), by their labels
+            for obj in sb.stacks().orphans(names):
+                orphan(GcAction(f"compose-{obj.kind}", obj.id, obj.workspace, "remove", obj.detail),
+                       partial(sb.stacks().remove_object, obj))
+        except ServiceUnavailable as exc:
+            actions.append(GcAction("compose", "*", None, "skipped", str(exc)))
 
     # 3. databases, roles, schemas, clusters, snapshots. Transient copies (a gate's scratch
     #    clone, a baseline being built, a copy still without its label) are only collected
