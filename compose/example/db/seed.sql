@@ -1,0 +1,1 @@
+INSERT INTO greeting (id, message) VALUES (1, 'hello from the baseline');
