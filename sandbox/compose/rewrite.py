@@ -158,6 +158,7 @@ def _harden(svc: dict[str, Any], params: StackParams) -> None:
     svc["cap_drop"] = ["ALL"]
     svc["cap_add"] = list(KEPT_CAPABILITIES)
     svc.setdefault("pids_limit", params.pids)
+    svc.setdefault("init", True)          # signals reach the service's process, as in workspace containers
     if params.memory and not svc.get("mem_limit"):
         svc["mem_limit"] = params.memory
 
