@@ -1078,6 +1078,8 @@ class Sandbox:
         if pending("runtime"):
             try:
                 runtime = self.runtime_for(self.config.workspace.runtime)
+                if self.config.workspace.runtime == "docker":
+                    self.stacks().remove_everything()
                 for res in runtime.owned(self.config.project_id):
                     runtime.remove_owned(res)
                 if self.config.workspace.runtime == "docker":

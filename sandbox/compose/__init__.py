@@ -160,7 +160,7 @@ class Stacks:
             raise StackFailed(f"{ws.name}: a compose stack needs the workspace's network "
                               "([workspace] runtime = \"docker\")")
         doc = self.resolve(ws, compose)
-        policy.check(doc, ws.path, self.config.compose.allow)
+        policy.check(doc, ws.path, self.config.compose.allow, source=" + ".join(self.files(ws.path)))
         params = self._params(ws)
         unknown = sorted(set(params.services) - set(doc.get("services") or {}))
         if unknown:
@@ -270,6 +270,10 @@ class Stacks:
             raise WorkspaceError(f"workspace {name!r} has no compose stack",
                                  hint=f"[compose] in sandbox.toml, then `sandbox up {name}`")
         return binary.passthrough(self.compose(), self._args(info, *args), cwd=self.dir)
+
+    def remove_everything(self) -> list[StackObject]:
+        """Every workspace's stack objects (``deinit``): the project goes."""
+        return compose_objects.remove_all(self.config.project_id, None)
 
     def orphans(self, known: set[str]) -> list[StackObject]:
         """Stack objects of workspaces the registry does not know."""

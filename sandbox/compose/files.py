@@ -141,7 +141,9 @@ def _service_paths(name: str, svc: dict[str, Any]) -> Iterator[tuple[str, str, b
         context = build.get("context", ".")
         yield f"{where}.build.context", context, False
         if isinstance(build.get("dockerfile"), str) and isinstance(context, str):
-            yield f"{where}.build.dockerfile", f"{context}/{build['dockerfile']}", False
+            dockerfile = build["dockerfile"]
+            yield f"{where}.build.dockerfile", dockerfile if dockerfile.startswith(("/", "~")) \
+                else f"{context}/{dockerfile}", False
         extra = build.get("additional_contexts") or {}
         items = extra.values() if isinstance(extra, dict) else [e.split("=", 1)[-1] for e in extra]
         for v in items:

@@ -39,6 +39,17 @@ def _refuse(key: str, why: str) -> UnsafeCompose:
     return UnsafeCompose(RESOLVED, key, why)
 
 
+def check(doc: dict[str, Any], worktree: Path, allow: Iterable[str] = (), *, source: str = RESOLVED) -> None:
+    """Raise the first :class:`UnsafeCompose` of the resolved compose document ``doc`` (from ``source``)."""
+    allowed = frozenset(allow)
+    problems = [p for name, svc in sorted((doc.get("services") or {}).items())
+                for p in service_problems(str(name), svc or {}, worktree, allowed)]
+    problems += list(_top_level(doc, worktree, allowed))
+    if problems:
+        first = problems[0]
+        raise UnsafeCompose(source, first.key, first.why)
+
+
 def bind_source(volume: Any) -> tuple[str | None, str]:
     """(host source of a bind mount or None, its type) of a service's ``volumes`` entry (v2 dicts,
     v1 ``src:dst[:mode]`` strings)."""
@@ -145,13 +156,3 @@ def _top_level(doc: dict[str, Any], worktree: Path, allow: frozenset[str]) -> It
                 why = _inside(worktree, str(item["file"]))
                 if why:
                     yield _refuse(f"{section}.{sname}.file", why)
-
-
-def check(doc: dict[str, Any], worktree: Path, allow: Iterable[str] = ()) -> None:
-    """Raise the first :class:`UnsafeCompose` of the resolved compose document ``doc``."""
-    allowed = frozenset(allow)
-    for name, svc in sorted((doc.get("services") or {}).items()):
-        for problem in service_problems(str(name), svc or {}, worktree, allowed):
-            raise problem
-    for problem in _top_level(doc, worktree, allowed):
-        raise problem

@@ -93,8 +93,8 @@ def remove(obj: StackObject) -> None:
             pass
 
 
-def remove_all(project: str, workspace: str) -> list[StackObject]:
-    """Remove a workspace's stack objects: containers first, then volumes and images."""
+def remove_all(project: str, workspace: str | None) -> list[StackObject]:
+    """Remove a workspace's stack objects (every workspace's: None): containers, then volumes and images."""
     objs = owned(project, workspace)
     order = {"container": 0, "volume": 1, "image": 2}
     for obj in sorted(objs, key=lambda o: order.get(o.kind, 3)):
