@@ -102,6 +102,7 @@ class ComposeConfig:
     command: str = "auto"              # auto | v2 | v1 | a path to a compose binary
     allow: tuple[str, ...] = ()        # refused keys main's sandbox.toml allows anyway (e.g. "cap_add")
     enabled: bool = True               # false: never run the project's compose stack
+    settle: str = "2s"                 # after `up -d`, how long a service that exits counts as failing
 
 
 @dataclass(frozen=True)
@@ -394,6 +395,7 @@ _FORMS: dict[tuple[str, str], Any] = {
     ("migrations", "gate_timeout"): _duration(1, 7 * 86_400),
     ("compose", "replace"): _compose_replace,
     ("compose", "command"): _one_of_lines,
+    ("compose", "settle"): _duration(0, 600),
 }
 
 

@@ -17,13 +17,14 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import yaml
 
-from ..config import Config
+from ..config import Config, duration_seconds
 from ..errors import SandboxError, UsageError, WorkspaceError
 from ..registry import Registry
 from ..runtime import compose_objects
@@ -204,13 +205,23 @@ class Stacks:
             self.progress(f"{ws.name}: compose stack ({compose.label})")
             info = self.prepare(ws, compose)
             ran = binary.run(compose, self._args(info, "up", "-d", "--remove-orphans"), cwd=self.dir)
-            states = compose_objects.states(self.config.project_id, ws.name)
+            states = self._settled(ws.name, ran.code == 0)
             failed = [s for s in states if s.failed]
             if ran.code != 0 or failed:
                 return StackResult(ws.name, False, info, self._failure(info, ran, failed), states)
             return StackResult(ws.name, True, info, services=states)
         except SandboxError as exc:
             return StackResult(ws.name, False, info, str(exc))
+
+    def _settled(self, name: str, started: bool) -> list[ServiceState]:
+        """The services' states once they had ``[compose] settle`` to fail (sooner when one did)."""
+        settle = (duration_seconds(self.config.compose.settle) or 0.0) if started else 0.0
+        deadline = time.monotonic() + settle
+        while True:
+            states = compose_objects.states(self.config.project_id, name)
+            if any(s.failed for s in states) or time.monotonic() >= deadline:
+                return states
+            time.sleep(0.25)
 
     @staticmethod
     def _failure(info: StackInfo, ran: binary.Ran, failed: Sequence[ServiceState]) -> str:
