@@ -251,3 +251,25 @@ def test_top_level_objects_stay_the_workspaces_own(tmp_path: Path, doc: dict[str
     with pytest.raises(UnsafeCompose) as caught:
         policy.check({"services": {}, **doc}, tmp_path)
     assert caught.value.key == key
+
+
+# -- compose/server/compose.yaml: the shared server, as sandbox runs it -----------------------------------
+def test_the_shared_server_compose_file_is_the_server_sandbox_runs() -> None:
+    import yaml
+
+    from sandbox.config import DEFAULT_POSTGRES_IMAGE
+    from sandbox.databases.cluster import DB_HARDENING, SANDBOX_SETTINGS
+    from sandbox.databases.factory import SHARED_SETTINGS
+
+    doc = yaml.safe_load((Path(__file__).parents[2] / "compose" / "server" / "compose.yaml").read_text())
+    assert "name" not in doc                                   # compose v1 refuses a top-level name
+    svc = doc["services"]["postgres"]
+    args = svc["command"]
+    assert args[0] == "postgres" and args[1::2] == ["-c"] * ((len(args) - 1) // 2)
+    settings = dict(a.split("=", 1) for a in args[2::2])
+    assert settings == {**SANDBOX_SETTINGS, **SHARED_SETTINGS, "listen_addresses": "*"}
+    assert svc["image"] == "${SANDBOX_POSTGRES_IMAGE:-" + DEFAULT_POSTGRES_IMAGE + "}"
+    assert svc["environment"]["PGDATA"] == "/sandbox/data"
+    for key, value in DB_HARDENING.items():
+        assert svc[key] == value, key
+    assert all(p.startswith("127.0.0.1:") for p in svc["ports"])
