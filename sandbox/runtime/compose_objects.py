@@ -51,7 +51,7 @@ class ServiceState:
                 "exit_code": self.exit_code, **({"logs": self.logs} if self.logs else {})}
 
 
-def _filters(project: str, workspace: str | None = None) -> dict[str, list[str]]:
+def _filters(project: str, workspace: str | None = None) -> dict[str, str | list[str] | bool]:
     labels = [f"{LABEL_PROJECT}={project}", f"{LABEL_ROLE}={ROLE_COMPOSE}"]
     if workspace is not None:
         labels.append(f"{LABEL_WORKSPACE}={workspace}")
