@@ -176,7 +176,9 @@ def ls_(json_: JsonOpt = False) -> None:
     if not rows:
         out.print("no workspaces (create one with `sandbox up NAME`)")
         return
-    table = Table("name", "state", "branch", "container", "database", "migrations", "ports")
+    stacks = any(r.get("compose") for r in rows)
+    table = Table("name", "state", "branch", "container", "database", "migrations", "ports",
+                  *(["services"] if stacks else []))
     for r in rows:
         m = r["migrations"]
         mig = f"{len(m['new'])} new" + (f", {m['behind']} behind" if m["behind"] else "")
@@ -186,7 +188,9 @@ def ls_(json_: JsonOpt = False) -> None:
         branch = r["branch"] + (f" ({git['behind_main']} behind main: sync)" if git.get("behind_main") else "")
         table.add_row(r["name"], r["state"] + cause, branch,
                       r["container"]["status"], r["database"]["strategy"] or "-", mig,
-                      f"{r['ports'][0]}-{r['ports'][1]}" if r["ports"] else "-")
+                      f"{r['ports'][0]}-{r['ports'][1]}" if r["ports"] else "-",
+                      *([" ".join(f"{p['service']}:{p['target']}={p['host_port']}"
+                                  for p in (r.get("compose") or {}).get("ports", [])) or "-"] if stacks else []))
     out.print(table)
     problem = rows[0].get("health", {}).get("baseline_problem")
     if problem:

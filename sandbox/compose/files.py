@@ -147,7 +147,8 @@ def _service_paths(name: str, svc: dict[str, Any]) -> Iterator[tuple[str, str, b
         extra = build.get("additional_contexts") or {}
         items = extra.values() if isinstance(extra, dict) else [e.split("=", 1)[-1] for e in extra]
         for v in items:
-            yield f"{where}.build.additional_contexts", v, False
+            if not str(v).startswith(("docker-image://", "service:", "target:", "oci-layout://")):
+                yield f"{where}.build.additional_contexts", v, False
 
 
 def _walk(worktree: Path, rel: PurePosixPath, seen: set[PurePosixPath]) -> None:
@@ -185,10 +186,30 @@ def _walk(worktree: Path, rel: PurePosixPath, seen: set[PurePosixPath]) -> None:
                 check_path(worktree, base, item["file"], file, f"{section}.{name}.file")
 
 
+def _check_dotenv(worktree: Path) -> None:
+    """The project's ``.env`` may not steer compose itself (``COMPOSE_*``, ``DOCKER_*``: which files
+    it reads, which engine it talks to); compose reads those from it."""
+    try:
+        fd = os.open(worktree / ".env", os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise UnsafeCompose(".env", "project .env", "not a regular file")
+        data = os.read(fd, MAX_FILE)
+    finally:
+        os.close(fd)
+    for line in data.decode("utf-8", "replace").splitlines():
+        key = line.strip().removeprefix("export ").split("=", 1)[0].strip()
+        if key.upper().startswith(("COMPOSE_", "DOCKER_")):
+            raise UnsafeCompose(".env", key, "a workspace's .env may not set compose's or Docker's own variables")
+
+
 def check_files(worktree: Path, files: tuple[str, ...]) -> None:
     """Check ``files`` (relative to the worktree) and everything they make compose read."""
     root = PurePosixPath(".")
     check_path(worktree, root, ".env", ".env", "project .env")      # read for ${…}: no link
+    _check_dotenv(worktree)
     seen: set[PurePosixPath] = set()
     for f in files:
         _walk(worktree, check_path(worktree, root, f, f, "[compose] files", must_exist=True), seen)

@@ -30,6 +30,8 @@ _NEVER = {
     "cgroup_parent": "a workspace's services stay in the engine's cgroup",
     "isolation": "a workspace's services use the engine's default isolation",
     "credential_spec": "no credential specs",
+    "use_api_socket": "the Docker socket controls the host",
+    "provider": "provider services run plugins on the host",
 }
 _SECURITY_OFF = ("unconfined", "disable", "systempaths", "apparmor", "seccomp", "label")
 SOCKETS = ("docker.sock", "containerd.sock", "podman.sock", "dockershim.sock")
@@ -142,6 +144,8 @@ def service_problems(name: str, svc: dict[str, Any], worktree: Path,
 
 
 def _top_level(doc: dict[str, Any], worktree: Path, allow: frozenset[str]) -> Iterator[UnsafeCompose]:
+    if doc.get("models") and "models" not in allow:
+        yield _refuse("models", "models run through a provider plugin on the host")
     for vname, vol in (doc.get("volumes") or {}).items():
         vol = vol or {}
         for key in ("external", "driver", "driver_opts"):

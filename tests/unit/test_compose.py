@@ -172,6 +172,16 @@ def test_links_on_the_way_are_refused_and_nothing_is_followed(tmp_path: Path) ->
         files.check_files(tree, ("compose.yaml",))
 
 
+def test_the_workspaces_env_file_may_not_steer_compose(tmp_path: Path) -> None:
+    write(tmp_path, "compose.yaml", "services: {}\n")
+    write(tmp_path, ".env", "APP=1\nexport COMPOSE_ENV_FILES=/etc/shadow\n")
+    with pytest.raises(UnsafeCompose) as caught:
+        files.check_files(tmp_path, ("compose.yaml",))
+    assert caught.value.key == "COMPOSE_ENV_FILES"
+    write(tmp_path, ".env", "APP=1\n# DOCKER_HOST in a comment is fine\n")
+    files.check_files(tmp_path, ("compose.yaml",))
+
+
 def test_a_linked_compose_file_is_refused(tmp_path: Path) -> None:
     write(tmp_path, "real.yaml", "services: {}\n")
     (tmp_path / "compose.yaml").symlink_to(tmp_path / "real.yaml")
@@ -219,6 +229,8 @@ def test_default_files_follow_compose(tmp_path: Path) -> None:
     ({"external_links": ["sandbox-p1-b:b"]}, "services.w.external_links"),
     ({"build": {"context": ".", "network": "host"}}, "services.w.build.network"),
     ({"build": {"context": ".", "ssh": ["default"]}}, "services.w.build.ssh"),
+    ({"use_api_socket": True}, "services.w.use_api_socket"),
+    ({"provider": {"type": "evil", "options": {}}}, "services.w.provider"),
 ])
 def test_what_reaches_the_host_is_refused_naming_the_key(tmp_path: Path, svc: dict[str, Any], key: str) -> None:
     doc = {"services": {"w": {"image": "x", **svc}}}
