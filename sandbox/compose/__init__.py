@@ -287,9 +287,18 @@ class Stacks:
         return compose_objects.remove_all(self.config.project_id, None)
 
     def orphans(self, known: set[str]) -> list[StackObject]:
-        """Stack objects of workspaces the registry does not know."""
-        return [o for o in compose_objects.owned(self.config.project_id) if o.workspace not in known]
+        """Stack objects (and generated files) of workspaces the registry does not know."""
+        found = [o for o in compose_objects.owned(self.config.project_id) if o.workspace not in known]
+        if self.dir.is_dir():
+            for path in sorted(self.dir.iterdir()):
+                if path.suffix in (".yml", ".json") and path.stem not in known and not path.name.startswith("."):
+                    found.append(StackObject("file", str(path), path.stem, None, path.name))
+        return found
 
     @staticmethod
     def remove_object(obj: StackObject) -> None:
+        if obj.kind == "file":
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(obj.id)
+            return
         compose_objects.remove(obj)
