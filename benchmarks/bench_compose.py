@@ -50,6 +50,7 @@ seed = ["db/seed.sql"]
 replace = {{ db = "database" }}
 command = "{compose}"
 settle = "{settle}"
+enabled = {enabled}
 """
 
 
@@ -73,7 +74,7 @@ def make_example(compose: str, settle: str) -> Path:
     C.cleanup_project(dst)
     C.WORK.mkdir(parents=True, exist_ok=True)
     shutil.copytree(EXAMPLE, dst)
-    (dst / "sandbox.toml").write_text(TOML.format(compose=compose, settle=settle))
+    (dst / "sandbox.toml").write_text(TOML.format(compose=compose, settle=settle, enabled="true"))
     C.git(dst, "init", "-q", "-b", "main")
     C.git(dst, "add", "-A")
     C.git(dst, "commit", "-q", "-m", "compose example")
@@ -81,14 +82,17 @@ def make_example(compose: str, settle: str) -> Path:
     return dst
 
 
-def set_settle(project: Path, compose: str, settle: str) -> None:
-    (project / "sandbox.toml").write_text(TOML.format(compose=compose, settle=settle))
+def set_settle(project: Path, compose: str, settle: str, enabled: bool = True) -> None:
+    (project / "sandbox.toml").write_text(TOML.format(compose=compose, settle=settle,
+                                                      enabled="true" if enabled else "false"))
 
 
-def sandbox_up(project: Path, name: str) -> tuple[float, float]:
+def sandbox_up(project: Path, name: str, *, stack: bool = True) -> tuple[float, float]:
     t0 = time.perf_counter()
     C.sandbox_cli(project, "up", name)
     returned = time.perf_counter() - t0
+    if not stack:
+        return returned, returned
     env = json.loads(C.sandbox_cli(project, "env", name, "--format", "json").stdout)
     wait_http(env["SANDBOX_SERVICE_WEB_8000"])
     return returned, time.perf_counter() - t0
@@ -121,7 +125,8 @@ def main() -> None:
     compose = find(opts.compose)
     binary = list(compose.argv)
     project = make_example(opts.compose, "2s")
-    results: dict[str, list[tuple[float, float]]] = {"sandbox": [], "sandbox-settle0": [], "hand4": [], "hand3": []}
+    results: dict[str, list[tuple[float, float]]] = {"sandbox": [], "sandbox-settle0": [], "sandbox-nostack": [],
+                                                     "hand4": [], "hand3": []}
     try:
         C.log(f"warming image caches ({compose.label})")
         sandbox_up(project, "warm")
@@ -129,10 +134,11 @@ def main() -> None:
         subprocess.run([*binary, "-p", "hand-warm", "-f", str(project / "compose.yaml"), "build"], check=True,
                        capture_output=True, cwd=project)
         for i in range(n):
-            for settle, key in (("2s", "sandbox"), ("0s", "sandbox-settle0")):
-                set_settle(project, opts.compose, settle)
+            for settle, key, stack in (("2s", "sandbox", True), ("0s", "sandbox-settle0", True),
+                                       ("0s", "sandbox-nostack", False)):
+                set_settle(project, opts.compose, settle, enabled=stack)
                 name = f"w{i}{key[-1]}"
-                results[key].append(sandbox_up(project, name))
+                results[key].append(sandbox_up(project, name, stack=stack))
                 C.sandbox_cli(project, "rm", name, "--force")
             results["hand4"].append(by_hand(binary, project, f"hand-{i}", []))
             results["hand3"].append(by_hand(binary, project, f"hand3-{i}", ["web", "worker", "redis"]))
@@ -143,6 +149,7 @@ def main() -> None:
     med = {k: (C.median([r for r, _ in v]), C.median([t for _, t in v])) for k, v in results.items()}
     labels = {"sandbox": "`sandbox up NAME` (worktree, database, container, stack; settle 2 s)",
               "sandbox-settle0": "`sandbox up NAME` with `[compose] settle = \"0s\"`",
+              "sandbox-nostack": "`sandbox up NAME` with `[compose] enabled = false` (the workspace alone)",
               "hand4": "`docker compose up -d` by hand: web, worker, redis + the project's postgres",
               "hand3": "`docker compose up -d --no-deps web worker redis` by hand"}
     base = med["hand4"][1]
@@ -150,7 +157,11 @@ def main() -> None:
     body = (C.run_header("bench_compose.py", sys.argv[1:])
             + f"\n## Per-workspace compose stacks (`bench_compose.py`, {compose.label}, median of {n})\n\n"
             + C.md_table(["what", "command returned", "web answers", "× by hand (4 services)"], rows)
-            + "\n\nThe stack part of `sandbox up` is `compose config` (resolution), the path and policy checks, "
+            + f"\n\nThe stack's own cost in `sandbox up` (settle 0 s, less the workspace alone): "
+              f"{C.fmt_s(med['sandbox-settle0'][0] - med['sandbox-nostack'][0])}, against "
+              f"{C.fmt_s(med['hand4'][0])} for `docker compose up -d` by hand "
+              f"({C.fmt_ratio((med['sandbox-settle0'][0] - med['sandbox-nostack'][0]) / med['hand4'][0])})."
+              "\n\nThe stack part of `sandbox up` is `compose config` (resolution), the path and policy checks, "
               "the rewrite, `compose up -d` and the settle window (services that exit non-zero within it are "
               "reported); the rest is the workspace itself (worktree, database clone, container), which the "
               "by-hand run does not have.\n")

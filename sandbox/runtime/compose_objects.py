@@ -103,16 +103,22 @@ def remove_all(project: str, workspace: str | None) -> list[StackObject]:
 
 
 def states(project: str, workspace: str, *, tail: int = 20) -> list[ServiceState]:
-    """Each stack container's state; the last ``tail`` lines of its logs when it failed."""
+    """Each stack container's state; the last ``tail`` lines of its logs when it failed.
+
+    One list call; only containers that are not running are inspected (exit code, logs)."""
     client = shared_client()
     out: list[ServiceState] = []
     with _translated("reading the compose stack's state"):
-        for c in client.containers.list(all=True, filters=_filters(project, workspace)):
-            state = c.attrs.get("State") or {}
-            st = ServiceState((c.labels or {}).get(COMPOSE_SERVICE, "?"), str(c.name), str(state.get("Status")),
-                              state.get("ExitCode"))
-            if st.failed:
-                logs = c.logs(tail=tail).decode("utf-8", "replace").strip()
-                st = ServiceState(st.service, st.container, st.status, st.exit_code, logs)
+        for row in client.api.containers(all=True, filters=_filters(project, workspace)):
+            labels = row.get("Labels") or {}
+            name = str((row.get("Names") or ["?"])[0]).lstrip("/")
+            st = ServiceState(labels.get(COMPOSE_SERVICE, "?"), name, str(row.get("State")), None)
+            if st.status != "running":
+                c = client.containers.get(row["Id"])
+                state = c.attrs.get("State") or {}
+                st = ServiceState(st.service, name, str(state.get("Status")), state.get("ExitCode"))
+                if st.failed:
+                    logs = c.logs(tail=tail).decode("utf-8", "replace").strip()
+                    st = ServiceState(st.service, name, st.status, st.exit_code, logs)
             out.append(st)
     return sorted(out, key=lambda s: s.service)
