@@ -5,6 +5,7 @@ benchmarks/bench_compose.py)."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import time
@@ -20,10 +21,15 @@ from .conftest import cli, git
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "compose" / "example"
 IMAGES = ("sandbox/workspace:bookworm", "sandbox/postgres:15", "sandbox/debian:bookworm")
-TOML = """\
+# Tests keep their host port reservations apart (SANDBOX_HOST_STATE), and the engine may publish a
+# port without a process bound to it: a base of this process's own keeps concurrent test runs on
+# one engine from picking the same ports.
+PORT_BASE = 25000 + (os.getpid() % 250) * 100
+TOML = f"""\
 [workspace]
 runtime = "docker"
 ports = 5
+port_base = {PORT_BASE}
 
 [database]
 strategy = "snapshot"
@@ -31,7 +37,7 @@ server = "docker"
 seed = ["db/seed.sql"]
 
 [compose]
-replace = { db = "database" }
+replace = {{ db = "database" }}
 """
 
 
