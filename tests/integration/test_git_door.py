@@ -97,6 +97,23 @@ def test_branch_shas_and_ahead_behind_match_rev_list(repo: Path) -> None:
     assert "missing" not in got
 
 
+def test_ahead_behind_of_many_branches_is_a_fixed_number_of_processes(repo: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    for i in range(30):
+        git(repo, "checkout", "-q", "-b", f"b{i}", "main")
+        commit(repo, f"c{i}")
+    git(repo, "checkout", "-q", "main")
+    commit(repo, "m")
+    wt = Worktrees(repo)
+    wt.main_branch()
+    spawned: list[list[str]] = []
+    real = door.runner._spawn
+    monkeypatch.setattr(door.runner, "_spawn", lambda cmd, **kw: spawned.append(cmd) or real(cmd, **kw))
+    got = wt.ahead_behind([f"b{i}" for i in range(30)], base="main")
+    assert got == {f"b{i}": AheadBehind(1, 1) for i in range(30)}
+    assert len(spawned) <= 3
+
+
 def test_worktree_unsaved_is_typed(repo: Path) -> None:
     wt = Worktrees(repo)
     path = repo.parent / "w"
