@@ -472,8 +472,8 @@ class DockerRuntime:
             client = self.client
             version = client.version()
         except (SandboxError, docker.errors.DockerException, requests.exceptions.RequestException) as exc:
-            reason = exc.message if isinstance(exc, SandboxError) else reason(exc)
-            checks = [Check("docker engine", False, reason, INSTALL_HINT)]
+            why = exc.message if isinstance(exc, SandboxError) else reason(exc)
+            checks = [Check("docker engine", False, why, INSTALL_HINT)]
             checks += [Check(f"image {tag}", False, "not checked: no Docker engine", BUILD_HINT)
                        for tag in self.images]
             return checks
