@@ -95,7 +95,7 @@ def _context(config: Config, registry: Registry, progress: Callable[[str], None]
 
 def shared_server(config: Config, ctx: BackendContext, server: str) -> Server:
     """The one server of the template and schema strategies."""
-    from .pgadmin import SecretStore
+    from ..secretstore import SecretStore
     if server == "url":
         from .urlserver import UrlServer
         assert config.database.url

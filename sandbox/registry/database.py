@@ -27,8 +27,8 @@ import contextlib
 import errno
 import os
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 from urllib.parse import quote
 
 from ..errors import DiskFull, RegistryBusy, RegistryDamaged, SandboxError, UsageError
