@@ -1,12 +1,13 @@
-"""Moved to :mod:`sandbox.databases.catalog` (its PostgreSQL access belongs to the database layer).
+"""Schema catalog snapshots and their diff, as the gate uses them.
 
-A transition alias while the other branches of issue 16 still import it from here: this name
-is the same module object. The lead deletes this file once every import says
-``sandbox.databases.catalog``.
+Reading the catalog is database access and lives in :mod:`sandbox.databases.catalog`
+(:func:`snapshot`, :class:`Catalog`); the diff, which speaks the linter's findings, in
+:mod:`sandbox.migrations.catalog_diff`. This module names both for the gate.
 """
 
-import sys
+from __future__ import annotations
 
-from ..databases import catalog as _moved
+from ..databases.catalog import DEFAULT_EXCLUDED_TABLES, Catalog, snapshot
+from .catalog_diff import RULE_KINDS, classify_type_change, diff
 
-sys.modules[__name__] = _moved
+__all__ = ["DEFAULT_EXCLUDED_TABLES", "RULE_KINDS", "Catalog", "classify_type_change", "diff", "snapshot"]

@@ -145,7 +145,7 @@ def _row_counts(info: Any, schemas: list[str] | None, rename: Mapping[str, str] 
     import psycopg
     from psycopg import sql
 
-    from ..databases.catalog import DEFAULT_EXCLUDED_TABLES
+    from .catalog import DEFAULT_EXCLUDED_TABLES
     if schemas:
         where: sql.Composable = sql.SQL("n.nspname = ANY({})").format(sql.Literal(list(schemas)))
     else:
@@ -613,7 +613,8 @@ class Coordinator:
 
     def _replay(self, rec: WorkspaceRecord, new: list[Revision], report: Report, run_tests: bool,
                 offline: dict[str, str]) -> None:
-        from ..databases import catalog, trace
+        from . import catalog
+        from ..databases import trace
         tree = self._tree(rec)
         env = self.sb.base_env(rec)
         cfg = self.sb.config.migrations
@@ -742,7 +743,8 @@ class Coordinator:
         """Trace ``rev``'s offline SQL on the second clone; returns (trace or None, its catalog after,
         or None when the clone could not be brought to ``rev``). A revision without usable offline SQL
         is applied there by alembic instead, so that the next one is traced from the right state."""
-        from ..databases import catalog, trace
+        from . import catalog
+        from ..databases import trace
         notes: list[str] = report.extra.setdefault("notes", [])
         traced: trace.Trace | None = None
         if sql is not None and rev.id in sql:    # the SQL records the revision in the version table

@@ -12,7 +12,7 @@ import pytest
 from psycopg import sql
 
 from sandbox.errors import DatabaseError
-from sandbox.databases.catalog import Catalog, classify_type_change, diff, snapshot
+from sandbox.migrations.catalog import Catalog, classify_type_change, diff, snapshot
 from sandbox.migrations.findings import Finding
 
 BASE = """

@@ -59,7 +59,7 @@ def test_every_rule_is_documented() -> None:
     doc = DOC.read_text()
     headings = set(re.findall(r"^### `([a-z0-9-]+)`", doc, re.MULTILINE))
     # the dynamic check (catalog diff) shares the linter's ids and adds a few of its own
-    from sandbox.databases.catalog import RULE_KINDS
+    from sandbox.migrations.catalog import RULE_KINDS
     assert set(RULES) | set(RULE_KINDS) == headings
     for rule in RULES.values():
         section = doc.split(f"### `{rule.id}`", 1)[1].split("\n### ", 1)[0]
