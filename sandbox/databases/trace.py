@@ -35,22 +35,22 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
-from pglast import ast, enums, parse_sql, split
-from pglast.parser import ParseError, scan
+from pglast import ast, enums, parse_sql
+from pglast.parser import ParseError
 from pglast.stream import RawStream
 from psycopg import sql
 
 from sandbox.databases.base import ConnInfo
+from sandbox.databases.sqltext import shorten, statements, walk
 from sandbox.errors import MigrationError
 from sandbox.migrations.alembic import scrub_secrets
-from sandbox.migrations.findings import Finding, default_severity, fails_text
 
-__all__ = ["DataCheck", "Failure", "Lock", "ProbeResult", "StatementTrace", "Trace", "annotate", "probe",
+__all__ = ["DataCheck", "Failure", "Lock", "ProbeResult", "StatementTrace", "Trace", "probe",
            "statements", "trace"]
 
 AT = enums.AlterTableType
@@ -124,7 +124,7 @@ class Failure:
     committed: bool          # an earlier part of the revision was committed: the clone has moved on
 
     def describe(self) -> str:
-        return f"statement {self.index} `{_short(self.statement)}` failed: {self.error}"
+        return f"statement {self.index} `{shorten(self.statement)}` failed: {self.error}"
 
 
 @dataclass
@@ -147,40 +147,6 @@ class ProbeResult:
 
 
 # -- splitting -----------------------------------------------------------------------------------
-
-def statements(sql_text: str) -> list[tuple[str, Any]]:
-    """``(text, parsed statement)`` per statement, as PostgreSQL's parser splits them.
-
-    Raises :class:`MigrationError` when the SQL does not parse.
-    """
-    try:
-        return [(text, parse_sql(text)[0].stmt) for text in split(sql_text, with_parser=True)]
-    except ParseError as exc:
-        raise MigrationError(f"the offline SQL does not parse: {exc}") from exc
-
-
-def normalize(text: str) -> str:
-    """A statement's tokens without comments, one space apart: the key that matches a finding."""
-    try:
-        return " ".join(text[t.start:t.end + 1] for t in scan(text) if t.name not in ("SQL_COMMENT", "C_COMMENT"))
-    except ParseError:
-        return " ".join(text.split())
-
-
-def _short(text: str, limit: int = 160) -> str:
-    one = " ".join(text.split())
-    return one if len(one) <= limit else one[:limit - 1] + "…"
-
-
-def _nodes(node: Any) -> Iterator[Any]:
-    if isinstance(node, (tuple, list)):
-        for item in node:
-            yield from _nodes(item)
-    elif isinstance(node, ast.Node):
-        yield node
-        for slot in node:
-            yield from _nodes(getattr(node, slot))
-
 
 # -- the replay ----------------------------------------------------------------------------------
 
@@ -338,7 +304,7 @@ def _replay(s: _Session, stmts: Sequence[tuple[str, Any]], writes: set[str]) -> 
                 if (oid in rels and oid in after and rels[oid].kind in ("r", "m")
                         and rels[oid].filenode != after[oid].filenode):
                     st.rewritten.append(rels[oid].qualified)
-        named = {f"{s.logical(rv.schemaname)}.{rv.relname}" for rv in _nodes(node) if isinstance(rv, ast.RangeVar)}
+        named = {f"{s.logical(rv.schemaname)}.{rv.relname}" for rv in walk(node) if isinstance(rv, ast.RangeVar)}
         st.tables = sorted({known[o].qualified for o in strongest if known[o].kind in ("r", "p", "m")}
                            | {t for t in named if t in out.rows})
         for table in st.tables:
@@ -386,7 +352,7 @@ def _count_rows(s: _Session, rels: Mapping[int, _Rel], stmts: Sequence[tuple[str
     oid_of = {(r.real_schema, r.name): oid for oid, r in rels.items()}
     out: dict[str, int | None] = {}
     for _, node in stmts:
-        for rv in _nodes(node):
+        for rv in walk(node):
             if not isinstance(rv, ast.RangeVar) or not rv.relname:
                 continue
             key = (rv.schemaname or s.default_schema, rv.relname)
@@ -439,7 +405,7 @@ _SAFE_NODES = (ast.ColumnRef, ast.A_Const, ast.A_Expr, ast.BoolExpr, ast.NullTes
 def _safe_expr(node: Any) -> sql.Composable | None:
     """The expression deparsed for a probe, or None when it holds anything but plain columns, constants,
     operators, casts and a few built-in functions (no subqueries, no user functions)."""
-    for n in _nodes(node):
+    for n in walk(node):
         if not isinstance(n, _SAFE_NODES):
             return None
         if isinstance(n, ast.ColumnRef) and not all(isinstance(f, ast.String) for f in n.fields or ()):
@@ -724,118 +690,3 @@ def probe(targets: dict[str, ConnInfo], tr: Trace) -> tuple[dict[tuple[int, int]
 
 
 # -- evidence on findings ------------------------------------------------------------------------------
-
-def _table_of(obj: str | None, tables: Iterable[str]) -> str | None:
-    if not obj:
-        return None
-    known = set(tables)
-    if obj in known:
-        return obj
-    parent = obj.rsplit(".", 1)[0]
-    return parent if parent in known else None
-
-
-def _insert_note(message: str, note: str) -> str:
-    head, sep, tail = message.partition("; instead: ")
-    return f"{head}; {note}{sep}{tail}" if sep else f"{message}; {note}"
-
-
-def evidence(sts: Sequence[StatementTrace], table: str | None, rows: Mapping[str, int | None]) -> dict[str, Any]:
-    """The ``evidence`` of a finding from the statements it matched (JSON-ready)."""
-    strongest: dict[str, str] = {}
-    # what it took, and what its transaction already held on the finding's table (an earlier
-    # statement's lock that this one needs as well: others wait on it meanwhile)
-    locks = [lk for st in sts for lk in [*st.locks, *(h for h in st.holding if h.relation == table)]]
-    # the locks on tables say it; their indexes' locks (a rewrite takes them all) only when alone
-    locks = [lk for lk in locks if lk.kind in ("r", "p", "m")] or locks
-    for lk in locks:
-        if lk.relation not in strongest or LOCK_MODES.index(lk.mode) > LOCK_MODES.index(strongest[lk.relation]):
-            strongest[lk.relation] = lk.mode
-    ordered = sorted(strongest.items(), key=lambda kv: (kv[0] != table, -LOCK_MODES.index(kv[1]), kv[0]))
-    held = [st.held_ms for st in sts if st.held_ms is not None]
-    ev: dict[str, Any] = {"locks": [{"mode": m, "relation": r} for r, m in ordered],
-                          "rewrite": any(st.rewrite for st in sts),
-                          "held_ms": int(round(max(held))) if held else None}
-    count = rows.get(table) if table else None
-    if count is None:
-        count = next((rows[t] for st in sts for t in st.tables if rows.get(t) is not None), None)
-    if count is not None:
-        ev["rows"] = count
-    ev["statements"] = [st.index for st in sts]
-    return ev
-
-
-def annotate(findings: Sequence[Finding], revision: str, tr: Trace,
-             probes: Mapping[tuple[int, int], ProbeResult]) -> list[Finding]:
-    """``findings`` with ``evidence`` on those of ``revision`` that match a traced statement, plus a
-    ``fails-on-workspace-data`` error for each failing data check that no destructive finding carries.
-
-    Matching: a finding whose ``statement`` is, token for token, a traced statement gets that
-    statement's evidence; one without a statement (the catalog diff's) gets the evidence of every
-    statement of the revision that touched its table (its ``object``, or the object's parent for a
-    column). A data check's result goes to the findings of its statement whose rule it backs, or,
-    for a catalog finding, whose rule and object (or table) match it.
-    """
-    by_text: dict[str, list[StatementTrace]] = {}
-    for st in tr.statements:
-        by_text.setdefault(normalize(st.text), []).append(st)
-    all_tables = set(tr.rows) | {t for st in tr.statements for t in st.tables}
-    carried: set[tuple[int, int]] = set()
-    out: list[Finding] = []
-    for f in findings:
-        if f.revision != revision or f.kind not in ("destructive", "lock"):
-            out.append(f)
-            continue
-        table = _table_of(f.object, all_tables)
-        if f.statement:
-            sts = by_text.get(normalize(f.statement), [])[:1]
-            if sts and table is None:
-                table = _table_of(f.object, sts[0].tables) or (sts[0].tables[0] if sts[0].tables else None)
-        else:
-            sts = [st for st in tr.statements if table and table in st.tables]
-        if not sts:
-            out.append(f)
-            continue
-        ev = evidence(sts, table, tr.rows)
-        fails: dict[str, int] = {}
-        checked: set[str] = set()
-        probed = False
-        for st in sts:
-            for i, check in enumerate(st.checks):
-                if f.rule not in check.rules or (not f.statement and check.object != f.object and check.table != f.object):
-                    continue
-                res = probes.get((st.index, i))
-                if res is None or res.skipped:
-                    continue
-                probed = True
-                checked |= set(res.checked)
-                for ws, n in res.fails_on.items():
-                    fails[ws] = max(fails.get(ws, 0), n)
-                if f.kind == "destructive":     # an error, or one its author suppressed knowingly
-                    carried.add((st.index, i))
-        message = f.message
-        if probed:
-            ev["fails_on"] = dict(sorted(fails.items()))
-            ev["checked_on"] = sorted(checked)
-            if fails:
-                message = _insert_note(message, fails_text(fails))
-        rows = ev.get("rows")
-        if f.kind == "lock" and isinstance(rows, int) and rows < TINY_TABLE and table:
-            ev["small_table"] = True
-            message = _insert_note(message, f"on the baseline {table} holds {rows} row{'s' if rows != 1 else ''}, "
-                                            "so the lock is short there")
-        out.append(f.with_(evidence=ev, message=message))
-    for st in tr.statements:
-        for i, check in enumerate(st.checks):
-            res = probes.get((st.index, i))
-            if (st.index, i) in carried or res is None or not res.fails_on:
-                continue
-            ev = evidence([st], check.table, tr.rows)
-            ev["fails_on"] = dict(sorted(res.fails_on.items()))
-            ev["checked_on"] = sorted(res.checked)
-            out.append(Finding(rule="fails-on-workspace-data", kind="destructive",
-                               severity=default_severity("destructive"), revision=revision,
-                               statement=normalize(st.text), object=check.object, evidence=ev,
-                               message=f"{check.what} exist in live workspaces: the statement "
-                               f"{fails_text(res.fails_on)}; fix or clean that data before this merges"))
-    return out

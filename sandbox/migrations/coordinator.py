@@ -613,8 +613,7 @@ class Coordinator:
 
     def _replay(self, rec: WorkspaceRecord, new: list[Revision], report: Report, run_tests: bool,
                 offline: dict[str, str]) -> None:
-        from . import catalog
-        from ..databases import trace
+        from . import catalog, trace
         tree = self._tree(rec)
         env = self.sb.base_env(rec)
         cfg = self.sb.config.migrations
@@ -727,7 +726,7 @@ class Coordinator:
                            rename: dict[str, str] | None, writes: set[str]) -> Any:
         """After the online run failed: the offline SQL's statement that fails on the second clone, if
         it fails there too (evidence for the ``apply-failed`` finding), else None."""
-        from ..databases import trace
+        from . import trace
         if shadow is None or sql is None or rev.id not in sql:
             return None
         try:
@@ -743,8 +742,7 @@ class Coordinator:
         """Trace ``rev``'s offline SQL on the second clone; returns (trace or None, its catalog after,
         or None when the clone could not be brought to ``rev``). A revision without usable offline SQL
         is applied there by alembic instead, so that the next one is traced from the right state."""
-        from . import catalog
-        from ..databases import trace
+        from . import catalog, trace
         notes: list[str] = report.extra.setdefault("notes", [])
         traced: trace.Trace | None = None
         if sql is not None and rev.id in sql:    # the SQL records the revision in the version table

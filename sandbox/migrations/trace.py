@@ -1,12 +1,16 @@
-"""Moved to :mod:`sandbox.databases.trace` (its PostgreSQL access belongs to the database layer).
+"""The gate's replay of a revision, as the gate uses it.
 
-A transition alias while the other branches of issue 16 still import it from here: this name
-is the same module object. The lead deletes this file once every import says
-``sandbox.databases.trace``.
+Replaying SQL on a clone and probing workspaces' data is database access and lives in
+:mod:`sandbox.databases.trace`; turning the measurements into findings' evidence lives in
+:mod:`sandbox.migrations.evidence`. This module names both for the gate.
 """
 
-import sys
+from __future__ import annotations
 
-from ..databases import trace as _moved
+from ..databases.sqltext import normalize, statements
+from ..databases.trace import (DataCheck, Failure, Lock, ProbeResult, StatementTrace, Trace, probe,
+                               trace)
+from .evidence import annotate, evidence
 
-sys.modules[__name__] = _moved
+__all__ = ["DataCheck", "Failure", "Lock", "ProbeResult", "StatementTrace", "Trace", "annotate",
+           "evidence", "normalize", "probe", "statements", "trace"]

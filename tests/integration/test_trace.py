@@ -11,7 +11,7 @@ import pytest
 from psycopg import sql
 
 from sandbox.databases.base import ConnInfo
-from sandbox.databases import trace
+from sandbox.migrations import trace
 from sandbox.migrations.lint import lint_sql
 
 pytestmark = pytest.mark.postgres
