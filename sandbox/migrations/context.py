@@ -1,0 +1,144 @@
+"""What the migration gate, the merge queue and rebase/sync work with: :class:`GateContext`.
+
+A small set of collaborators (config, registry, main's git repository, the database strategy, the
+migration tool, the project runner, progress) plus the few workspace operations the gate needs,
+as callables (:class:`WorkspaceOps`). Never the whole ``Sandbox``: the gate cannot reach for
+anything it was not given, and a test can hand it fakes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import getpass
+import os
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Mapping, NamedTuple
+
+from ..config import Config
+from ..databases.base import Strategy
+from ..errors import WorkspaceError
+from ..intents import Operation
+from ..registry import Registry, WorkspaceRecord
+from ..worktrees import IsolatedRepos, Worktrees
+from .base import MigrationTool
+from .trees import CommittedTrees
+
+if TYPE_CHECKING:
+    from ..project import ProjectRunner
+
+
+class GitResult(NamedTuple):
+    """What one git command in main's repository answered."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+@dataclass(frozen=True)
+class WorkspaceOps:
+    """The workspace operations the gate needs, given by whoever owns the workspaces' lifecycle."""
+
+    record: Callable[[str], WorkspaceRecord]                 # the record, after recovery; unknown: exit 2
+    locked: Callable[[str], contextlib.AbstractContextManager[WorkspaceRecord]]
+    operation: Callable[..., contextlib.AbstractContextManager[Operation]]
+    collect: Callable[[WorkspaceRecord], None]               # its commits into main's repository
+    advance: Callable[[WorkspaceRecord, str], None]          # fast-forward its checkout to a commit
+    base_env: Callable[[WorkspaceRecord | None], dict[str, str]]
+    managed_files: Callable[[], tuple[str, ...]]
+
+
+@dataclass
+class GateContext:
+    """The collaborators of the gate (see the module's docstring). ``tool``, ``db`` and ``runner``
+    are made on first use: a status that needs no database never starts one."""
+
+    config: Config
+    registry: Registry
+    git: Worktrees
+    repos: IsolatedRepos
+    ws: WorkspaceOps
+    progress: Callable[[str], None]
+    who: Callable[[], str]
+    make_tool: Callable[[], MigrationTool]
+    make_db: Callable[[], Strategy]
+    make_runner: Callable[[], "ProjectRunner"]
+    trees: CommittedTrees = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.trees = CommittedTrees(self.root, self.make_tool, self.repos.export, self.branch_shas,
+                                    self.config.state_dir / "gate", self.config.migrations.config)
+
+    @classmethod
+    def from_sandbox(cls, sb: Any) -> "GateContext":
+        """The context of a ``Sandbox`` (its properties are read lazily, as the Sandbox made them)."""
+        ops = WorkspaceOps(record=sb.record, locked=sb.locked, operation=sb.operation, collect=sb.collect,
+                           advance=sb.advance, base_env=sb.base_env, managed_files=sb._managed_files)
+        return cls(config=sb.config, registry=sb.registry, git=sb.git, repos=sb.repos, ws=ops,
+                   progress=sb.progress, who=_who, make_tool=lambda: sb.tool,
+                   make_db=lambda: sb.db, make_runner=lambda: sb.runner)
+
+    # -- the collaborators --------------------------------------------------------------------------
+    @property
+    def root(self) -> Path:
+        return self.git.root
+
+    @property
+    def tool(self) -> MigrationTool:
+        return self.make_tool()
+
+    @property
+    def db(self) -> Strategy:
+        return self.make_db()
+
+    @property
+    def runner(self) -> "ProjectRunner":
+        return self.make_runner()
+
+    @staticmethod
+    def isolated(rec: WorkspaceRecord) -> bool:
+        """Whether the workspace's checkout is a repository of its own (Docker workspaces)."""
+        return bool(rec.data.get("isolated"))
+
+    def enabled(self) -> bool:
+        """Whether main has the migration tool's config (else migrations are not coordinated)."""
+        return self.tool.available(self.root)
+
+    # -- git in main's repository (trusted) ---------------------------------------------------------
+    def run_git(self, *args: str, check: bool = True, input: str | None = None) -> GitResult:
+        """git in MAIN's checkout only (trusted); a workspace's repository is never read here."""
+        res = subprocess.run(["git", "-C", str(self.root), *args], capture_output=True, text=True, input=input,
+                             env={**os.environ, "LC_ALL": "C", "GIT_TERMINAL_PROMPT": "0"})
+        if check and res.returncode != 0:
+            raise WorkspaceError(f"git {args[0]} failed in {self.root}: {(res.stderr or res.stdout).strip()}")
+        return GitResult(res.returncode, res.stdout, res.stderr)
+
+    def branch_shas(self, branches: list[str]) -> Mapping[str, str]:
+        """``refs/heads/<branch>`` → its commit, for every branch asked that exists: one git call."""
+        if not branches:
+            return {}
+        wanted = {f"refs/heads/{b}": b for b in branches}
+        res = self.run_git("for-each-ref", "--format=%(objectname) %(objecttype) %(refname)",
+                           *sorted(wanted), check=False)
+        out: dict[str, str] = {}
+        for line in res.stdout.splitlines():
+            sha, kind, ref = (line.split(" ", 2) + ["", ""])[:3]
+            if ref in wanted and kind == "commit":
+                out[wanted[ref]] = sha
+        return out
+
+    def is_ancestor(self, ancestor: str, commit: str) -> bool:
+        return self.run_git("merge-base", "--is-ancestor", ancestor, commit, check=False).returncode == 0
+
+
+def _who() -> str:
+    """Who allowed a destructive merge: the agent, else the user."""
+    agent = os.environ.get("SANDBOX_AGENT") or os.environ.get("USER")
+    if agent:
+        return agent
+    try:
+        return getpass.getuser()
+    except Exception:  # noqa: BLE001 - no name for this uid: its number
+        return str(os.getuid())
