@@ -13,7 +13,8 @@ from typing import Any
 
 from ..errors import MigrationError, SandboxError, UsageError, WorkspaceError
 from ..intents import STEPS, Operation
-from ..registry import IntentRecord, WorkspaceRecord, now
+from ..host import now
+from ..registry import IntentRecord, WorkspaceRecord
 from ..worktrees import what_of
 from .alembic import rewrite_down_revision
 from .checkout import uncommitted, unsaved_work

@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Callable, Iterator, Mapping
 
 from ..errors import MigrationError
-from ..registry import WorkspaceRecord, process_alive
+from ..host import process_alive
+from ..registry import WorkspaceRecord
 from .base import MigrationTool, Revision
 
 # ``(branch) -> sha or None`` for many branches at once (one git call)
