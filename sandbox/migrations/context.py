@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import getpass
 import os
+import re
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,8 @@ from ..registry import Registry, WorkspaceRecord
 from ..worktrees import IsolatedRepos, Worktrees
 from .base import MigrationTool
 from .trees import CommittedTrees
+
+_OID = re.compile(r"[0-9a-f]{40}(?:[0-9a-f]{24})?")
 
 if TYPE_CHECKING:
     from ..project import ProjectRunner
@@ -68,7 +71,7 @@ class GateContext:
     trees: CommittedTrees = field(init=False)
 
     def __post_init__(self) -> None:
-        self.trees = CommittedTrees(self.root, self.make_tool, self.repos.export, self.branch_shas,
+        self.trees = CommittedTrees(self.root, self.make_tool, self.repos.export, self.branch_shas, self.object_ids,
                                     self.config.state_dir / "gate", self.config.migrations.config)
 
     @classmethod
@@ -128,6 +131,16 @@ class GateContext:
             if ref in wanted and kind == "commit":
                 out[wanted[ref]] = sha
         return out
+
+    def object_ids(self, specs: list[str]) -> Mapping[str, str]:
+        """``"<commit>:<path>"`` → the id of the object it names, for every one that exists: one git call."""
+        if not specs:
+            return {}
+        res = self.run_git("cat-file", "--batch-check=%(objectname)", check=False, input="\n".join(specs) + "\n")
+        lines = res.stdout.splitlines()
+        if res.returncode != 0 or len(lines) != len(specs):
+            return {}
+        return {spec: line for spec, line in zip(specs, lines) if _OID.fullmatch(line)}
 
     def is_ancestor(self, ancestor: str, commit: str) -> bool:
         return self.run_git("merge-base", "--is-ancestor", ancestor, commit, check=False).returncode == 0

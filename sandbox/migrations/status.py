@@ -8,13 +8,14 @@ and one reading of their revisions.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 from ..errors import SandboxError
 from ..registry import WorkspaceRecord
 from .context import GateContext
-from .trees import behind_count, roots
+from .trees import behind_count, chain_order, roots
 
 
 @dataclass
@@ -63,8 +64,10 @@ class MigrateStatus:
         return d
 
 
-def workspace_summary(ctx: GateContext, rec: WorkspaceRecord) -> MigrationSummary:
-    """``rec``'s committed migrations compared with main's (errors become the summary's ``error``)."""
+def workspace_summary(ctx: GateContext, rec: WorkspaceRecord,
+                      memo: dict[Path, MigrationSummary] | None = None) -> MigrationSummary:
+    """``rec``'s committed migrations compared with main's (errors become the summary's ``error``).
+    ``memo``: summaries by the tree read, shared by workspaces whose branches carry the same migrations."""
     try:
         if not ctx.enabled():
             return MigrationSummary()
@@ -73,16 +76,21 @@ def workspace_summary(ctx: GateContext, rec: WorkspaceRecord) -> MigrationSummar
         tree = ctx.trees.revisions_tree(rec)
         if tree is None or not tree.exists() or not ctx.tool.available(tree):
             return MigrationSummary(base_head=main_head)
+        if memo is not None and tree in memo:
+            return replace(memo[tree])
         ws_heads = ctx.tool.heads(tree)
-        new = ctx.trees.new_revisions(rec, main_revs)
+        new = chain_order({k: v for k, v in ctx.tool.revisions(tree).items() if k not in main_revs})
         starts = roots(new)
         if starts:
             base = starts[0].down_revisions[0] if starts[0].down_revisions else None
         else:
             base = ws_heads[0] if len(ws_heads) == 1 else None
-        return MigrationSummary(head=ws_heads[0] if len(ws_heads) == 1 else None, heads=ws_heads,
-                                base_head=main_head, new=[r.id for r in new], root_revises=base,
-                                behind=behind_count(main_revs, main_head, base))
+        summary = MigrationSummary(head=ws_heads[0] if len(ws_heads) == 1 else None, heads=ws_heads,
+                                   base_head=main_head, new=[r.id for r in new], root_revises=base,
+                                   behind=behind_count(main_revs, main_head, base))
+        if memo is not None:
+            memo[tree] = replace(summary)
+        return summary
     except SandboxError as exc:
         return MigrationSummary(error=str(exc))
 
@@ -101,10 +109,11 @@ def status(ctx: GateContext) -> MigrateStatus:
             pass              # its summary shows what it can; the branch is read as it was
     ctx.trees.read_branches([rec.branch for rec in recs])         # one git call for every branch
     rows = []
+    memo: dict[Path, MigrationSummary] = {}
     by_base: dict[str, list[str]] = {}
     by_rev: dict[str, list[str]] = {}
     for rec in recs:
-        s = workspace_summary(ctx, rec)
+        s = workspace_summary(ctx, rec, memo)
         s.name = rec.name
         rows.append(s)
         if s.new:

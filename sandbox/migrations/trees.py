@@ -21,17 +21,21 @@ from .base import MigrationTool, Revision
 
 # ``(branch) -> sha or None`` for many branches at once (one git call)
 BranchShas = Callable[[list[str]], Mapping[str, str]]
+# ``"<commit>:<path>"`` -> the object id it names (missing: left out), for many at once (one git call)
+ObjectIds = Callable[[list[str]], Mapping[str, str]]
 
 
 class CommittedTrees:
     """Main's revisions and the committed trees of workspaces, read once per command."""
 
     def __init__(self, root: Path, tool: Callable[[], MigrationTool], export: Callable[..., None],
-                 branch_shas: BranchShas, gate_dir: Path, alembic_config: str) -> None:
+                 branch_shas: BranchShas, object_ids: ObjectIds, gate_dir: Path, alembic_config: str) -> None:
         self.root = root
         self._tool = tool
         self._export = export
         self._branch_shas = branch_shas
+        self._object_ids = object_ids
+        self._same: dict[str, str] = {}            # sha -> an earlier sha with the same migrations
         self.gate_dir = gate_dir
         self.alembic_config = alembic_config
         self._main_cache: tuple[dict[str, Revision], list[str]] | None = None
@@ -73,9 +77,38 @@ class CommittedTrees:
 
     # -- the committed tree, read from main's object store ------------------------------------------
     def read_branches(self, branches: list[str]) -> None:
-        """Resolve many branches in one git call; later :meth:`branch_sha` calls answer from it."""
+        """Resolve many branches in one git call; later :meth:`branch_sha` calls answer from it.
+
+        Commits whose alembic config and migration folders are the same git objects (as main's
+        layout places them) share one export (:meth:`committed_view`): one more git call."""
         found = self._branch_shas(branches)
         self._shas.update({b: found.get(b) for b in branches})
+        shas = sorted(set(found.values()))
+        paths = self._migration_paths()
+        if len(shas) < 2 or paths is None:
+            return
+        ids = self._object_ids([f"{sha}:{p}" for sha in shas for p in paths])
+        first: dict[tuple[str | None, ...], str] = {}
+        for sha in shas:
+            key = tuple(ids.get(f"{sha}:{p}") for p in paths)
+            if key[0] is None:
+                continue                    # no alembic config on that commit: nothing to share
+            self._same[sha] = first.setdefault(key, sha)
+
+    def _migration_paths(self) -> list[str] | None:
+        """The alembic config and migration folders main's layout names (relative), or None."""
+        tool = self.tool
+        try:
+            layout = tool.layout(self.root) if hasattr(tool, "layout") else None
+        except MigrationError:
+            return None
+        if layout is None:
+            return None
+        base = self.root.resolve()
+        rels = sorted({os.path.relpath(p, base) for p in (layout.script_location, *layout.version_locations)})
+        if any(r == ".." or r.startswith("../") for r in rels):
+            return None
+        return [self.alembic_config, *("" if r == "." else r for r in rels)]
 
     def branch_sha(self, rec: WorkspaceRecord, *, fresh: bool = False) -> str | None:
         """The commit ``refs/heads/<branch>`` names in main's repository (after collecting it)."""
@@ -104,6 +137,10 @@ class CommittedTrees:
         """``sha``'s alembic config and migration folders, exported once per command (cheap: a tree
         listing and the few blobs under those folders). Removed when these trees go."""
         if sha in self._views:
+            return self._views[sha]
+        same = self._same.get(sha, sha)
+        if same != sha:                 # the same migrations as a commit already read
+            self._views[sha] = self.committed_view(same)
             return self._views[sha]
         dest = self.fresh(f"view-{sha[:12]}")
         weakref.finalize(self, shutil.rmtree, str(dest), True)
