@@ -12,17 +12,16 @@ import contextlib
 import getpass
 import os
 import re
-import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping, NamedTuple
 
 from ..config import Config
 from ..databases.base import Strategy
-from ..errors import WorkspaceError
 from ..intents import Operation
 from ..registry import Registry, WorkspaceRecord
-from ..worktrees import IsolatedRepos, Worktrees
+from ..git import LONG, GitFailed, IsolatedRepos, Worktrees, git_timeout
+from ..git import call as git_call
 from .base import MigrationTool
 from .trees import CommittedTrees
 
@@ -75,13 +74,18 @@ class GateContext:
                                     self.config.state_dir / "gate", self.config.migrations.config)
 
     @classmethod
-    def from_sandbox(cls, sb: Any) -> "GateContext":
-        """The context of a ``Sandbox`` (its properties are read lazily, as the Sandbox made them)."""
-        ops = WorkspaceOps(record=sb.record, locked=sb.locked, operation=sb.operation, collect=sb.collect,
-                           advance=sb.advance, base_env=sb.base_env, managed_files=sb._managed_files)
-        return cls(config=sb.config, registry=sb.registry, git=sb.git, repos=sb.repos, ws=ops,
-                   progress=sb.progress, who=_who, make_tool=lambda: sb.tool,
-                   make_db=lambda: sb.db, make_runner=lambda: sb.runner)
+    def from_project(cls, project: Any, *,
+                     advance: Callable[[WorkspaceRecord, str], None] | None = None) -> "GateContext":
+        """The context of a project (``sandbox.core.Project`` or the ``Sandbox`` facade over it): its
+        collaborators, read lazily as the project makes them, and its workspace helpers. ``advance``:
+        how a workspace's checkout is fast-forwarded (default: the project's ``advance``)."""
+        p = project
+        ops = WorkspaceOps(record=p.record, locked=p.locked, operation=p.operation, collect=p.collect,
+                           advance=advance or p.advance, base_env=p.base_env, managed_files=p._managed_files)
+        return cls(config=p.config, registry=p.registry, git=p.git, repos=p.repos, ws=ops, progress=p.progress,
+                   who=_who, make_tool=lambda: p.tool, make_db=lambda: p.db, make_runner=lambda: p.runner)
+
+    from_sandbox = from_project
 
     # -- the collaborators --------------------------------------------------------------------------
     @property
@@ -110,27 +114,18 @@ class GateContext:
         return self.tool.available(self.root)
 
     # -- git in main's repository (trusted) ---------------------------------------------------------
-    def run_git(self, *args: str, check: bool = True, input: str | None = None) -> GitResult:
-        """git in MAIN's checkout only (trusted); a workspace's repository is never read here."""
-        res = subprocess.run(["git", "-C", str(self.root), *args], capture_output=True, text=True, input=input,
-                             env={**os.environ, "LC_ALL": "C", "GIT_TERMINAL_PROMPT": "0"})
+    def run_git(self, *args: str, check: bool = True, input: str | None = None, long: bool = False) -> GitResult:
+        """git in MAIN's checkout only (trusted), through the git door; a workspace's repository is
+        never read here. ``check``: a non-zero exit raises :class:`GitFailed`. ``long``: a command
+        that writes main's checkout (merge) gets the door's longer deadline."""
+        res = git_call(self.root, *args, trusted=True, input=input, timeout=git_timeout() * LONG if long else None)
         if check and res.returncode != 0:
-            raise WorkspaceError(f"git {args[0]} failed in {self.root}: {(res.stderr or res.stdout).strip()}")
-        return GitResult(res.returncode, res.stdout, res.stderr)
+            raise GitFailed(tuple(args), res.returncode, str(res.stderr or res.stdout), where=str(self.root))
+        return GitResult(res.returncode, str(res.stdout), str(res.stderr))
 
     def branch_shas(self, branches: list[str]) -> Mapping[str, str]:
-        """``refs/heads/<branch>`` → its commit, for every branch asked that exists: one git call."""
-        if not branches:
-            return {}
-        wanted = {f"refs/heads/{b}": b for b in branches}
-        res = self.run_git("for-each-ref", "--format=%(objectname) %(objecttype) %(refname)",
-                           *sorted(wanted), check=False)
-        out: dict[str, str] = {}
-        for line in res.stdout.splitlines():
-            sha, kind, ref = (line.split(" ", 2) + ["", ""])[:3]
-            if ref in wanted and kind == "commit":
-                out[wanted[ref]] = sha
-        return out
+        """``<branch>`` → its commit, for every branch asked that exists: one git call."""
+        return self.git.branch_shas(branches) if branches else {}
 
     def object_ids(self, specs: list[str]) -> Mapping[str, str]:
         """``"<commit>:<path>"`` → the id of the object it names, for every one that exists: one git call."""

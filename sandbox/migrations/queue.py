@@ -8,9 +8,9 @@ from typing import Any
 
 from ..errors import SandboxError, WorkspaceError
 from ..registry import IntentRecord, WorkspaceRecord
-from ..worktrees import what_of
+from ..git import UnsavedKind
 from . import gate, sync
-from .checkout import checkout_head, typed_status
+from .checkout import checkout_head, subject
 from .context import GateContext
 from .findings import Finding, Report
 from .status import workspace_summary
@@ -62,10 +62,10 @@ def merge(ctx: GateContext, name: str, *, dry_run: bool = False, allow_destructi
 
 def _require_clean_main(ctx: GateContext) -> None:
     """Refuse while main's checkout has changes a merge would touch (untracked files and stashes do not)."""
-    changed = [u for u in map(typed_status, ctx.git.dirty(ctx.root)) if u.kind not in ("untracked", "stash")]
+    changed = [u for u in ctx.git.find_unsaved(ctx.root) if u.kind is UnsavedKind.CHANGES]
     if changed:
         raise WorkspaceError("the main checkout has uncommitted changes; merging would touch them",
-                             hint=", ".join(what_of(u) for u in changed[:5]))
+                             hint=", ".join(subject(u) for u in changed[:5]))
 
 
 def _still_judged(ctx: GateContext, rec: WorkspaceRecord, sha: str) -> None:
@@ -112,7 +112,7 @@ def _git_merge(ctx: GateContext, branch: str, main_sha: str, sha: str) -> str:
     mode = ctx.config.migrations.merge
     args = ["merge", "--ff-only", sha] if mode == "ff" else \
         ["merge", "--no-ff", "--no-edit", "-m", f"Merge workspace {branch} at {sha[:12]} (sandbox)", sha]
-    res = ctx.run_git(*args, check=False)
+    res = ctx.run_git(*args, check=False, long=True)
     ctx.trees.forget_main()
     if res.returncode != 0:
         _abort_merge(ctx, main_sha)

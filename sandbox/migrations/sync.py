@@ -15,9 +15,8 @@ from ..errors import MigrationError, SandboxError, UsageError, WorkspaceError
 from ..intents import STEPS, Operation
 from ..host import now
 from ..registry import IntentRecord, WorkspaceRecord
-from ..worktrees import what_of
 from .alembic import rewrite_down_revision
-from .checkout import uncommitted, unsaved_work
+from .checkout import subject, uncommitted, unsaved_work
 from .context import GateContext
 from .trees import roots
 
@@ -126,7 +125,7 @@ def require_clean(ctx: GateContext, rec: WorkspaceRecord, doing: str) -> None:
     dirty = uncommitted(unsaved_work(ctx, rec))
     if dirty:
         raise WorkspaceError(f"workspace {rec.name!r} has uncommitted changes; commit them before {doing}",
-                             hint=", ".join(what_of(u) for u in dirty[:5]))
+                             hint=", ".join(subject(u) for u in dirty[:5]))
 
 
 def rewrite_root(ctx: GateContext, rec: WorkspaceRecord) -> str | None:

@@ -15,8 +15,10 @@ from pathlib import Path
 from typing import Callable, Iterator, Mapping
 
 from ..errors import MigrationError
+from ..git.files import chown_tree
 from ..host import process_alive
 from ..registry import WorkspaceRecord
+from ..runtime.base import unprivileged_ids
 from .base import MigrationTool, Revision
 
 # ``(branch) -> sha or None`` for many branches at once (one git call)
@@ -162,14 +164,12 @@ class CommittedTrees:
     @contextlib.contextmanager
     def judging(self, rec: WorkspaceRecord, sha: str) -> Iterator[Path]:
         """``sha``'s whole tree in a fresh folder sandbox owns, as :meth:`tree` of ``rec`` while it is held."""
-        from ..runtime.base import unprivileged_ids
-        from ..worktrees import _chown_tree
         dest = self.fresh(f"{rec.name}-{sha[:12]}")
         try:
             self._export(sha, dest)
             if os.geteuid() == 0:
                 # the gate's tests run as the unprivileged container user with the tree writable
-                _chown_tree(dest, *unprivileged_ids())
+                chown_tree(dest, *unprivileged_ids())
             self._judged[rec.name] = dest
             yield dest
         finally:

@@ -22,8 +22,8 @@ from pathlib import Path
 
 from ...errors import SandboxError, WorkspaceError
 from ...registry import WorkspaceRecord
-from ...worktrees import Unsaved, kind_of, what_of
-from ..checkout import checkout_head, uncommitted, unsaved_work
+from ...git import Unsaved, UnsavedKind
+from ..checkout import checkout_head, subject, uncommitted, unsaved_work
 from ..context import GateContext
 from ..findings import Report
 from .clock import GateClock
@@ -109,15 +109,15 @@ def _note_checkout(ctx: GateContext, rec: WorkspaceRecord, sha: str, state: list
     judged = f"the gate judged commit {sha[:12]} of branch {rec.branch!r}"
     dirty = uncommitted(state)
     if dirty:
-        shown = ", ".join(what_of(u) for u in dirty[:5]) + (" …" if len(dirty) > 5 else "")
+        shown = ", ".join(subject(u) for u in dirty[:5]) + (" …" if len(dirty) > 5 else "")
         report.note(f"the checkout has {len(dirty)} uncommitted change(s) ({shown}): not checked; {judged}")
     head = checkout_head(ctx, rec)
     if head and head != sha:
         report.note(f"the checkout has {head[:12]} out, not the branch's tip (a detached HEAD or another "
                     f"branch): not checked; {judged}, and merge refuses until the checkout is on it")
     for u in state:
-        if kind_of(u) == "stash":
+        if u.kind is UnsavedKind.STASH:
             report.note(f"the checkout has stash entries: not checked; {judged}")
-        elif kind_of(u) == "branch":
-            report.note(f"branch {what_of(u)!r} in the checkout has commits that are not on {rec.branch!r}: "
+        elif u.kind is UnsavedKind.OTHER_BRANCH:
+            report.note(f"branch {subject(u)!r} in the checkout has commits that are not on {rec.branch!r}: "
                         f"not checked; {judged}")
