@@ -25,6 +25,10 @@ class Coordinator:
     def workspace_summary(self, rec: WorkspaceRecord) -> dict[str, Any]:
         return status.workspace_summary(self.ctx, rec).to_json()
 
+    def workspace_summaries(self, recs: list[WorkspaceRecord]) -> dict[str, dict[str, Any]]:
+        """Every workspace's summary by name, batched (call after collecting them)."""
+        return {name: s.to_json() for name, s in status.summaries(self.ctx, recs).items()}
+
     def status(self) -> dict[str, Any]:
         return status.status(self.ctx).to_json()
 
