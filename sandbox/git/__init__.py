@@ -18,7 +18,8 @@ Layout
   - ``MainRepo.branch_shas(branches=None) -> dict[str, str]``: every branch's commit, one
     ``git for-each-ref``;
   - ``MainRepo.ahead_behind(branches, base=None) -> dict[str, AheadBehind]``: each branch
-    against main (``base``), ``AheadBehind(ahead, behind)``, in 3 git processes for any number
+    against main (``base``), ``AheadBehind(ahead, behind)``, in 3 git processes (4 when ``base``
+    is omitted: main's branch is read) for any number
     of branches (git 2.39 has no ``%(ahead-behind)``).
 - :mod:`.worktrees`: :class:`Worktrees` (a ``MainRepo``) adds the worktrees of ``runtime =
   "none"`` workspaces: ``registered``, ``head``, ``initializing``, ``add``, ``remove``, ``prune``,
