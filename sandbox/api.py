@@ -970,16 +970,14 @@ class Sandbox:
     # -- storage --------------------------------------------------------------------------------------
     def storage_init(self, size: str | None = None) -> dict[str, Any]:
         """Make the copy-on-write pool for snapshot clones (a loop-mounted btrfs image; needs root)."""
-        from .databases.factory import data_home
-        from .databases.storage import detect, parse_size, provision_pool
+        from .databases.storage import detect, parse_size, pool_path, provision_pool
         size = size or self.config.database.pool_size
         try:
             parse_size(size)
         except (ValueError, SandboxError) as exc:
             raise UsageError(f"--size {size!r}: use a size such as 20G or 500M") from exc
         server = self.registry.get_meta("db.server") if (self.config.state_dir / "registry.db").exists() else None
-        home = data_home(self.config, server or ("local" if self.config.database.server == "local" else "docker"))
-        pool = home / "pool" if home != self.config.state_dir else self.root / self.config.database.pool
+        pool = pool_path(self.config, server or ("local" if self.config.database.server == "local" else "docker"))
         self.git.ensure_excluded("/.sandbox/")
         current = detect(pool)
         if current.kind != "copy":

@@ -21,8 +21,8 @@ import fcntl
 import os
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 __all__ = ["LockHeld", "file_lock", "host_state_dir", "lock_busy", "now", "process_alive",
            "process_start"]
@@ -30,7 +30,7 @@ __all__ = ["LockHeld", "file_lock", "host_state_dir", "lock_busy", "now", "proce
 
 def now() -> str:
     """The current time as sandbox records it: UTC, ISO 8601, to the second."""
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
 
 
 # ------------------------------------------------------------------------------ locks

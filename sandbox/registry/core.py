@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from ..errors import LockBusy, WorkspaceError
 from ..host import LockHeld, file_lock

@@ -5,8 +5,8 @@ from __future__ import annotations
 import contextlib
 import socket
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from ..host import host_state_dir
 from .database import immediate, open_sqlite

@@ -32,7 +32,7 @@ def repair(state_dir: Path) -> dict[str, Any]:
         reason = exc.reason
     if not _backup_usable(backup):
         raise RegistryDamaged(str(path), f"{reason}; its backup {backup} is missing or damaged too")
-    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stamp = _dt.datetime.now(_dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     kept = path.with_name(f"registry.db.damaged-{stamp}")
     with backup_lock(state_dir):
         for suffix in ("", "-wal", "-shm"):
