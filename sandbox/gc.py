@@ -25,9 +25,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from .errors import SandboxError, ServiceUnavailable
+from .results import GcAction
 
 if TYPE_CHECKING:
-    from .api import GcAction, Sandbox
+    from .core import Project as Sandbox
     from .registry import Registry, WorkspaceRecord
 
 # database objects that only exist while an operation runs; left behind, they are a crash's debris
@@ -35,7 +36,6 @@ TRANSIENT = {"scratch", "baseline-building", "unlabelled", "stale", "interrupted
 
 
 def collect(sb: "Sandbox", *, dry_run: bool = False, trust: bool = False) -> list["GcAction"]:
-    from .api import GcAction
     from .registry import process_alive
 
     actions: list[GcAction] = []
@@ -178,7 +178,6 @@ def collect(sb: "Sandbox", *, dry_run: bool = False, trust: bool = False) -> lis
 def _run_containers(act: Callable[..., None], project: str) -> None:
     """Containers that ran project code (``role=run``) whose starting process is gone: of any
     project on this engine, so those of a deinit'ed or deleted project are found too."""
-    from .api import GcAction
     from .project import LABEL_PROJECT_PATH, run_containers, run_owner_alive
     from .runtime.base import LABEL_PROJECT, LABEL_WORKSPACE
     from .runtime.docker import _translated, shared_client
@@ -215,7 +214,6 @@ def _remove_container(container: object) -> None:
 
 def _adopt(sb: "Sandbox", dry_run: bool, act: Callable[..., None]) -> None:
     """Worktrees of workspaces a restored registry does not know become ``broken`` records."""
-    from .api import GcAction
     from .names import validate_name
     from .registry import WorkspaceRecord
 

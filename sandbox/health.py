@@ -19,7 +19,7 @@ from .intents import abandoned
 from .registry import IntentRecord, WorkspaceRecord
 
 if TYPE_CHECKING:
-    from .api import Sandbox
+    from .core import Project as Sandbox
 
 CONNECT_TIMEOUT = 3          # seconds a health probe waits for a database
 
