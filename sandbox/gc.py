@@ -36,7 +36,7 @@ TRANSIENT = {"scratch", "baseline-building", "unlabelled", "stale", "interrupted
 
 
 def collect(sb: "Sandbox", *, dry_run: bool = False, trust: bool = False) -> list["GcAction"]:
-    from .registry import process_alive
+    from .host import process_alive
 
     actions: list[GcAction] = []
     reg = sb.registry
@@ -180,10 +180,11 @@ def _run_containers(act: Callable[..., None], project: str) -> None:
     project on this engine, so those of a deinit'ed or deleted project are found too."""
     from .project import LABEL_PROJECT_PATH, run_containers, run_owner_alive
     from .runtime.base import LABEL_PROJECT, LABEL_WORKSPACE
-    from .runtime.docker import _translated, shared_client
+    from .runtime.docker import shared_client
+    from .runtime.errors import translated
 
     try:
-        with _translated("listing run containers"):
+        with translated("listing run containers"):
             client = shared_client()
             found = run_containers(client)
     except SandboxError as exc:
@@ -204,8 +205,8 @@ def _run_containers(act: Callable[..., None], project: str) -> None:
 def _remove_container(container: object) -> None:
     import docker.errors
 
-    from .runtime.docker import _translated
-    with _translated(f"removing container {getattr(container, 'name', '?')}"):
+    from .runtime.errors import translated
+    with translated(f"removing container {getattr(container, 'name', '?')}"):
         try:
             container.remove(force=True)  # type: ignore[attr-defined]
         except docker.errors.NotFound:

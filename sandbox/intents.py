@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from typing import Any, Iterator, Protocol
 
 from .faults import BACKEND_STEPS, KILL_ENV, KILL_POINTS, STEPS, kill_point
-from .registry import process_alive   # → sandbox.host once statedoor lands
+from .host import process_alive
 
 __all__ = ["BACKEND_STEPS", "KILL_ENV", "KILL_POINTS", "PROJECT_OPS", "STEPS", "Journal", "Operation",
            "Recovery", "abandoned", "kill_point", "lock_of", "operation", "pending"]

@@ -76,6 +76,7 @@ from psycopg import sql
 
 from ..checks import Check, OwnedResource
 from ..errors import DatabaseError, UsageError
+from ..host import now
 from ..names import pg_name, validate_name
 from .base import BackendContext, CheckpointInfo, ConnInfo, Server
 from .shared import SharedServerStrategy
@@ -90,7 +91,6 @@ from .pgadmin import (
     ident,
     meta_comment,
     name_key,
-    now,
     parse_meta,
     prefix,
     rename_schema_sql,

@@ -11,7 +11,8 @@ import psycopg
 from ..errors import DatabaseError
 from ..names import pg_name, validate_name
 from .base import BackendContext, ConnInfo, Server
-from .pgadmin import SecretStore, connect, exists, guard, hardened, name_key
+from ..secretstore import SecretStore
+from .pgadmin import connect, exists, guard, hardened, name_key
 
 
 class SharedServerStrategy:

@@ -50,6 +50,7 @@ from psycopg import sql
 
 from ..checks import Check, OwnedResource
 from ..errors import DatabaseError, UsageError
+from ..host import now
 from ..intents import kill_point
 from ..names import pg_name, validate_name
 from .base import BackendContext, CheckpointInfo, ConnInfo, Server
@@ -63,7 +64,6 @@ from .pgadmin import (
     label_key,
     meta_comment,
     name_key,
-    now,
     parse_meta,
     prefix,
     restore_dump,

@@ -9,8 +9,7 @@ from typing import Callable
 from .. import config as config_mod
 from ..core import Project
 from ..databases.base import ConnInfo
-from ..databases.factory import data_home
-from ..databases.storage import detect, grow_pool, parse_size, provision_pool
+from ..databases.storage import detect, grow_pool, parse_size, pool_path, provision_pool
 from ..errors import ConfigError, DatabaseError, SandboxError, UsageError
 from ..migrations.alembic import scrub_secrets
 from ..registry import Registry
@@ -122,8 +121,7 @@ def storage_init(p: Project, size: str | None = None) -> StorageResult:
     except (ValueError, SandboxError) as exc:
         raise UsageError(f"--size {size!r}: use a size such as 20G or 500M") from exc
     server = p.registry.get_meta("db.server") if (p.config.state_dir / "registry.db").exists() else None
-    home = data_home(p.config, server or ("local" if p.config.database.server == "local" else "docker"))
-    pool = home / "pool" if home != p.config.state_dir else p.root / p.config.database.pool
+    pool = pool_path(p.config, server or ("local" if p.config.database.server == "local" else "docker"))
     p.git.ensure_excluded("/.sandbox/")
     current = detect(pool)
     if current.kind != "copy":
