@@ -23,8 +23,21 @@ from .gc import collect as gc_collect
 from .intents import Recovery
 from .migrations.coordinator import Coordinator
 from .registry import IntentRecord, WorkspaceRecord
-from .results import (BaselineResult, CheckpointInfo, DeinitResult, EventSink, GcAction, GrowResult, InitResult,
-                      Outcome, ResetResult, RmResult, StorageResult, UpResult, WorkspaceInfo)
+from .results import (
+    BaselineResult,
+    CheckpointInfo,
+    DeinitResult,
+    EventSink,
+    GcAction,
+    GrowResult,
+    InitResult,
+    Outcome,
+    ResetResult,
+    RmResult,
+    StorageResult,
+    UpResult,
+    WorkspaceInfo,
+)
 from .workspaces import baseline, checkpoints, inspection, lifecycle, recover, remove
 from .workspaces.checkpoints import AUTO_CHECKPOINTS
 

@@ -20,8 +20,8 @@ from rich.table import Table
 
 from .api import Sandbox
 from .errors import SandboxError, UsageError
-from .results import Event, EventKind
 from .migrations.findings import describe_evidence
+from .results import Event, EventKind
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)

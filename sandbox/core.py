@@ -23,6 +23,7 @@ from . import config as config_mod
 from .config import Config
 from .databases.base import ConnInfo, Strategy
 from .errors import ConfigError, HookFailed, SandboxError, UnknownWorkspace, UsageError
+from .git import IsolatedRepos, Unsaved, Worktrees, find_project_root
 from .intents import Operation, Recovery, operation
 from .migrations.base import MigrationTool
 from .names import validate_name
@@ -30,7 +31,6 @@ from .registry import Registry, WorkspaceRecord
 from .results import Event, EventKind, EventSink
 from .runtime.base import Runtime, WorkspaceSpec, unprivileged_ids
 from .runtime.none import HostRuntime
-from .worktrees import IsolatedRepos, Worktrees, find_project_root
 
 Progress = Callable[[str], None]
 Recoverer = Callable[["Project", "str | None", bool, bool], list[Recovery]]
@@ -141,16 +141,19 @@ class Project:
         """Why removing the workspace would lose work (empty: nothing). Fails closed."""
         path = Path(rec.path)
         reasons: list[str] = []
-        if self.isolated(rec):
-            found = self.repos.unsaved(rec.name, path, rec.branch, ignore=self._managed_files())
-        else:
-            found = self.git.dirty(path, ignore=self._managed_files())
+        found = self.unsaved_work(rec)
         if found:
-            reasons.append(f"{len(found)} uncommitted change(s) in {path} ({', '.join(found[:3])})")
+            reasons.append(f"{len(found)} uncommitted change(s) in {path} ({', '.join(u.what for u in found[:3])})")
         unmerged = self.git.unmerged(rec.branch)
         if unmerged:
             reasons.append(f"{len(unmerged)} commit(s) on {rec.branch!r} not on main")
         return reasons
+
+    def unsaved_work(self, rec: WorkspaceRecord) -> list[Unsaved]:
+        """What the workspace's checkout holds beyond its branch (typed; fails closed)."""
+        if self.isolated(rec):
+            return self.repos.find_unsaved(rec.name, Path(rec.path), rec.branch, ignore=self._managed_files())
+        return self.git.find_unsaved(Path(rec.path), ignore=self._managed_files())
 
     def _managed_files(self) -> tuple[str, ...]:
         return (self.env_file(),)

@@ -8,7 +8,14 @@ import subprocess
 from typing import Any, Callable, Sequence
 
 from ..core import Project
-from ..errors import SandboxError, ServiceUnavailable, UnknownWorkspace, UnsafeToTell, UsageError, WorkspaceError
+from ..errors import (
+    SandboxError,
+    ServiceUnavailable,
+    UnknownWorkspace,
+    UnsafeToTell,
+    UsageError,
+    WorkspaceError,
+)
 from ..health import baseline_state, check_all
 from ..registry import WorkspaceRecord
 from ..results import WorkspaceInfo

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import subprocess
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as futures_wait
@@ -20,6 +19,7 @@ from typing import Any, Callable, Sequence
 from ..core import Project
 from ..envfile import write_block
 from ..errors import DatabaseError, SandboxError, UsageError, WorkspaceError
+from ..git import fast_forward, fast_forward_in
 from ..health import baseline_state
 from ..intents import Operation
 from ..names import validate_name
@@ -219,23 +219,11 @@ def advance(p: Project, rec: WorkspaceRecord, commit: str) -> None:
         runtime = p.runtime_for(rec.runtime)
         if runtime.status(p.config.project_id, rec.name) != "running":
             raise WorkspaceError(f"workspace {rec.name!r} is not running", hint=f"run `sandbox up {rec.name}` first")
-        lines: list[str] = []
-        # On the workspace's branch: fast-forward the checkout. Elsewhere (the agent checked
-        # out another branch): move only the branch, leaving the agent's checkout alone.
-        script = ('if [ "$(git symbolic-ref -q --short HEAD)" = "$1" ]; then exec git merge --ff-only -q "$2"; '
-                  'else exec git update-ref "refs/heads/$1" "$2"; fi')
-        code = runtime.exec(p.spec(rec), ["sh", "-c", script, "sh", rec.branch, commit],
-                            output=lines.append)
-        if code != 0:
-            raise WorkspaceError(f"could not bring workspace {rec.name!r} to {commit[:12]}: "
-                                 + (" | ".join(lines[-3:]) or f"git exited {code}"))
+        spec = p.spec(rec)
+        fast_forward_in(lambda argv, output: runtime.exec(spec, argv, output=output), rec.name, rec.branch, commit)
         p.collect(rec)
     else:
-        res = subprocess.run(["git", "-C", rec.path, "merge", "--ff-only", "-q", commit], capture_output=True,
-                             text=True, env={**os.environ, "LC_ALL": "C"})
-        if res.returncode != 0:
-            raise WorkspaceError(f"could not bring workspace {rec.name!r} to {commit[:12]}: "
-                                 f"{(res.stderr or res.stdout).strip()}")
+        fast_forward(rec.path, rec.name, commit)
 
 
 def _warn_stale_baseline(p: Project) -> None:
