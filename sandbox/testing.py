@@ -1,0 +1,327 @@
+"""Public fakes: build a real :class:`~sandbox.api.Sandbox` without Docker or PostgreSQL.
+
+Like httpx's ``MockTransport``: the orchestration is sandbox's own (the registry, the intent
+journal, git worktrees of a real repository, recovery, gc), and only the collaborators that
+reach engines are replaced. Use them to test automation built on sandbox, and to test every
+orchestration decision in milliseconds::
+
+    from sandbox.testing import fake_sandbox
+
+    def test_rm_refuses_unsaved_work(tmp_path):
+        sb = fake_sandbox(tmp_path)
+        sb.up(["a"])
+        (sb.config.worktrees_dir / "a" / "new.txt").write_text("work")
+        with pytest.raises(UnsafeRemoval):
+            sb.rm("a")
+
+* :class:`FakeRuntime`: containers as a dictionary (``name = "none"``, so workspaces are git
+  worktrees of the main checkout); ``fail`` makes one method raise.
+* :class:`FakeStrategy`: databases and checkpoints as dictionaries; ``leftovers`` are owned
+  resources gc must classify.
+* :class:`FakeProjectRunner`: records each command and answers with a chosen exit code.
+* :class:`FakeClock`: the time checkpoint labels are made from, moved by hand.
+* :func:`fake_sandbox`: a temporary git repository with ``sandbox.toml``, initialised, and its
+  ``Sandbox`` built with the fakes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Callable, Iterator, Mapping, Sequence
+
+from . import config as config_mod
+from .api import Sandbox
+from .checks import Check, OwnedResource
+from .databases.base import CheckpointInfo, ConnInfo
+from .git import run
+from .errors import DatabaseError, SandboxError, UsageError
+from .project import RunResult
+from .results import Event
+from .runtime.base import WorkspaceSpec
+
+__all__ = ["FakeClock", "FakeProjectRunner", "FakeRuntime", "FakeSandbox", "FakeStrategy", "Fakes", "fake_sandbox",
+           "git_repo"]
+
+
+class FakeClock:
+    """A clock that moves only when told (``advance``)."""
+
+    def __init__(self, start: datetime | None = None) -> None:
+        self.now = start or datetime(2026, 1, 1, tzinfo=timezone.utc)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float = 1.0) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+def _raise(fail: Mapping[str, SandboxError], what: str) -> None:
+    if what in fail:
+        raise fail[what]
+
+
+@dataclass
+class FakeRuntime:
+    """The container runtime as a dictionary: workspace → "running" or "exited".
+
+    ``fail["up"] = ServiceUnavailable(...)`` makes ``up`` raise (any method name works);
+    ``calls`` lists ``(method, workspace)`` in order; ``exec_code`` is what ``exec`` returns.
+    """
+
+    name: str = "none"
+    containers: dict[str, str] = field(default_factory=dict)
+    networks: set[str] = field(default_factory=set)
+    fail: dict[str, SandboxError] = field(default_factory=dict)
+    calls: list[tuple[str, str]] = field(default_factory=list)
+    exec_code: int = 0
+
+    def _call(self, method: str, workspace: str) -> None:
+        self.calls.append((method, workspace))
+        _raise(self.fail, method)
+
+    def ensure_network(self, project: str, name: str) -> str | None:
+        self._call("ensure_network", name)
+        return None
+
+    def up(self, spec: WorkspaceSpec) -> None:
+        self._call("up", spec.name)
+        self.containers[spec.name] = "running"
+
+    def stop(self, project: str, name: str) -> None:
+        self._call("stop", name)
+        if name in self.containers:
+            self.containers[name] = "exited"
+
+    def remove(self, project: str, name: str) -> None:
+        self._call("remove", name)
+        self.containers.pop(name, None)
+
+    def status(self, project: str, name: str) -> str:
+        _raise(self.fail, "status")
+        return self.containers.get(name, "absent") if self.name != "none" else "none"
+
+    def exec(self, spec: WorkspaceSpec, argv: Sequence[str], *, env: Mapping[str, str] | None = None,
+             interactive: bool = False, output: Callable[[str], None] | None = None) -> int:
+        self._call("exec", spec.name)
+        return self.exec_code
+
+    def owned(self, project: str) -> list[OwnedResource]:
+        _raise(self.fail, "owned")
+        return [OwnedResource("container", f"fake-{n}", n) for n in self.containers]
+
+    def remove_owned(self, resource: OwnedResource) -> None:
+        self._call("remove_owned", resource.id)
+        if resource.workspace is not None:
+            self.containers.pop(resource.workspace, None)
+
+    def doctor(self) -> list[Check]:
+        return [Check("runtime", True, "fake runtime")]
+
+
+@dataclass
+class _FakeDb:
+    running: bool = True
+    generation: int = 0                        # bumped by reset and restore: which copy is in place
+    source: str = "baseline"                   # what the current copy was made from
+    checkpoints: dict[str, CheckpointInfo] = field(default_factory=dict)
+
+
+@dataclass
+class FakeStrategy:
+    """Workspace databases as a dictionary. ``leftovers`` are owned resources that belong to no
+    workspace (or to an unknown one): what gc must classify. ``fail`` as for :class:`FakeRuntime`."""
+
+    name: str = "fake"
+    clock: Callable[[], datetime] = field(default_factory=FakeClock)
+    databases: dict[str, _FakeDb] = field(default_factory=dict)
+    leftovers: list[OwnedResource] = field(default_factory=list)
+    fail: dict[str, SandboxError] = field(default_factory=dict)
+    calls: list[tuple[str, str]] = field(default_factory=list)
+    baseline_built: int = 0
+    removed: list[OwnedResource] = field(default_factory=list)
+
+    def _call(self, method: str, ws: str) -> None:
+        self.calls.append((method, ws))
+        _raise(self.fail, method)
+
+    def _conn(self, dbname: str) -> ConnInfo:
+        return ConnInfo(host="127.0.0.1", port=1, user="fake", password="fake-secret", dbname=dbname)
+
+    def _db(self, ws: str) -> _FakeDb:
+        if ws not in self.databases:
+            raise DatabaseError(f"workspace {ws!r} has no database")
+        return self.databases[ws]
+
+    def build_baseline(self, populate: Callable[[ConnInfo], None]) -> None:
+        self._call("build_baseline", "")
+        populate(self._conn("fake_baseline"))
+        self.baseline_built += 1
+
+    def import_baseline(self, dump: Path) -> None:
+        self._call("import_baseline", "")
+        self.baseline_built += 1
+
+    def update_baseline(self, populate: Callable[[ConnInfo], None]) -> None:
+        self.build_baseline(populate)
+
+    def has_baseline(self) -> bool:
+        return self.baseline_built > 0
+
+    def baseline(self) -> ConnInfo:
+        return self._conn("fake_baseline")
+
+    def planned(self, ws: str, network: str | None = None) -> ConnInfo:
+        return self._conn(f"fake_{ws}")
+
+    def create(self, ws: str, network: str | None = None) -> ConnInfo:
+        self._call("create", ws)
+        self.databases.setdefault(ws, _FakeDb())
+        return self.planned(ws, network)
+
+    def info(self, ws: str, network: str | None = None) -> ConnInfo:
+        self._db(ws)
+        return self.planned(ws, network)
+
+    def exists(self, ws: str) -> bool:
+        return ws in self.databases
+
+    def start(self, ws: str, network: str | None = None) -> None:
+        self._call("start", ws)
+        self._db(ws).running = True
+
+    def stop(self, ws: str) -> None:
+        self._call("stop", ws)
+        if ws in self.databases:
+            self.databases[ws].running = False
+
+    def reset(self, ws: str, network: str | None = None) -> ConnInfo:
+        self._call("reset", ws)
+        db = self._db(ws)
+        db.generation, db.source, db.running = db.generation + 1, "baseline", True
+        return self.planned(ws, network)
+
+    def drop(self, ws: str) -> None:
+        self._call("drop", ws)
+        self.databases.pop(ws, None)
+
+    def checkpoint(self, ws: str, label: str) -> CheckpointInfo:
+        self._call("checkpoint", ws)
+        cp = CheckpointInfo(label, self.clock().isoformat(), 0)
+        self._db(ws).checkpoints[label] = cp
+        return cp
+
+    def restore(self, ws: str, label: str, network: str | None = None) -> None:
+        self._call("restore", ws)
+        db = self._db(ws)
+        if label not in db.checkpoints:
+            raise UsageError(f"workspace {ws!r} has no checkpoint {label!r}")
+        db.generation, db.source, db.running = db.generation + 1, label, True
+
+    def checkpoints(self, ws: str) -> list[CheckpointInfo]:
+        return sorted(self._db(ws).checkpoints.values(), key=lambda c: (c.created_at, c.label))
+
+    def drop_checkpoint(self, ws: str, label: str) -> None:
+        self._call("drop_checkpoint", ws)
+        self._db(ws).checkpoints.pop(label, None)
+
+    @contextlib.contextmanager
+    def scratch(self, tag: str) -> Iterator[ConnInfo]:
+        yield self._conn(f"fake_scratch_{tag}")
+
+    def owned(self) -> list[OwnedResource]:
+        _raise(self.fail, "owned")
+        return ([OwnedResource("baseline", "fake_baseline", None, "baseline")] if self.baseline_built else []) + \
+            [OwnedResource("database", f"fake_{ws}", ws) for ws in self.databases] + list(self.leftovers)
+
+    def remove_owned(self, resource: OwnedResource) -> None:
+        self._call("remove_owned", resource.id)
+        self.removed.append(resource)
+        if resource in self.leftovers:
+            self.leftovers.remove(resource)
+        elif resource.workspace is not None:
+            self.databases.pop(resource.workspace, None)
+
+    def doctor(self) -> list[Check]:
+        return [Check("database", True, "fake strategy")]
+
+
+@dataclass
+class FakeProjectRunner:
+    """Runs nothing: records ``(argv, workspace)`` and answers ``code`` with ``output``."""
+
+    kind: str = "fake"
+    code: int = 0
+    output: str = ""
+    calls: list[tuple[tuple[str, ...], str | None]] = field(default_factory=list)
+
+    def python(self, tree: Path) -> list[str]:
+        return ["python3"]
+
+    def runner_script(self) -> str:
+        return "runner.py"
+
+    def run(self, tree: Path, argv: Sequence[str], *, cwd: Path, env: Mapping[str, str],
+            db: ConnInfo | None, workspace: str | None = None, network: bool = True,
+            writable: bool = False, timeout: float = 900) -> RunResult:
+        self.calls.append((tuple(argv), workspace))
+        return RunResult(self.code, self.output, "")
+
+
+GIT_ENV = {"GIT_AUTHOR_NAME": "sandbox tests", "GIT_AUTHOR_EMAIL": "tests@sandbox.invalid",
+           "GIT_COMMITTER_NAME": "sandbox tests", "GIT_COMMITTER_EMAIL": "tests@sandbox.invalid"}
+
+
+def git_repo(path: Path, files: Mapping[str, str] | None = None) -> Path:
+    """A git repository at ``path`` on branch ``main`` with one commit of ``files``."""
+    path.mkdir(parents=True, exist_ok=True)
+
+    def git(*args: str) -> None:
+        run(path, *args, trusted=True, env=GIT_ENV)
+
+    git("init", "-q", "-b", "main")
+    for name, text in (files or {"README.md": "fake project\n"}).items():
+        (path / name).parent.mkdir(parents=True, exist_ok=True)
+        (path / name).write_text(text)
+    git("add", "-A")
+    git("commit", "-q", "-m", "initial")
+    return path
+
+
+@dataclass
+class Fakes:
+    """The collaborators a :func:`fake_sandbox` was built with, and the events it reported."""
+
+    runtime: FakeRuntime
+    strategy: FakeStrategy
+    runner: FakeProjectRunner
+    clock: FakeClock
+    events: list[Event] = field(default_factory=list)
+
+
+class FakeSandbox(Sandbox):
+    """A :class:`Sandbox` built by :func:`fake_sandbox`; ``fakes`` holds its collaborators."""
+
+    fakes: Fakes
+
+
+def fake_sandbox(tmp: Path, *, toml: str | None = None, init: bool = True,
+                 runtime: FakeRuntime | None = None, strategy: FakeStrategy | None = None,
+                 runner: FakeProjectRunner | None = None, clock: FakeClock | None = None) -> FakeSandbox:
+    """A real :class:`Sandbox` on a fresh git repository under ``tmp``, with fakes for the
+    runtime, the database strategy, the project runner and the clock (``sb.fakes``).
+    ``init``: ``sandbox init`` has run (the registry exists, the baseline is built)."""
+    clock = clock or FakeClock()
+    fakes = Fakes(runtime or FakeRuntime(), strategy or FakeStrategy(clock=clock), runner or FakeProjectRunner(),
+                  clock)
+    text = toml if toml is not None else '[workspace]\nruntime = "none"\ncopy = []\n[database]\nseed = []\n'
+    repo = git_repo(tmp / "project", {config_mod.CONFIG_FILE: text, ".gitignore": "/.sandbox/\n"})
+    sb = FakeSandbox(config_mod.load(repo), runtime=fakes.runtime, strategy=fakes.strategy, runner=fakes.runner,
+                     clock=clock, events=fakes.events.append)
+    sb.fakes = fakes
+    if init:
+        sb.init()
+    return sb
