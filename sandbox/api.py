@@ -21,7 +21,11 @@ from .doctor import run_checks
 from .errors import SandboxError, UnknownWorkspace
 from .gc import collect as gc_collect
 from .intents import Recovery
-from .migrations.coordinator import Coordinator
+from .migrations import gate, queue, status, sync
+from .migrations.context import GateContext
+from .migrations.findings import Report
+from .migrations.status import MigrateStatus
+from .migrations.sync import RebaseResult, SyncResult
 from .registry import IntentRecord, WorkspaceRecord
 from .results import (
     BaselineResult,
@@ -31,7 +35,6 @@ from .results import (
     GcAction,
     GrowResult,
     InitResult,
-    Outcome,
     ResetResult,
     RmResult,
     StorageResult,
@@ -61,8 +64,11 @@ class Sandbox(Project):
         return recover.recover_once(p, name, everything, dry_run, self._finish_coordinated)
 
     def _finish_coordinated(self, it: IntentRecord) -> tuple[str, str]:
-        result: tuple[str, str] = self.coordinator().finish(it)
-        return result
+        return queue.finish(self.gate_context(), it)
+
+    def gate_context(self) -> GateContext:
+        """What the migration gate works with (never this whole object)."""
+        return GateContext.from_project(self, advance=self.advance)
 
     # -- the lifecycle --------------------------------------------------------------------------
     def init(self, *, strategy: str | None = None, runtime: str | None = None,
@@ -104,7 +110,8 @@ class Sandbox(Project):
     # -- reading ----------------------------------------------------------------------------------
     def ls(self) -> list[WorkspaceInfo]:
         """Every workspace and its state (JSON shape of the contract; no secrets)."""
-        return inspection.ls(self, Coordinator(self).workspace_summary)
+        ctx = self.gate_context()
+        return inspection.ls(self, lambda rec: status.workspace_summary(ctx, rec).to_json())
 
     def env(self, name: str) -> dict[str, str]:
         """The workspace's environment as seen from the host."""
@@ -150,31 +157,28 @@ class Sandbox(Project):
         checkpoints.prune_auto(self, name)
 
     # -- migrations (the gate) -----------------------------------------------------------------------
-    def coordinator(self) -> Coordinator:
-        return Coordinator(self)
-
-    def migrate_status(self) -> Outcome:
+    def migrate_status(self) -> MigrateStatus:
         self.registry  # noqa: B018 - a damaged registry is an error here too, migrations or not
         if None not in self._recovered:
             self.recover(None)
-        return Outcome(self.coordinator().status())
+        return status.status(self.gate_context())
 
-    def migrate_check(self, name: str) -> Any:
+    def migrate_check(self, name: str) -> Report:
         try:
-            return self.coordinator().check(name)
+            return gate.check(self.gate_context(), name)
         except SandboxError:
             if self.registry.get(name) is None:      # removed while it was being checked
                 raise UnknownWorkspace(name) from None
             raise
 
-    def migrate_rebase(self, name: str) -> Outcome:
-        return Outcome(self.coordinator().rebase(name))
+    def migrate_rebase(self, name: str) -> RebaseResult:
+        return sync.rebase(self.gate_context(), name)
 
-    def merge(self, name: str, *, dry_run: bool = False, allow_destructive: str | None = None) -> Any:
-        return self.coordinator().merge(name, dry_run=dry_run, allow_destructive=allow_destructive)
+    def merge(self, name: str, *, dry_run: bool = False, allow_destructive: str | None = None) -> Report:
+        return queue.merge(self.gate_context(), name, dry_run=dry_run, allow_destructive=allow_destructive)
 
-    def sync(self, name: str) -> Outcome:
-        return Outcome(self.coordinator().sync(name))
+    def sync(self, name: str) -> SyncResult:
+        return sync.sync(self.gate_context(), name)
 
     # -- storage, gc, doctor -----------------------------------------------------------------------
     def storage_init(self, size: str | None = None) -> StorageResult:

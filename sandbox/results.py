@@ -184,14 +184,3 @@ class WorkspaceInfo(_Json):
     health: dict[str, Any]
     migrations: Any
     git: dict[str, Any]
-
-
-@dataclass
-class Outcome(_Json):
-    """A gate or coordination result that is still a mapping (``migrate status``, ``rebase``,
-    ``sync``): kept as the gate builds it until the gate returns its own types."""
-
-    data: dict[str, Any]
-
-    def to_json(self) -> dict[str, Any]:
-        return dict(self.data)
