@@ -7,11 +7,11 @@ and the error tree in :mod:`sandbox.errors`.
 
 from .api import Sandbox
 from .config import Config, load as load_config
-from .errors import (ConfigError, DatabaseError, GateFailed, HookFailed, InvalidName, MigrationConflict,
+from .errors import (ConfigError, DatabaseError, HookFailed, InvalidName,
                      MigrationError, SandboxError, ServiceUnavailable, UnknownWorkspace, UnsafeRemoval,
                      UsageError, WorkspaceError)
 
 __all__ = ["Sandbox", "Config", "load_config", "SandboxError", "UsageError", "ConfigError", "InvalidName",
            "UnknownWorkspace", "WorkspaceError", "UnsafeRemoval", "HookFailed", "DatabaseError",
-           "MigrationError", "MigrationConflict", "GateFailed", "ServiceUnavailable"]
+           "MigrationError", "ServiceUnavailable"]
 __version__ = "0.1.0"

@@ -19,6 +19,15 @@ from urllib.parse import quote
 from ..checks import Check, OwnedResource
 from ..config import DatabaseConfig
 
+# kinds (in an object's metadata comment) of copies that only exist while an operation runs: a
+# gate's scratch clone, a baseline being built; an object without a label was never finished
+TRANSIENT_KINDS = frozenset({"scratch", "baseline-building", "unlabelled"})
+
+
+def is_transient(meta: Mapping[str, Any]) -> bool:
+    """Whether an object with this metadata is a crash's debris once no operation runs."""
+    return str(meta.get("kind", "unlabelled")) in TRANSIENT_KINDS
+
 Progress = Callable[[str], None]          # one human-readable step, e.g. "cloning baseline"
 
 

@@ -78,7 +78,7 @@ from ..checks import Check, OwnedResource
 from ..errors import DatabaseError, UsageError
 from ..host import now
 from ..names import pg_name, validate_name
-from .base import BackendContext, CheckpointInfo, ConnInfo, Server
+from .base import BackendContext, CheckpointInfo, ConnInfo, Server, is_transient
 from .shared import SharedServerStrategy
 from .pgadmin import (
     advisory_lock,
@@ -549,7 +549,7 @@ class SchemaStrategy(SharedServerStrategy):
             for name, comment in rows:
                 meta = parse_meta(comment)
                 out.append(OwnedResource(kind=kind, id=name, workspace=meta.get("workspace"),
-                                         detail=str(meta.get("kind", "unlabelled"))))
+                                         detail=str(meta.get("kind", "unlabelled")), transient=is_transient(meta)))
         return out
 
     def remove_owned(self, resource: OwnedResource) -> None:

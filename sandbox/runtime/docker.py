@@ -380,6 +380,21 @@ class DockerRuntime:
             return "none"
         return "running" if container.status == "running" else "exited"
 
+    def statuses(self, project: str) -> dict[str, str]:
+        """Every workspace container's status (``running`` or ``exited``) by workspace name, from
+        one list call filtered by the project's label (``ls`` of many workspaces); a workspace
+        without a container is absent (``none``)."""
+        with translated("listing the workspaces' containers"):
+            containers = self.client.containers.list(
+                all=True, ignore_removed=True,
+                filters={"label": [f"{LABEL_PROJECT}={project}", f"{LABEL_ROLE}={ROLE_WORKSPACE}"]})
+        out: dict[str, str] = {}
+        for c in containers:
+            ws = (c.labels or {}).get(LABEL_WORKSPACE)
+            if ws:
+                out[ws] = "running" if c.status == "running" else "exited"
+        return out
+
     def exec(self, spec: WorkspaceSpec, argv: Sequence[str], *, env: Mapping[str, str] | None = None,
              interactive: bool = False, output: OutputSink | None = None) -> int:
         if not argv:

@@ -180,8 +180,8 @@ def test_every_workspace_operation_has_its_kill_points_tried() -> None:
 def test_gc_classifies_from_typed_fields(tmp: Path) -> None:
     strategy = FakeStrategy(leftovers=[
         OwnedResource("database", "fake_ghost", "ghost", "a workspace the registry does not know"),
-        OwnedResource("database", "fake_scratch", None, "scratch copy of a gate"),
-        OwnedResource("database", "fake_shared", None, "shared"),
+        OwnedResource("database", "fake_scratch", None, "a gate's copy", transient=True),
+        OwnedResource("database", "fake_shared", None, "scratch: only the text says so"),   # not transient: kept
     ])
     sb = fake_sandbox(tmp, strategy=strategy)
     sb.up(["a", "b", "c"])
