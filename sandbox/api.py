@@ -110,8 +110,15 @@ class Sandbox(Project):
     # -- reading ----------------------------------------------------------------------------------
     def ls(self) -> list[WorkspaceInfo]:
         """Every workspace and its state (JSON shape of the contract; no secrets)."""
+        return inspection.ls(self, self._summaries)
+
+    def _summaries(self, recs: list[WorkspaceRecord]) -> list[dict[str, Any]]:
+        """The gate's migration summary of each workspace: every branch read in one git call,
+        workspaces with the same migrations read once."""
         ctx = self.gate_context()
-        return inspection.ls(self, lambda rec: status.workspace_summary(ctx, rec).to_json())
+        ctx.trees.read_branches([rec.branch for rec in recs])
+        memo: dict[Path, status.MigrationSummary] = {}
+        return [status.workspace_summary(ctx, rec, memo).to_json() for rec in recs]
 
     def env(self, name: str) -> dict[str, str]:
         """The workspace's environment as seen from the host."""

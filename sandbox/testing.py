@@ -161,6 +161,12 @@ class FakeRuntime(_Persisted):
         return self.containers.get(name, "absent") if self.name != "none" else "none"
 
     @_persist
+    def statuses(self, project: str) -> dict[str, str]:
+        _raise(self.fail, "statuses")
+        self.calls.append(("statuses", ""))
+        return dict(self.containers) if self.name != "none" else {}
+
+    @_persist
     def exec(self, spec: WorkspaceSpec, argv: Sequence[str], *, env: Mapping[str, str] | None = None,
              interactive: bool = False, output: Callable[[str], None] | None = None) -> int:
         self._call("exec", spec.name)

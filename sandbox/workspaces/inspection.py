@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from typing import Any, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable, Protocol, Sequence, runtime_checkable
 
 from ..core import Project
 from ..errors import (
@@ -20,35 +21,92 @@ from ..health import baseline_state, check_all
 from ..registry import WorkspaceRecord
 from ..results import WorkspaceInfo
 
+# How many workspaces' repositories ``ls`` reads at once (each a ``git fetch`` into main's).
+PARALLEL_READS = 8
 
-def ls(p: Project, summary: Callable[[WorkspaceRecord], Any]) -> list[WorkspaceInfo]:
+
+@runtime_checkable
+class ListsStatuses(Protocol):
+    """A runtime that lists every workspace's container status in one call."""
+
+    def statuses(self, project: str) -> dict[str, str]: ...
+
+
+def container_statuses(p: Project, recs: Sequence[WorkspaceRecord]) -> list[str]:
+    """Each workspace's container status: one list call per runtime kind (``unknown`` when the
+    runtime does not answer)."""
+    by_kind: dict[str, dict[str, str] | None] = {}
+    unavailable: set[str] = set()
+    for kind in {rec.runtime for rec in recs if rec.runtime != "none"}:
+        try:
+            runtime = p.runtime_for(kind)
+            by_kind[kind] = runtime.statuses(p.config.project_id) if isinstance(runtime, ListsStatuses) else None
+        except ServiceUnavailable:
+            unavailable.add(kind)
+    out = []
+    for rec in recs:
+        if rec.runtime == "none":
+            out.append("none")
+        elif rec.runtime in unavailable:
+            out.append("unknown")
+        elif (listed := by_kind[rec.runtime]) is not None:
+            out.append(listed.get(rec.name, "none"))
+        else:                                   # a runtime without a list call: one call each
+            try:
+                out.append(p.runtime_for(rec.runtime).status(p.config.project_id, rec.name))
+            except ServiceUnavailable:
+                out.append("unknown")
+    return out
+
+
+def _collect_all(p: Project, recs: Sequence[WorkspaceRecord]) -> list[tuple[str | None, str | None]]:
+    """Bring every isolated workspace's commits into main's repository, several at once:
+    (git error, unsafe) of each."""
+    def one(rec: WorkspaceRecord) -> tuple[str | None, str | None]:
+        try:
+            p.collect(rec)        # commits made inside are on its branch before it is read
+        except UnsafeToTell as exc:  # a hostile or unreadable repository: reported, never followed
+            return exc.message, exc.message
+        except SandboxError as exc:
+            return str(exc), None
+        return None, None
+    if sum(1 for rec in recs if p.isolated(rec)) <= 1:
+        return [one(rec) for rec in recs]
+    with ThreadPoolExecutor(max_workers=PARALLEL_READS) as pool:
+        return list(pool.map(one, recs))
+
+
+def _behind_all(p: Project, recs: Sequence[WorkspaceRecord]) -> list[int]:
+    """How many of main's commits each branch lacks: one batched read for all of them."""
+    try:
+        found = p.git.ahead_behind([rec.branch for rec in recs])
+    except SandboxError:
+        return [p.behind(rec) for rec in recs]
+    return [found[rec.branch].behind if rec.branch in found else 0 for rec in recs]
+
+
+def ls(p: Project, summaries: Callable[[list[WorkspaceRecord]], list[Any]]) -> list[WorkspaceInfo]:
     """Every workspace and its state (JSON shape of the contract; no secrets).
 
     ``state`` is the registry's, except that a ``ready`` workspace whose database does not
     answer, whose container is not running, or that an interrupted operation left behind is
     reported ``broken`` (``health`` says why; ``registry_state`` keeps the row's own).
+    Batched for many workspaces: one container list per runtime, repositories read in
+    parallel, one git read for every branch, health probed in parallel. ``summaries``: the
+    migration summary of each record (the gate's, batched too).
     """
     out: list[WorkspaceInfo] = []
     if None not in p._recovered:
         p.recover(None)            # a killed merge's baseline, a killed deinit (workspaces: only reported)
     recs = p.registry.all()
-    statuses: list[str] = []
-    for rec in recs:
-        try:
-            statuses.append(p.runtime_for(rec.runtime).status(p.config.project_id, rec.name)
-                            if rec.runtime != "none" else "none")
-        except ServiceUnavailable:
-            statuses.append("unknown")
+    statuses = container_statuses(p, recs)
     healths = check_all(p, list(zip(recs, statuses)))
     baseline = baseline_state(p)
-    for rec, status, health in zip(recs, statuses, healths):
-        git_error, unsafe = None, None
-        try:
-            p.collect(rec)        # commits made inside are on its branch before it is read
-        except UnsafeToTell as exc:  # a hostile or unreadable repository: reported, never followed
-            git_error = unsafe = exc.message
-        except SandboxError as exc:
-            git_error = str(exc)
+    collected = _collect_all(p, recs)
+    behind = _behind_all(p, recs)
+    migrations = summaries(recs)
+    for rec, status, health, (git_error, unsafe), late, summary in zip(recs, statuses, healths, collected,
+                                                                       behind, migrations):
         url = None
         if rec.strategy:
             try:
@@ -69,8 +127,8 @@ def ls(p: Project, summary: Callable[[WorkspaceRecord], Any]) -> list[WorkspaceI
                       **({"error": health.database_error} if health.database_error else {})},
             health={**health.to_json(), "baseline": baseline.to_json(),
                     **({"baseline_problem": baseline.problem()} if baseline.problem() else {})},
-            migrations=summary(rec),
-            git={"behind_main": p.behind(rec), **({"error": git_error} if git_error else {}),
+            migrations=summary,
+            git={"behind_main": late, **({"error": git_error} if git_error else {}),
                  **({"unsafe": True} if unsafe else {})}))
     return out
 
