@@ -9,6 +9,7 @@ from typing import Callable
 from .. import config as config_mod
 from ..core import Project
 from ..databases.base import ConnInfo
+from ..databases.seeds import run_seed_file
 from ..databases.storage import detect, grow_pool, parse_size, pool_path, provision_pool
 from ..errors import ConfigError, DatabaseError, SandboxError, UsageError
 from ..migrations.alembic import scrub_secrets
@@ -64,7 +65,6 @@ def _populate(p: Project, tree: Path) -> Callable[[ConnInfo], None]:
 
 
 def _run_seeds(p: Project, tree: Path, conn: ConnInfo) -> None:
-    import psycopg
     dbc = p.config.database
     for seed in dbc.seed:
         path = tree / seed
@@ -73,11 +73,7 @@ def _run_seeds(p: Project, tree: Path, conn: ConnInfo) -> None:
                 continue  # the default seed file is optional
             raise ConfigError(f"sandbox.toml: [database] seed: {seed} does not exist", key="database.seed")
         p.progress(f"baseline: seeding {seed}")
-        try:
-            with psycopg.connect(**conn.kwargs(), autocommit=True, connect_timeout=10) as c:
-                c.execute(path.read_text())  # type: ignore[arg-type] # trusted project file
-        except psycopg.Error as exc:
-            raise DatabaseError(f"seed {seed} failed: {exc.diag.message_primary or exc}") from exc
+        run_seed_file(conn, path, seed)
     if dbc.seed_command:
         p.progress(f"baseline: seed command {' '.join(dbc.seed_command)}")
         res = p.runner.run(tree, list(dbc.seed_command), cwd=tree, env=p.base_env(), db=conn)
