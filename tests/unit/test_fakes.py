@@ -255,3 +255,33 @@ def test_warnings_are_typed_events(sb: FakeSandbox) -> None:
     warnings = [e for e in sb.fakes.events if e.kind is EventKind.WARNING]
     assert [e.workspace for e in warnings] == ["old"]
     assert "lacks 1 of main's commits" in warnings[0].message
+
+
+# -- the merge queue's order (sandbox.migrations.queue) ----------------------------------------------
+
+def test_merges_go_in_order_and_a_later_one_must_contain_the_earlier(sb: FakeSandbox) -> None:
+    sb.up(["a", "b"])
+    for name in ("a", "b"):
+        _commit(sb.config.worktrees_dir / name, f"{name}.txt")
+    first = sb.merge("b")
+    assert first.ok and first.merged
+    second = sb.merge("a")                       # main moved: a lacks b's commit (merge = "ff")
+    assert not second.merged and "branch-behind-main" in {f.rule for f in second.findings}
+    assert sb.git.rev("HEAD") == first.commit    # nothing merged
+    assert sb.sync("a").to_json()["merged"]
+    third = sb.merge("a")
+    assert third.ok and third.merged
+    assert [m["workspace"] for m in sb.registry.merges()] == ["b", "a"]
+    subjects = git(sb.root, "log", "--format=%s", trusted=True).split()
+    assert subjects.index("add a.txt") < subjects.index("add b.txt")        # newest first: b merged before a
+    assert sb.registry.intents() == []
+
+
+def test_merge_refuses_uncommitted_work_and_changes_nothing(sb: FakeSandbox) -> None:
+    sb.up(["a"])
+    _commit(sb.config.worktrees_dir / "a", "a.txt")
+    (sb.config.worktrees_dir / "a" / "a.txt").write_text("changed, not committed\n")
+    main = sb.git.rev("HEAD")
+    with pytest.raises(WorkspaceError):
+        sb.merge("a")
+    assert sb.git.rev("HEAD") == main and sb.registry.merges() == []
