@@ -272,7 +272,7 @@ def test_merges_go_in_order_and_a_later_one_must_contain_the_earlier(sb: FakeSan
     third = sb.merge("a")
     assert third.ok and third.merged
     assert [m["workspace"] for m in sb.registry.merges()] == ["b", "a"]
-    subjects = git(sb.root, "log", "--format=%s", trusted=True).split()
+    subjects = git(sb.root, "log", "--format=%s", trusted=True).splitlines()
     assert subjects.index("add a.txt") < subjects.index("add b.txt")        # newest first: b merged before a
     assert sb.registry.intents() == []
 
