@@ -285,3 +285,28 @@ def test_merge_refuses_uncommitted_work_and_changes_nothing(sb: FakeSandbox) -> 
     with pytest.raises(WorkspaceError):
         sb.merge("a")
     assert sb.git.rev("HEAD") == main and sb.registry.merges() == []
+
+
+# -- many workspaces -------------------------------------------------------------------------------
+
+def test_deinit_force_removes_every_workspace_and_the_state(sb: FakeSandbox) -> None:
+    sb.up(["a", "b", "c", "d"])
+    _commit(sb.config.worktrees_dir / "c", "work.txt")
+    with pytest.raises(UnsafeRemoval):
+        sb.deinit()                                  # c holds unmerged work: refused, nothing touched
+    assert len(sb.registry.all()) == 4
+    res = sb.deinit(force=True)
+    assert sorted(res.removed_workspaces) == ["a", "b", "c", "d"]
+    assert sorted(res.kept_branches) == ["a", "b", "c", "d"]
+    assert not sb.config.state_dir.exists() and sb.fakes.strategy.workspaces() == set()
+
+
+def test_ls_rows_have_the_contract_shape(sb: FakeSandbox) -> None:
+    sb.up(["a", "b"])
+    rows = [r.to_json() for r in sb.ls()]
+    assert [r["name"] for r in rows] == ["a", "b"]
+    for r in rows:
+        assert {"name", "branch", "path", "state", "cause", "registry_state", "runtime", "ports", "container",
+                "database", "health", "migrations", "git"} <= set(r)
+        assert r["git"]["behind_main"] == 0 and r["container"] == {"status": "none"}
+        assert "fake-secret" not in str(r)                                      # no secrets in ls
