@@ -102,10 +102,10 @@ class _Collector:
     def half_done_rows(self) -> None:
         """1b. registry rows left half-done without an intent (their process is gone)."""
         for rec in self.reg.all():
-            if rec.state == "creating" and not process_alive(rec.pid):
+            if rec.state == "creating" and not process_alive(rec.pid, rec.pid_start):
                 action, detail, fn = settle_creating(self.sb, rec)
                 self.act(GcAction("workspace", rec.name, rec.name, action, detail), fn)
-            elif rec.state == "removing" and not process_alive(rec.pid):
+            elif rec.state == "removing" and not process_alive(rec.pid, rec.pid_start):
                 self.act(GcAction("workspace", rec.name, rec.name, "remove",
                                   "interrupted while removing: finished"),
                          partial(_rollback, self.sb, rec, keep_branch=True))

@@ -46,6 +46,7 @@ CREATE TABLE IF NOT EXISTS workspaces (
     base_ref TEXT,
     branch_created INTEGER NOT NULL DEFAULT 0,
     pid INTEGER,
+    pid_start TEXT,
     created_at TEXT NOT NULL,
     updated_at TEXT NOT NULL,
     data TEXT NOT NULL DEFAULT '{}'
@@ -92,7 +93,7 @@ CREATE TABLE IF NOT EXISTS intents (
 """
 
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3               # 3: workspaces.pid_start (a reused pid is not its process)
 BACKUP_NAME = "registry.backup.db"
 SQLITE_HEADER = b"SQLite format 3\x00"
 DEFAULT_TIMEOUT = 30.0           # seconds a command waits for another process's registry lock
@@ -181,6 +182,15 @@ def _os_error(exc: OSError, what: str) -> SandboxError:
     return SandboxError(f"{what}: {exc.strerror or exc}")
 
 
+def upgrade_schema(conn: sqlite3.Connection) -> None:
+    """Bring an older registry's tables to :data:`SCHEMA_VERSION` (tables and columns it lacks)."""
+    conn.executescript(_SCHEMA)
+    columns = {r[1] for r in conn.execute("PRAGMA table_info(workspaces)")}
+    if "pid_start" not in columns:
+        conn.execute("ALTER TABLE workspaces ADD COLUMN pid_start TEXT")
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+
 def backup_lock(state_dir: Path) -> contextlib.AbstractContextManager[None]:
     """Serialises backups (and restores) of the registry in ``state_dir``."""
     return file_lock(state_dir / "locks" / "registry-backup.lock")
@@ -260,8 +270,7 @@ class RegistryFile:
             return self.verify()
         if version < SCHEMA_VERSION:
             with self.connect() as conn:
-                conn.executescript(_SCHEMA)
-                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                upgrade_schema(conn)
         if str(count) != meta.get(COUNT):
             raise self._damaged(f"it lists {count} workspace(s) where its last write recorded "
                                 f"{meta.get(COUNT)} (rows were lost)")
@@ -273,12 +282,11 @@ class RegistryFile:
     def _adopt_legacy(self) -> None:
         """A registry from before the sentinels: it has a project id, so ``init`` made it."""
         with self.connect() as conn:
-            conn.executescript(_SCHEMA)
+            upgrade_schema(conn)
             with immediate(conn):
                 count = conn.execute("SELECT count(*) FROM workspaces").fetchone()[0]
                 conn.executemany("INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)",
                                  [(INITIALISED, now()), (GENERATION, "0"), (COUNT, str(count))])
-                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         self.backup()
 
     @contextlib.contextmanager

@@ -23,6 +23,7 @@ class WorkspaceRecord:
     created_at: str = ""
     updated_at: str = ""
     data: dict[str, Any] = field(default_factory=dict)
+    pid_start: str | None = None      # with ``pid``, names one process (see sandbox.host.process_alive)
 
 
 @dataclass

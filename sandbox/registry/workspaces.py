@@ -7,7 +7,7 @@ import os
 import sqlite3
 from typing import Any
 
-from ..host import now
+from ..host import now, process_start
 from .database import RegistryFile
 from .records import STATES, WorkspaceRecord
 
@@ -18,7 +18,7 @@ def _record(row: sqlite3.Row) -> WorkspaceRecord:
         runtime=row["runtime"], cause=row["cause"], strategy=row["strategy"],
         base_ref=row["base_ref"], branch_created=bool(row["branch_created"]), pid=row["pid"],
         created_at=row["created_at"], updated_at=row["updated_at"],
-        data=json.loads(row["data"] or "{}"))
+        data=json.loads(row["data"] or "{}"), pid_start=row["pid_start"])
 
 
 class WorkspaceStore:
@@ -38,14 +38,16 @@ class WorkspaceStore:
     def insert(self, rec: WorkspaceRecord) -> bool:
         """Insert a new workspace; False if one of that name exists already."""
         ts = now()
+        pid_start = rec.pid_start or (process_start(rec.pid) if rec.pid == os.getpid() else None)
         with self.db.transaction() as conn:
             if conn.execute("SELECT 1 FROM workspaces WHERE name = ?", (rec.name,)).fetchone():
                 return False
             conn.execute(
                 "INSERT INTO workspaces (name, branch, path, state, cause, runtime, strategy, base_ref,"
-                " branch_created, pid, created_at, updated_at, data) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                " branch_created, pid, pid_start, created_at, updated_at, data)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (rec.name, rec.branch, rec.path, rec.state, rec.cause, rec.runtime, rec.strategy,
-                 rec.base_ref, int(rec.branch_created), rec.pid, ts, ts, json.dumps(rec.data)))
+                 rec.base_ref, int(rec.branch_created), rec.pid, pid_start, ts, ts, json.dumps(rec.data)))
         return True
 
     def update(self, name: str, **fields: Any) -> None:
@@ -62,8 +64,9 @@ class WorkspaceStore:
 
     def set_state(self, name: str, state: str, cause: str | None = None) -> None:
         # transitional states record their process, so gc can tell a crash from work in progress
-        self.update(name, state=state, cause=cause,
-                    pid=os.getpid() if state in ("creating", "removing") else None)
+        mine = state in ("creating", "removing")
+        self.update(name, state=state, cause=cause, pid=os.getpid() if mine else None,
+                    pid_start=process_start(os.getpid()) if mine else None)
 
     def delete(self, name: str) -> None:
         with self.db.transaction() as conn:
