@@ -11,7 +11,7 @@ from __future__ import annotations
 import getpass
 import os
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from . import config as config_mod
 from .checks import Check
@@ -21,11 +21,6 @@ from .doctor import run_checks
 from .errors import SandboxError, UnknownWorkspace
 from .gc import collect as gc_collect
 from .intents import Recovery
-from .migrations import gate, queue, status, sync
-from .migrations.context import GateContext
-from .migrations.findings import Report
-from .migrations.status import MigrateStatus
-from .migrations.sync import RebaseResult, SyncResult
 from .registry import IntentRecord, WorkspaceRecord
 from .results import (
     BaselineResult,
@@ -43,6 +38,12 @@ from .results import (
 )
 from .workspaces import baseline, checkpoints, inspection, lifecycle, recover, remove
 from .workspaces.checkpoints import AUTO_CHECKPOINTS
+
+if TYPE_CHECKING:     # the gate (pglast, the catalog readers) is loaded by the commands that use it
+    from .migrations.context import GateContext
+    from .migrations.findings import Report
+    from .migrations.status import MigrateStatus
+    from .migrations.sync import RebaseResult, SyncResult
 
 __all__ = ["AUTO_CHECKPOINTS", "ENV_FALLBACK", "GcAction", "Sandbox", "UpResult", "user_name"]
 
@@ -64,10 +65,12 @@ class Sandbox(Project):
         return recover.recover_once(p, name, everything, dry_run, self._finish_coordinated)
 
     def _finish_coordinated(self, it: IntentRecord) -> tuple[str, str]:
+        from .migrations import queue
         return queue.finish(self.gate_context(), it)
 
-    def gate_context(self) -> GateContext:
+    def gate_context(self) -> "GateContext":
         """What the migration gate works with (never this whole object)."""
+        from .migrations.context import GateContext
         return GateContext.from_project(self, advance=self.advance)
 
     # -- the lifecycle --------------------------------------------------------------------------
@@ -115,6 +118,7 @@ class Sandbox(Project):
     def _summaries(self, recs: list[WorkspaceRecord]) -> list[dict[str, Any]]:
         """The gate's migration summary of each workspace: every branch read in one git call,
         workspaces with the same migrations read once."""
+        from .migrations import status
         ctx = self.gate_context()
         ctx.trees.read_branches([rec.branch for rec in recs])
         memo: dict[Path, status.MigrationSummary] = {}
@@ -164,13 +168,15 @@ class Sandbox(Project):
         checkpoints.prune_auto(self, name)
 
     # -- migrations (the gate) -----------------------------------------------------------------------
-    def migrate_status(self) -> MigrateStatus:
+    def migrate_status(self) -> "MigrateStatus":
+        from .migrations import status
         self.registry  # noqa: B018 - a damaged registry is an error here too, migrations or not
         if None not in self._recovered:
             self.recover(None)
         return status.status(self.gate_context())
 
-    def migrate_check(self, name: str) -> Report:
+    def migrate_check(self, name: str) -> "Report":
+        from .migrations import gate
         try:
             return gate.check(self.gate_context(), name)
         except SandboxError:
@@ -178,13 +184,16 @@ class Sandbox(Project):
                 raise UnknownWorkspace(name) from None
             raise
 
-    def migrate_rebase(self, name: str) -> RebaseResult:
+    def migrate_rebase(self, name: str) -> "RebaseResult":
+        from .migrations import sync
         return sync.rebase(self.gate_context(), name)
 
-    def merge(self, name: str, *, dry_run: bool = False, allow_destructive: str | None = None) -> Report:
+    def merge(self, name: str, *, dry_run: bool = False, allow_destructive: str | None = None) -> "Report":
+        from .migrations import queue
         return queue.merge(self.gate_context(), name, dry_run=dry_run, allow_destructive=allow_destructive)
 
-    def sync(self, name: str) -> SyncResult:
+    def sync(self, name: str) -> "SyncResult":
+        from .migrations import sync
         return sync.sync(self.gate_context(), name)
 
     # -- storage, gc, doctor -----------------------------------------------------------------------

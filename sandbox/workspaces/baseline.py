@@ -9,10 +9,7 @@ from typing import Callable
 from .. import config as config_mod
 from ..core import Project
 from ..databases.base import ConnInfo
-from ..databases.seeds import run_seed_file
-from ..databases.storage import detect, grow_pool, parse_size, pool_path, provision_pool
 from ..errors import ConfigError, DatabaseError, SandboxError, UsageError
-from ..migrations.alembic import scrub_secrets
 from ..registry import Registry
 from ..results import BaselineResult, GrowResult, InitResult, StorageResult
 
@@ -65,6 +62,10 @@ def _populate(p: Project, tree: Path) -> Callable[[ConnInfo], None]:
 
 
 def _run_seeds(p: Project, tree: Path, conn: ConnInfo) -> None:
+    from ..databases.seeds import (
+        run_seed_file,  # psycopg: loaded when a baseline is built
+    )
+    from ..migrations.alembic import scrub_secrets
     dbc = p.config.database
     for seed in dbc.seed:
         path = tree / seed
@@ -111,6 +112,7 @@ def db_baseline(p: Project, *, refresh: bool = False, import_file: Path | None =
 
 def storage_init(p: Project, size: str | None = None) -> StorageResult:
     """Make the copy-on-write pool for snapshot clones (a loop-mounted btrfs image; needs root)."""
+    from ..databases.storage import detect, parse_size, pool_path, provision_pool
     size = size or p.config.database.pool_size
     try:
         parse_size(size)
@@ -128,6 +130,7 @@ def storage_init(p: Project, size: str | None = None) -> StorageResult:
 
 def storage_grow(p: Project, size: str) -> GrowResult:
     """Grow the loop-mounted copy-on-write pool to SIZE (or by +SIZE); needs root."""
+    from ..databases.storage import grow_pool
     storage = getattr(p.db, "storage", None)
     if storage is None:
         raise UsageError(f"the {p.db.name} strategy keeps no copy-on-write pool: grow the filesystem "

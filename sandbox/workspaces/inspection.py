@@ -17,7 +17,6 @@ from ..errors import (
     UsageError,
     WorkspaceError,
 )
-from ..health import baseline_state, check_all
 from ..registry import WorkspaceRecord
 from ..results import WorkspaceInfo
 
@@ -95,6 +94,10 @@ def ls(p: Project, summaries: Callable[[list[WorkspaceRecord]], list[Any]]) -> l
     parallel, one git read for every branch, health probed in parallel. ``summaries``: the
     migration summary of each record (the gate's, batched too).
     """
+    from ..health import (  # psycopg: only for the commands that probe
+        baseline_state,
+        check_all,
+    )
     out: list[WorkspaceInfo] = []
     if None not in p._recovered:
         p.recover(None)            # a killed merge's baseline, a killed deinit (workspaces: only reported)

@@ -20,7 +20,6 @@ from ..core import Project
 from ..envfile import write_block
 from ..errors import DatabaseError, SandboxError, UsageError, WorkspaceError
 from ..git import fast_forward, fast_forward_in
-from ..health import baseline_state
 from ..intents import Operation
 from ..names import validate_name
 from ..registry import WorkspaceRecord
@@ -228,6 +227,7 @@ def advance(p: Project, rec: WorkspaceRecord, commit: str) -> None:
 
 def _warn_stale_baseline(p: Project) -> None:
     """New workspaces start from the baseline: say so when it is not at main's head."""
+    from ..health import baseline_state  # psycopg: loaded in the background by `up`
     try:
         problem = baseline_state(p).problem()
     except SandboxError:

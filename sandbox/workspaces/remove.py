@@ -10,11 +10,9 @@ from pathlib import Path
 from typing import Sequence
 
 from ..core import Project
-from ..databases.factory import data_home, destroy_storage
 from ..errors import SandboxError, ServiceUnavailable, UnsafeRemoval, WorkspaceError
 from ..faults import STEPS
 from ..intents import Operation
-from ..project import remove_run_containers
 from ..registry import WorkspaceRecord
 from ..results import DeinitResult, RmResult
 from .lifecycle import results_of, start
@@ -116,6 +114,11 @@ def _deinit(p: Project, force: bool, op: Operation | None, reached: str) -> Dein
     def pending(name: str) -> bool:
         return order.index(reached) < order.index(name)
 
+    from ..databases.factory import (  # the backends: loaded when used
+        data_home,
+        destroy_storage,
+    )
+    from ..project import remove_run_containers
     recs = p.registry.all()
     if not force:
         for rec in recs:
