@@ -125,7 +125,7 @@ def init(
     """Write sandbox.toml if absent, create .sandbox/ and build the baseline database."""
     def go() -> Any:
         from . import config as config_mod
-        from .worktrees import find_project_root
+        from .git import find_project_root
         start = (state.project or Path.cwd()).resolve()
         root = find_project_root(start)
         if root is None:

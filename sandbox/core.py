@@ -228,12 +228,41 @@ class Project:
             return []
         return self._recoverer(self, name, everything, dry_run)
 
-    def _network(self, rec: WorkspaceRecord) -> str | None:
+    def recover_project(self) -> None:
+        """Finish what interrupted project-wide operations (merge, deinit) left, once per process."""
+        if None not in self._recovered:
+            self.recover(None)
+
+    def mark_recovered(self, name: str | None, *, everything: bool = False) -> None:
+        """``name`` (None: the project-wide operations) was checked for unfinished operations."""
+        self._recovered.add(name)
+        if everything:
+            self._recovered.add(None)
+
+    def forget_registry(self) -> None:
+        self._registry = None
+
+    def forget_state(self) -> None:
+        """The project's state is gone (deinit): the registry and the strategy are made again if needed."""
+        self._registry = None
+        self._strategy = None
+
+    def built_strategy(self) -> Strategy | None:
+        """The database strategy if it was built (or injected), without building it."""
+        return self._strategy
+
+    def open_registry(self, *, create: bool = False) -> Registry:
+        """Open (``create``: make) the registry in the state folder; the project uses it from now on."""
+        self._registry = Registry(self.config.state_dir, create=create)
+        return self._registry
+
+    def network(self, rec: WorkspaceRecord) -> str | None:
+        """The workspace's Docker network (None: none)."""
         return rec.data.get("network")
 
     def conninfo(self, name: str) -> ConnInfo:
         rec = self.record(name)
-        return self.db.info(name, self._network(rec))
+        return self.db.info(name, self.network(rec))
 
     def _git_identity(self) -> dict[str, str]:
         """Who commits inside a container: the user's git identity (config, else GIT_* variables)."""
@@ -253,7 +282,7 @@ class Project:
         env = self.base_env(rec)
         if db is None:
             try:
-                db = self.db.info(rec.name, self._network(rec))
+                db = self.db.info(rec.name, self.network(rec))
             except SandboxError:
                 db = None
         if db is not None:
@@ -302,7 +331,7 @@ class Project:
         d.mkdir(parents=True, exist_ok=True)
         return d / f"{name}.{what}.log"
 
-    def _run_hooks(self, rec: WorkspaceRecord, commands: Sequence[str], what: str,
+    def run_hooks(self, rec: WorkspaceRecord, commands: Sequence[str], what: str,
                    db: ConnInfo | None = None) -> None:
         if not commands:
             return

@@ -40,8 +40,8 @@ from . import config as config_mod
 from .api import Sandbox
 from .checks import Check, OwnedResource
 from .databases.base import CheckpointInfo, ConnInfo
-from .git import run
 from .errors import DatabaseError, SandboxError, UsageError
+from .git import run
 from .project import RunResult
 from .results import Event
 from .runtime.base import WorkspaceSpec

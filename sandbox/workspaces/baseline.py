@@ -10,7 +10,6 @@ from .. import config as config_mod
 from ..core import Project
 from ..databases.base import ConnInfo
 from ..errors import ConfigError, DatabaseError, SandboxError, UsageError
-from ..registry import Registry
 from ..results import BaselineResult, GrowResult, InitResult, StorageResult
 
 
@@ -43,7 +42,7 @@ def init(p: Project, *, strategy: str | None = None, runtime: str | None = None,
     if not p.git.ignored(env_file):
         # the managed block holds credentials: never let git pick it up
         p.git.ensure_excluded(env_file)
-    p._registry = Registry(p.config.state_dir, create=True)
+    p.open_registry(create=True)
     p.registry.set_meta("project_id", p.config.project_id)
     build_baseline(p)
     return InitResult(config=str(cfg_path), wrote_config=wrote, strategy=p.db.name,

@@ -25,7 +25,7 @@ def reset(p: Project, name: str) -> ResetResult:
         kept = _keep_current(p, name)
         op.step("checkpointed", checkpoint=kept)
         p.progress(f"{name}: resetting the database to the baseline")
-        info = p.db.reset(name, p._network(rec))
+        info = p.db.reset(name, p.network(rec))
         op.step("reset")
         prune_auto(p, name)
     return ResetResult(name, info.url(), kept)
@@ -58,7 +58,7 @@ def restore(p: Project, name: str, label: str) -> None:
                              hint=f"see `sandbox db checkpoints {name}`")
         kept = _keep_current(p, name)
         op.step("checkpointed", checkpoint=kept)
-        p.db.restore(name, label, p._network(rec))
+        p.db.restore(name, label, p.network(rec))
         op.step("restored")
         prune_auto(p, name)
 

@@ -99,8 +99,7 @@ def ls(p: Project, summaries: Callable[[list[WorkspaceRecord]], list[Any]]) -> l
         check_all,
     )
     out: list[WorkspaceInfo] = []
-    if None not in p._recovered:
-        p.recover(None)            # a killed merge's baseline, a killed deinit (workspaces: only reported)
+    p.recover_project()            # a killed merge's baseline, a killed deinit (workspaces: only reported)
     recs = p.registry.all()
     statuses = container_statuses(p, recs)
     healths = check_all(p, list(zip(recs, statuses)))
@@ -113,7 +112,7 @@ def ls(p: Project, summaries: Callable[[list[WorkspaceRecord]], list[Any]]) -> l
         url = None
         if rec.strategy:
             try:
-                url = p.db.info(rec.name, p._network(rec)).url(secret=False)
+                url = p.db.info(rec.name, p.network(rec)).url(secret=False)
             except SandboxError:
                 url = None
         ports = p.registry.ports(rec.name, "workspace")
@@ -156,7 +155,7 @@ def exec_in(p: Project, name: str, argv: Sequence[str], *, interactive: bool = F
         # never run the command without its database: say why instead (removed meanwhile, lost secret)
         if p.registry.get(name) is None:
             raise UnknownWorkspace(name)
-        p.db.info(name, p._network(rec))
+        p.db.info(name, p.network(rec))
     return runtime.exec(spec, argv, env=spec.env, interactive=interactive)
 
 

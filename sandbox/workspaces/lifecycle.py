@@ -66,8 +66,7 @@ def up(p: Project, names: Sequence[str], *, from_ref: str | None = None,
     for n in names:                      # what interrupted operations left (a merge's baseline too)
         if p.registry.get(n) is not None:
             p.record(n)
-    if None not in p._recovered:
-        p.recover(None)
+    p.recover_project()
     _warn_stale_baseline(p)
     runtime = p.config.workspace.runtime if container else "none"
     if runtime != "none":
@@ -207,7 +206,7 @@ def create(p: Project, rec: WorkspaceRecord, from_ref: str | None, op: Operation
         write_block(path / p.env_file(), p.managed_env(rec, db), owner=owner, root=path)
         undo.pop_all()
     op.step("database")
-    p._run_hooks(rec, p.config.workspace.setup, "setup", db)
+    p.run_hooks(rec, p.config.workspace.setup, "setup", db)
     op.step("setup")
 
 
@@ -245,7 +244,7 @@ def _warn_behind(p: Project, rec: WorkspaceRecord) -> None:
 
 def start(p: Project, rec: WorkspaceRecord) -> None:
     """Start a stopped workspace: its database and its container at the same time."""
-    network = p._network(rec)
+    network = p.network(rec)
     runtime = p.runtime_for(rec.runtime)
     if network:
         network = runtime.ensure_network(p.config.project_id, rec.name)

@@ -187,13 +187,11 @@ def recover_once(p: Project, name: str | None, everything: bool, dry_run: bool,
                  finish_coordinated: Finisher | None) -> list[Recovery]:
     """:meth:`Project.recover`: once per process and name; a finished deinit ends the command."""
     if not dry_run:
-        p._recovered.add(name)
-        if everything:
-            p._recovered.add(None)
+        p.mark_recovered(name, everything=everything)
     results = recover(p, workspace=name, everything=everything, dry_run=dry_run,
                       finish_coordinated=finish_coordinated)
     if any(r.intent.op == "deinit" and r.done for r in results) and not everything:
-        p._registry = None
+        p.forget_registry()
         raise UsageError("an interrupted `sandbox deinit` was finished: the project is no longer initialised",
                          hint="run `sandbox init`")
     return results

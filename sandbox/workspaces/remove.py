@@ -39,7 +39,7 @@ def rm(p: Project, name: str, *, force: bool = False, delete_branch: bool = Fals
             try:
                 if rec.state == "stopped":
                     start(p, rec)
-                p._run_hooks(rec, p.config.workspace.teardown, "teardown")
+                p.run_hooks(rec, p.config.workspace.teardown, "teardown")
             except SandboxError as exc:
                 if not force:
                     raise WorkspaceError(f"teardown failed, nothing removed: {exc}",
@@ -152,12 +152,11 @@ def _deinit(p: Project, force: bool, op: Operation | None, reached: str) -> Dein
             pass
         step("runtime")
     if pending("storage"):
-        destroy_storage(p.config, p._strategy, data_home(p.config, server_kind))
+        destroy_storage(p.config, p.built_strategy(), data_home(p.config, server_kind))
         step("storage")
     p.git.prune()
     shutil.rmtree(p.config.state_dir, ignore_errors=True)
-    p._registry = None
-    p._strategy = None
+    p.forget_state()
     if op is not None:
         op.settled = True               # its intent went with the registry
     kept = [r.branch for r in recs if p.git.branch_exists(r.branch)]
