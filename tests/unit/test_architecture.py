@@ -187,3 +187,19 @@ def test_the_checks_see_what_they_look_for() -> None:
     assert any(_runs_git(TREES[m]) for m in MODULES if _under(m, "sandbox.git"))
     assert any(_imports_package(TREES[m], "psycopg") for m in MODULES if _under(m, "sandbox.databases"))
     assert "sandbox.core" in imports_of("sandbox.api")
+
+
+@pytest.mark.parametrize("leaf, allowed", [
+    ("sandbox.results", set()),
+    ("sandbox.faults", set()),
+    ("sandbox.host", {"sandbox.errors"}),
+    ("sandbox.intents", {"sandbox.faults", "sandbox.host", "sandbox.errors"}),
+])
+def test_leaves_import_nothing_above_them(leaf: str, allowed: set[str]) -> None:
+    assert imports_of(leaf) <= allowed
+
+
+def test_the_workspaces_and_the_gate_do_not_import_the_facade() -> None:
+    for module in MODULES:
+        if _under(module, "sandbox.workspaces") or _under(module, "sandbox.migrations") or module == "sandbox.core":
+            assert "sandbox.api" not in imports_of(module), module
