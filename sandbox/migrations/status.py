@@ -95,6 +95,14 @@ def workspace_summary(ctx: GateContext, rec: WorkspaceRecord,
         return MigrationSummary(error=str(exc))
 
 
+def summaries(ctx: GateContext, recs: list[WorkspaceRecord]) -> dict[str, MigrationSummary]:
+    """Every workspace's summary (``ls``), batched: call after collecting them (their branches are
+    read in one git call, and the same migrations are read once)."""
+    ctx.trees.read_branches([rec.branch for rec in recs])
+    memo: dict[Path, MigrationSummary] = {}
+    return {rec.name: workspace_summary(ctx, rec, memo) for rec in recs}
+
+
 def status(ctx: GateContext) -> MigrateStatus:
     """Every workspace's summary and its conflicts with main and with the other workspaces."""
     if not ctx.enabled():
@@ -107,13 +115,10 @@ def status(ctx: GateContext) -> MigrateStatus:
             ctx.ws.collect(rec)
         except SandboxError:
             pass              # its summary shows what it can; the branch is read as it was
-    ctx.trees.read_branches([rec.branch for rec in recs])         # one git call for every branch
     rows = []
-    memo: dict[Path, MigrationSummary] = {}
     by_base: dict[str, list[str]] = {}
     by_rev: dict[str, list[str]] = {}
-    for rec in recs:
-        s = workspace_summary(ctx, rec, memo)
+    for rec, s in zip(recs, summaries(ctx, recs).values()):
         s.name = rec.name
         rows.append(s)
         if s.new:
