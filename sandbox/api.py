@@ -116,13 +116,10 @@ class Sandbox(Project):
         return inspection.ls(self, self._summaries)
 
     def _summaries(self, recs: list[WorkspaceRecord]) -> list[dict[str, Any]]:
-        """The gate's migration summary of each workspace: every branch read in one git call,
-        workspaces with the same migrations read once."""
+        """The gate's migration summary of each workspace, batched (one git call for every branch)."""
         from .migrations import status
-        ctx = self.gate_context()
-        ctx.trees.read_branches([rec.branch for rec in recs])
-        memo: dict[Path, status.MigrationSummary] = {}
-        return [status.workspace_summary(ctx, rec, memo).to_json() for rec in recs]
+        found = status.summaries(self.gate_context(), recs)
+        return [found[rec.name].to_json() for rec in recs]
 
     def env(self, name: str) -> dict[str, str]:
         """The workspace's environment as seen from the host."""
