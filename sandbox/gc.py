@@ -26,9 +26,11 @@ from typing import TYPE_CHECKING, Callable
 
 from .errors import SandboxError, ServiceUnavailable
 from .host import process_alive
+from .results import GcAction
+from .workspaces.remove import teardown
 
 if TYPE_CHECKING:
-    from .api import GcAction, Sandbox
+    from .core import Project as Sandbox
     from .registry import Registry, WorkspaceRecord
 
 def collect(sb: "Sandbox", *, dry_run: bool = False, trust: bool = False) -> list["GcAction"]:
@@ -92,7 +94,6 @@ class _Collector:
 
     def operations(self) -> None:
         """1a. operations left unfinished (their intents)."""
-        from .api import GcAction
         for r in self.sb.recover(everything=True, dry_run=self.dry_run):
             it = r.intent
             self.actions.append(GcAction("operation", f"{it.op}#{it.id}", it.workspace, r.action,
@@ -100,7 +101,6 @@ class _Collector:
 
     def half_done_rows(self) -> None:
         """1b. registry rows left half-done without an intent (their process is gone)."""
-        from .api import GcAction
         for rec in self.reg.all():
             if rec.state == "creating" and not process_alive(rec.pid, rec.pid_start):
                 action, detail, fn = settle_creating(self.sb, rec)
@@ -116,7 +116,6 @@ class _Collector:
 
     def runtime_objects(self, names: set[str]) -> None:
         """2. runtime objects (containers, networks), and project code containers nobody runs."""
-        from .api import GcAction
         sb = self.sb
         try:
             runtime = sb.runtime_for(sb.config.workspace.runtime)
@@ -134,7 +133,6 @@ class _Collector:
         """3. databases, roles, schemas, clusters, snapshots. Transient copies (a gate's scratch
         clone, a baseline being built, a copy still without its label) are only collected while
         no merge or baseline build runs, i.e. when nobody can be using them."""
-        from .api import GcAction
         try:
             db = self.sb.db
             with contextlib.ExitStack() as held:
@@ -157,7 +155,6 @@ class _Collector:
 
     def worktrees(self, names: set[str]) -> None:
         """4. worktrees and workspace repositories nobody owns (kept when they hold work)."""
-        from .api import GcAction
         sb = self.sb
         wt_dir = sb.config.worktrees_dir
         paths = {Path(r.path).resolve() for r in self.reg.all() if r.name in names}
@@ -177,7 +174,6 @@ class _Collector:
             sb.git.prune()
 
     def _orphan_repo(self, path: Path) -> None:
-        from .api import GcAction
         sb = self.sb
         if path.name.startswith(".new-"):
             self.orphan(GcAction("worktree", str(path), None, "remove", "a half-made workspace repository"),
@@ -196,7 +192,6 @@ class _Collector:
 
     def ports(self, names: set[str]) -> None:
         """5. ports held by owners the registry does not know."""
-        from .api import GcAction
         for owner, ports in self.reg.port_owners().items():
             shared = owner.startswith("_") or owner == ".baseline"   # the baseline's and shared servers' ports
             if owner.startswith(".scratch-") and not quiet_locks(self.reg):
@@ -210,7 +205,6 @@ class _Collector:
 def _run_containers(act: Callable[..., None], project: str) -> None:
     """Containers that ran project code (``role=run``) whose starting process is gone: of any
     project on this engine, so those of a deinit'ed or deleted project are found too."""
-    from .api import GcAction
     from .project import LABEL_PROJECT_PATH, run_containers, run_owner_alive
     from .runtime.base import LABEL_PROJECT, LABEL_WORKSPACE
     from .runtime.docker import shared_client
@@ -248,7 +242,6 @@ def _remove_container(container: object) -> None:
 
 def _adopt(sb: "Sandbox", dry_run: bool, act: Callable[..., None]) -> None:
     """Worktrees of workspaces a restored registry does not know become ``broken`` records."""
-    from .api import GcAction
     from .names import validate_name
     from .registry import WorkspaceRecord
 
@@ -298,19 +291,8 @@ def settle_creating(sb: "Sandbox", rec: "WorkspaceRecord") -> tuple[str, str, Ca
 
 
 def _rollback(sb: "Sandbox", rec: "WorkspaceRecord", keep_branch: bool = False) -> None:
-    if rec.runtime != "none":
-        try:
-            sb.runtime_for(rec.runtime).remove(sb.config.project_id, rec.name)
-        except ServiceUnavailable:
-            pass
-    sb.db.drop(rec.name)
-    if sb.isolated(rec):
-        sb.repos.remove(rec.name, Path(rec.path))
-    else:
-        sb.git.remove(Path(rec.path))
-    if rec.branch_created and not keep_branch and not sb.git.unmerged(rec.branch):
-        sb.git.delete_branch(rec.branch)
-    sb.registry.delete(rec.name)
+    """The one teardown (``rm``'s); the branch goes only if creating it made it and it holds nothing unmerged."""
+    teardown(sb, rec, delete_branch=rec.branch_created and not keep_branch)
 
 
 def quiet_locks(reg: "Registry") -> bool:

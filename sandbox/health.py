@@ -20,7 +20,7 @@ from .intents import abandoned
 from .registry import IntentRecord, WorkspaceRecord
 
 if TYPE_CHECKING:
-    from .api import Sandbox
+    from .core import Project as Sandbox
 
 @dataclass
 class BaselineState:

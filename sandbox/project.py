@@ -148,10 +148,11 @@ class DockerProjectRunner:
     kind = "docker"
 
     def __init__(self, config: Config, image: Callable[[], str], *,
-                 progress: Callable[[str], None] | None = None) -> None:
+                 progress: Callable[[str], None] | None = None, warn: Callable[[str], None] | None = None) -> None:
         self.config = config
         self._image = image
         self.progress = progress or (lambda msg: None)
+        self.warn = warn or (lambda msg: self.progress(f"warning: {msg}"))
 
     def python(self, tree: Path) -> list[str]:
         return ["python3"]
@@ -182,7 +183,7 @@ class DockerProjectRunner:
                     "container, so nothing would keep that code to the target database",
                     hint="use [database] server = \"docker\", or accept the risk with "
                          "[migrations] allow_host_network = true in sandbox.toml")
-            self.progress("warning: the database is not in a container, so project code runs on the "
+            self.warn("the database is not in a container, so project code runs on the "
                           "host's network ([database] server = \"docker\" keeps it to the target database)")
             yield {"network_mode": "host"}, replace(db, container_host=None, container_port=None)
             return
@@ -329,10 +330,11 @@ def _terminated_as_exit() -> Iterator[None]:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
-def make_runner(config: Config, runtime: str, *, progress: Callable[[str], None] | None = None) -> ProjectRunner:
+def make_runner(config: Config, runtime: str, *, progress: Callable[[str], None] | None = None,
+                warn: Callable[[str], None] | None = None) -> ProjectRunner:
     """The runner for ``runtime`` (``docker`` or ``none``)."""
     if runtime == "none":
         return HostProjectRunner(config)
     from .runtime.images import ProjectImage
     image = ProjectImage(config, progress=progress)
-    return DockerProjectRunner(config, image.tag, progress=progress)
+    return DockerProjectRunner(config, image.tag, progress=progress, warn=warn)
