@@ -15,13 +15,15 @@ from ..errors import DatabaseError, ServiceUnavailable
 from .base import ConnInfo
 from .pgserver import (
     PG_HBA_DOCKER,
-    PGDATA_IN_CONTAINER,
     READY_TIMEOUT,
     SANDBOX_SETTINGS,
     _settings_args,
     preload_client,
     wait_ready,
 )
+
+SUPERVISED_LABEL = "dev.sandbox.supervise"
+HOLD_FILE = ".hold"      # in the mount: while it exists, a supervised container keeps PostgreSQL down
 
 # Database containers are hardened like workspace containers: every capability dropped except
 # what the entrypoint needs to hand the data directory to `postgres` and drop to it (chown,
@@ -49,10 +51,16 @@ class DockerCluster:
     def __init__(self, datadir: Path, port: int, *, image: str, container_name: str,
                  labels: Mapping[str, str], docker_factory: Callable[[], Any], password: str,
                  superuser: str = "postgres", settings: Mapping[str, str] | None = None,
-                 network: str | None = None) -> None:
+                 network: str | None = None, mount: Path | None = None) -> None:
         if Path(datadir).name != "data":
             raise ValueError("DockerCluster expects datadir = <volume>/data")
         self.datadir = Path(datadir)
+        # The host directory mounted at /sandbox: the volume itself, or (for a workspace) the
+        # volume's parent, so that the volume can be swapped under a running container.
+        self.mount = Path(mount) if mount is not None else self.datadir.parent
+        if not self.datadir.is_relative_to(self.mount):
+            raise ValueError("DockerCluster's datadir must be inside its mount")
+        self.pgdata = "/sandbox/" + self.datadir.relative_to(self.mount).as_posix()
         self.port = port
         self.image = image
         self.container_name = container_name
@@ -101,12 +109,17 @@ class DockerCluster:
             self._ensure_network()
             net = {"network": self.network, "networking_config": {
                 self.network: self.docker.api.create_endpoint_config(aliases=["db"])}}
+        command = ["postgres", *_settings_args(self.settings)]
+        labels = dict(self.labels)
+        if self.mount != self.datadir.parent and not as_root and self._image_supervises():
+            command = ["supervise", *command]
+            labels[SUPERVISED_LABEL] = "1"
         try:
             container = self.docker.containers.create(
-                self.image, command=["postgres", *_settings_args(self.settings)],
-                name=self.container_name, labels=dict(self.labels),
-                environment={"PGDATA": PGDATA_IN_CONTAINER, **env},
-                volumes={str(self.datadir.parent.absolute()): {"bind": "/sandbox", "mode": "rw"}},
+                self.image, command=command,
+                name=self.container_name, labels=labels,
+                environment={"PGDATA": self.pgdata, "SANDBOX_HOLD": f"/sandbox/{HOLD_FILE}", **env},
+                volumes={str(self.mount.absolute()): {"bind": "/sandbox", "mode": "rw"}},
                 ports={"5432/tcp": ("127.0.0.1", self.port)},
                 shm_size="64m", stop_signal="SIGINT", **DB_HARDENING, **net,
                 **({} if as_root else {"user": "postgres"}))
@@ -118,6 +131,52 @@ class DockerCluster:
         if self.network:
             self._attached.add(self.network)
         return container
+
+    def _image_supervises(self) -> bool:
+        """Whether the image's entrypoint knows ``supervise`` (images built before it do not)."""
+        import docker.errors
+
+        try:
+            labels = self.docker.images.get(self.image).labels or {}
+        except docker.errors.DockerException:
+            return False          # create() reports a missing image
+        return bool(labels.get(SUPERVISED_LABEL) == "1")
+
+    def swap_data(self, replace: Callable[[], None], timeout: float = READY_TIMEOUT) -> bool:
+        """Replace the data directory under the running container: stop PostgreSQL at once,
+        call ``replace`` (which swaps the volume under :attr:`mount`), start PostgreSQL on the
+        new data and wait until it accepts connections. The container, its port, networks and
+        address stay. False (nothing done) when the container is not a running supervised one;
+        the caller then stops, replaces and starts the usual way."""
+        import docker.errors
+
+        container = self._container()
+        if container is None or container.status != "running" or \
+                (container.labels or {}).get(SUPERVISED_LABEL) != "1":
+            return False
+        hold = self.mount / HOLD_FILE
+        hold.touch()
+        try:
+            preload_client()
+            try:
+                container.kill(signal="SIGUSR1")
+            except docker.errors.DockerException as exc:
+                raise DatabaseError(f"cannot signal container {self.container_name}: {exc}") from exc
+            self._wait_stopped(container, timeout)
+            replace()
+        finally:
+            hold.unlink(missing_ok=True)          # the supervisor starts PostgreSQL again
+        self._wait(container, timeout)
+        return True
+
+    def _wait_stopped(self, container: Any, timeout: float) -> None:
+        """Until the postmaster is gone: it removes postmaster.pid last, when its children are."""
+        pidfile = self.datadir / "postmaster.pid"
+        deadline = time.monotonic() + timeout
+        while pidfile.exists():
+            if time.monotonic() > deadline:
+                raise DatabaseError(f"PostgreSQL in {self.container_name} did not stop within {timeout:.0f}s")
+            time.sleep(0.002)
 
     def _ensure_network(self) -> None:
         """The network the container is made on exists (a workspace's is made by its runtime; the
@@ -193,6 +252,9 @@ class DockerCluster:
 
     def ensure_running(self, timeout: float = READY_TIMEOUT) -> None:
         import docker.errors
+
+        # A swap that a crash interrupted left PostgreSQL held: the supervisor starts it now.
+        (self.mount / HOLD_FILE).unlink(missing_ok=True)
 
         if not (self.datadir / "PG_VERSION").exists():
             raise DatabaseError(f"no PostgreSQL cluster in {self.datadir}")

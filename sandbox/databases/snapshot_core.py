@@ -122,8 +122,17 @@ class SnapshotCore:
     def baseline_dir(self) -> Path:
         return self.pool / "baseline"
 
-    def _ws_dir(self, ws: str) -> Path:
+    def _ws_home(self, ws: str) -> Path:
+        """A workspace's folder: its volume ``db``, and what a swap of it needs next to it."""
         return self.pool / "ws" / ws
+
+    def _ws_dir(self, ws: str) -> Path:
+        """A workspace's volume: ``ws/<name>/db`` (its folder is what a container mounts, so the
+        volume can be swapped under it), or ``ws/<name>`` itself for a workspace made before."""
+        home = self._ws_home(ws)
+        if (home / "data").is_dir():
+            return home
+        return home / "db"
 
     def _ckpt_dir(self, ws: str) -> Path:
         return self.pool / "ckpt" / ws
@@ -179,7 +188,7 @@ class SnapshotCore:
         return f"sbx-{self.ctx.project_id}-db{sep}{key.lstrip(_DOT)}"
 
     def _cluster(self, volume: Path, port: int, key: str, workspace: str | None = None,
-                 password: str | None = None, network: str | None = None) -> Cluster:
+                 password: str | None = None, network: str | None = None, mount: Path | None = None) -> Cluster:
         password = self._admin_password() if password is None else password
         if self.server_kind == "local":
             return LocalCluster(volume / "data", port, password=password, superuser=self.ctx.config.user,
@@ -191,7 +200,7 @@ class SnapshotCore:
         return DockerCluster(volume / "data", port, image=self.ctx.config.image,
                              container_name=self._container_name(key), labels=labels,
                              docker_factory=self.ctx.docker, password=password,
-                             superuser=self.ctx.config.user, network=network)
+                             superuser=self.ctx.config.user, network=network, mount=mount)
 
     def _ws_cluster(self, ws: str, network: str | None = None) -> Cluster:
         """The cluster of ``ws``; a container it gets is created on ``network`` (remembered, so
@@ -203,7 +212,9 @@ class SnapshotCore:
             network = meta.get("network")
         elif self.server_kind == "docker" and meta.get("network") != network:
             _write_json(meta_path, {**meta, "network": network})
-        return self._cluster(self._ws_dir(ws), port, ws, ws, network=network)
+        volume = self._ws_dir(ws)
+        return self._cluster(volume, port, ws, ws, network=network, mount=volume.parent
+                             if volume != self._ws_home(ws) else None)
 
     def _stop_any(self, volume: Path) -> None:
         """Stop whatever cluster runs on ``volume`` (crash leftovers included)."""
@@ -342,9 +353,11 @@ class SnapshotCore:
     def drop(self, ws: str) -> None:
         validate_name(ws)
         with self._lock(f"ws-{ws}"):
-            for volume in (self._ws_dir(ws), self.pool / "ws" / f".new-{ws}"):
+            home = self._ws_home(ws)
+            for volume in (self._ws_dir(ws), home / ".new-db", self.pool / "ws" / f".new-{ws}"):
                 self._stop_any(volume)
                 self.storage.delete(volume)
+            self.storage.delete(home)
             self.storage.delete(self._ckpt_dir(ws))
             (self.secrets_dir / f"snapshot-ws-{ws}.password").unlink(missing_ok=True)
             self._forget(ws)

@@ -36,10 +36,7 @@ class SnapshotHousekeeping(SnapshotCore):
                 if not self._busy(f"ws-{ws}"):
                     out.append(OwnedResource("leftover", str(d), None, f"interrupted clone for {ws}"))
             else:
-                port = self._stored_port(d.name)
-                running = LocalCluster(d / "data", 0, password="").is_running() if self.server_kind == "local" else None
-                state = "" if running is None else (", running" if running else ", stopped")
-                out.append(OwnedResource("volume", str(d), d.name, f"workspace database, port {port}{state}"))
+                out += self._ws_owned(d.name)
         ck_root = pool / "ckpt"
         for wsd in sorted(ck_root.iterdir()) if ck_root.is_dir() else []:
             for d in sorted(wsd.iterdir()) if wsd.is_dir() else []:
@@ -54,6 +51,25 @@ class SnapshotHousekeeping(SnapshotCore):
                 out.append(OwnedResource("leftover", str(d), None, "scratch clone of a finished gate"))
         if self.server_kind == "docker" and self.ctx.docker is not None:
             out += self._orphan_containers()
+        return out
+
+    def _ws_owned(self, ws: str) -> list[OwnedResource]:
+        """A workspace's volume, and what an interrupted reset or restore left in its folder."""
+        out = []
+        volume, home = self._ws_dir(ws), self._ws_home(ws)
+        busy = self._busy(f"ws-{ws}")
+        if volume != home:
+            for d in sorted(home.iterdir()):
+                if d.name.startswith(_DOT) and d.is_dir() and not busy:
+                    out.append(OwnedResource("leftover", str(d), None, f"interrupted reset of {ws}"))
+        if volume.exists():
+            port = self._stored_port(ws)
+            running = LocalCluster(volume / "data", 0, password="").is_running() \
+                if self.server_kind == "local" else None
+            state = "" if running is None else (", running" if running else ", stopped")
+            out.append(OwnedResource("volume", str(volume), ws, f"workspace database, port {port}{state}"))
+        elif not busy:
+            out.append(OwnedResource("leftover", str(home), None, f"folder of {ws} without a database"))
         return out
 
     def _orphan_containers(self) -> list[OwnedResource]:
