@@ -65,9 +65,9 @@ import secrets as _secrets
 import shutil
 import tempfile
 import uuid
+from dataclasses import replace
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +78,7 @@ from ..checks import Check, OwnedResource
 from ..errors import DatabaseError, UsageError
 from ..names import pg_name, validate_name
 from .base import BackendContext, CheckpointInfo, ConnInfo, Server
+from .shared import SharedServerStrategy
 from .pgadmin import (
     advisory_lock,
     check_label,
@@ -99,7 +100,6 @@ from .pgadmin import (
     terminate,
     translate,
 )
-from .shared import SharedServerStrategy
 
 
 class SchemaStrategy(SharedServerStrategy):

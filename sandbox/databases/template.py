@@ -53,6 +53,7 @@ from ..errors import DatabaseError, UsageError
 from ..intents import kill_point
 from ..names import pg_name, validate_name
 from .base import BackendContext, CheckpointInfo, ConnInfo, Server
+from .shared import SharedServerStrategy
 from .pgadmin import (
     advisory_lock,
     check_label,
@@ -70,7 +71,6 @@ from .pgadmin import (
     terminate,
     translate,
 )
-from .shared import SharedServerStrategy
 
 COPY_RETRIES = 6
 
