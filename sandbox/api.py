@@ -283,6 +283,9 @@ class Sandbox:
                 db = None
         if db is not None:
             env.update(db.env(container=container))
+            test_env = getattr(self.db, "test_env", None)    # a strategy with a cluster per workspace
+            if test_env is not None:
+                env.update(test_env(rec.name, db, container=container))
         env.update(self.config.workspace.mapped_env(env))
         return env
 

@@ -37,12 +37,13 @@ is not a superuser, and its password opens no other workspace's cluster.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import threading
 from pathlib import Path
 
 from ..disk import usage as disk_usage
-from ..errors import DiskFull, UsageError
+from ..errors import DatabaseError, DiskFull, UsageError
 from ..intents import kill_point
 from ..names import validate_name
 from .base import CheckpointInfo, ConnInfo
@@ -52,6 +53,7 @@ from .snapshot_core import (
     _DOT,
     BASELINE_OWNER,
     Cluster,
+    MeasuredOnRead,
     SnapshotCore,
     _now,
     _read_json,
@@ -102,11 +104,11 @@ class SnapshotStrategy(SnapshotBaseline, SnapshotHousekeeping):
                 undo.callback(self._discard, volume)
             self._bound(ws)
             cluster = self._ws_cluster(ws, network)
-            password = self._secret(f"ws-{ws}")
+            self._secret(f"ws-{ws}")         # made now, so the undo below removes it on failure
             self.ctx.progress(f"starting the database of {ws} on port {cluster.port}")
             cluster.ensure_running()
             undo.callback(cluster.stop, "immediate")
-            self._configure(cluster, volume, self._role(ws), password)
+            self._configure_ws(cluster, volume, ws)
             info = self._conninfo(ws, cluster, network)
             undo.pop_all()
             return info
@@ -115,6 +117,17 @@ class SnapshotStrategy(SnapshotBaseline, SnapshotHousekeeping):
         self._require_ws(ws)
         return self._conninfo(ws, self._ws_cluster(ws), network)
 
+    def test_env(self, ws: str, db: ConnInfo, *, container: bool = False) -> dict[str, str]:
+        """``SANDBOX_TEST_DATABASE_URL``: the workspace's test role (CREATEDB in the workspace's own
+        cluster, nowhere else) on its ``postgres`` database, for the pytest plugin; ``db`` is the
+        workspace's :class:`ConnInfo`. Empty until the workspace's cluster has the role."""
+        try:
+            password = self._secret(f"test-{ws}", create=False)
+        except DatabaseError:
+            return {}
+        test = replace_conn(db, user=self._test_role(ws), password=password, dbname="postgres", options=None)
+        return {"SANDBOX_TEST_DATABASE_URL": test.url(container=container)}
+
     @_space("starting the database")
     def start(self, ws: str, network: str | None = None) -> None:
         self._require_ws(ws)
@@ -122,7 +135,7 @@ class SnapshotStrategy(SnapshotBaseline, SnapshotHousekeeping):
             self._bound(ws)             # the quota as configured now
             cluster = self._ws_cluster(ws, network)
             cluster.ensure_running()
-            self._configure(cluster, self._ws_dir(ws), self._role(ws), self._secret(f"ws-{ws}"))
+            self._configure_ws(cluster, self._ws_dir(ws), ws)
             if network:
                 cluster.attach(network)
 
@@ -171,7 +184,7 @@ class SnapshotStrategy(SnapshotBaseline, SnapshotHousekeeping):
                 cluster.stop(mode="immediate")      # its data is being thrown away
                 swap()
                 cluster.ensure_running()
-            self._configure(cluster, volume, self._role(ws), self._secret(f"ws-{ws}"))
+            self._configure_ws(cluster, volume, ws)
         finally:
             if old.is_alive():
                 old.join()
@@ -180,7 +193,7 @@ class SnapshotStrategy(SnapshotBaseline, SnapshotHousekeeping):
     def _discard_quietly(self, volume: Path) -> None:
         """Delete a replaced volume; a failure leaves a ``.new-*`` leftover that gc removes."""
         with contextlib.suppress(Exception):
-            self.storage.delete(volume)
+            self._delete_soon(volume)
 
     @_space("resetting the database")
     def reset(self, ws: str, network: str | None = None) -> ConnInfo:
@@ -232,7 +245,7 @@ class SnapshotStrategy(SnapshotBaseline, SnapshotHousekeeping):
                 self.storage.delete(tmp)
             else:
                 os.rename(tmp, dst)
-            return CheckpointInfo(label, created, self.storage.usage(dst))
+            return MeasuredOnRead(label, created, functools.partial(self.storage.usage, dst))
 
     def _snapshot_capped(self, ws: str, volume: Path, dst: Path) -> None:
         """Clone ``volume``; a volume over its quota (the workspace filled it, or the quota was
@@ -271,13 +284,15 @@ class SnapshotStrategy(SnapshotBaseline, SnapshotHousekeeping):
             if not self.storage.is_volume(src):
                 raise UsageError(f"workspace {ws!r} has no checkpoint {label!r}",
                                  hint=f"see `sandbox db checkpoints {ws}`")
-            self.storage.delete(src)
-        # btrfs frees a deleted snapshot's blocks in the background; waiting for that takes as
-        # long as the data the workspace changed (a second for a reset 1 GB database). Wait only
-        # when the space is needed now: a pool past its warning level.
-        used = disk_usage(self.pool)
-        if used is None or not used[1] or 100.0 * used[0] / used[1] >= POOL_WARN_PERCENT:
-            self.storage.reclaim()
+            # btrfs frees a deleted snapshot's blocks in the background; waiting for that takes
+            # as long as the data the workspace changed (a second for a reset 1 GB database).
+            # Wait only when the space is needed now: a pool past its warning level.
+            used = disk_usage(self.pool)
+            if used is None or not used[1] or 100.0 * used[0] / used[1] >= POOL_WARN_PERCENT:
+                self.storage.delete(src)
+                self.storage.reclaim()
+            else:
+                self._delete_soon(src)
 
     def checkpoints(self, ws: str) -> list[CheckpointInfo]:
         validate_name(ws)
@@ -289,6 +304,6 @@ class SnapshotStrategy(SnapshotBaseline, SnapshotHousekeeping):
             if d.name.startswith(_DOT) or not d.is_dir():
                 continue
             meta = _read_json(d / "checkpoint.json")
-            out.append(CheckpointInfo(d.name, str(meta.get("created_at", "")), self.storage.usage(d)))
+            out.append(MeasuredOnRead(d.name, str(meta.get("created_at", "")), functools.partial(self.storage.usage, d)))
         return sorted(out, key=lambda c: c.created_at)
 

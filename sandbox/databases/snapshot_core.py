@@ -21,9 +21,9 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 from ..disk import disk_full_translated
 from ..errors import DatabaseError
 from ..names import pg_name, validate_label, validate_name
-from .base import BackendContext, ConnInfo
+from .base import BackendContext, CheckpointInfo, ConnInfo
 from .cluster import DockerCluster, LocalCluster
-from .storage import Storage, detect, parse_size
+from .storage import Storage, _run, detect, parse_size
 
 if TYPE_CHECKING:       # psycopg loads when a database is first talked to, not at import
     import psycopg
@@ -89,6 +89,23 @@ def _space(what: str) -> Callable[[_F], _F]:
                 return fn(self, ws, *args, **kwargs)
         return cast(_F, inner)
     return wrap
+
+
+class MeasuredOnRead(CheckpointInfo):
+    """A checkpoint whose ``size_bytes`` (a ``btrfs filesystem du``: tens of ms on a 1 GB volume)
+    is measured when first read: listing checkpoints to pick a label or prune the oldest does
+    not pay for it, ``db checkpoints`` and ``to_json`` still show it."""
+
+    def __init__(self, label: str, created_at: str, measure: Callable[[], int | None]) -> None:
+        object.__setattr__(self, "label", label)
+        object.__setattr__(self, "created_at", created_at)
+        object.__setattr__(self, "_measure", measure)
+
+    @property  # type: ignore[override]
+    def size_bytes(self) -> int | None:
+        if "_size" not in self.__dict__:
+            object.__setattr__(self, "_size", self.__dict__["_measure"]())
+        return cast("int | None", self.__dict__["_size"])
 
 
 class SnapshotCore:
@@ -284,15 +301,20 @@ class SnapshotCore:
             raise DatabaseError("there is no baseline database yet",
                                 hint="run `sandbox init` or `sandbox db baseline`")
 
-    def _configure(self, cluster: Cluster, volume: Path, role: str, password: str) -> None:
-        """Give a fresh clone its role: the baseline owner, renamed, with its own password."""
+    def _configure(self, cluster: Cluster, volume: Path, role: str, password: str,
+                   test_role: tuple[str, str] | None = None) -> None:
+        """Give a fresh clone its role: the baseline owner, renamed, with its own password; and,
+        for a workspace, its test role ``(name, password)``: CREATEDB in this cluster alone (the
+        workspace's own), so its test suite can make a database per test (see the README)."""
         from psycopg import sql
 
-        if _read_json(volume / "workspace.json").get("role") == role:
+        want = {"role": role, "test_role": test_role[0] if test_role else None}
+        seen = _read_json(volume / "workspace.json")
+        if all(seen.get(k) == v for k, v in want.items()):
             return
         with self._connect(cluster.admin()) as c:
             have = {r for (r,) in c.execute("SELECT rolname FROM pg_roles WHERE rolname = ANY(%s)",
-                                            [[role, self.owner_role]])}
+                                            [[role, self.owner_role] + ([test_role[0]] if test_role else [])])}
             if role not in have:
                 if self.owner_role not in have:
                     raise DatabaseError("the baseline has no owner role; rebuild it with `sandbox db baseline`")
@@ -302,7 +324,19 @@ class SnapshotCore:
             c.execute(sql.SQL("ALTER ROLE {} WITH LOGIN NOSUPERUSER NOCREATEROLE NOREPLICATION "
                               "CONNECTION LIMIT 15 PASSWORD {}").format(
                 sql.Identifier(role), sql.Literal(password)))
-        _write_json(volume / "workspace.json", {"role": role, "configured_at": _now()})
+            if test_role:
+                verb = "ALTER" if test_role[0] in have else "CREATE"
+                c.execute(sql.SQL(verb + " ROLE {} WITH LOGIN CREATEDB NOSUPERUSER NOCREATEROLE NOREPLICATION "
+                                  "CONNECTION LIMIT 12 PASSWORD {}").format(
+                    sql.Identifier(test_role[0]), sql.Literal(test_role[1])))
+        _write_json(volume / "workspace.json", {**want, "configured_at": _now()})
+
+    def _test_role(self, ws: str) -> str:
+        return pg_name(self.ctx.project_id, ws, "test")
+
+    def _configure_ws(self, cluster: Cluster, volume: Path, ws: str) -> None:
+        self._configure(cluster, volume, self._role(ws), self._secret(f"ws-{ws}"),
+                        (self._test_role(ws), self._secret(f"test-{ws}")))
 
     def _conninfo(self, ws: str, cluster: Cluster, network: str | None, *, attach: bool = True,
                   password: str | None = None) -> ConnInfo:
@@ -334,6 +368,16 @@ class SnapshotCore:
         self.ctx.ports.release(owner=ws, purpose="db")
         (self.meta_dir / f"{ws}.json").unlink(missing_ok=True)
 
+    def _delete_soon(self, volume: Path) -> None:
+        """Delete ``volume`` without waiting for btrfs to commit it (``storage.delete`` commits,
+        which flushes the whole pool: hundreds of ms under write load). A crash before btrfs's
+        next commit (within 30 s) brings the volume back under its dot-name: gc removes it."""
+        if self.storage.kind == "btrfs" and self.storage.is_volume(volume) and \
+                not any(p.is_dir() and self.storage.is_volume(p) for p in volume.iterdir()):
+            _run(["btrfs", "subvolume", "delete", str(volume)], f"deleting subvolume {volume}")
+        else:
+            self.storage.delete(volume)
+
     def _discard(self, volume: Path) -> None:
         self._stop_any(volume)
         self.storage.delete(volume)
@@ -360,6 +404,7 @@ class SnapshotCore:
             self.storage.delete(home)
             self.storage.delete(self._ckpt_dir(ws))
             (self.secrets_dir / f"snapshot-ws-{ws}.password").unlink(missing_ok=True)
+            (self.secrets_dir / f"snapshot-test-{ws}.password").unlink(missing_ok=True)
             self._forget(ws)
         self.storage.reclaim()
 
