@@ -195,10 +195,9 @@ def sandbox_db_url(sandbox_db: TestDatabase) -> str:
 
 
 @pytest.fixture
-def sandbox_conn(sandbox_db: TestDatabase) -> Iterator[psycopg.Connection[Any]]:
+def sandbox_conn(sandbox_db: TestDatabase, _sandbox_testdbs: TestDatabases) -> Iterator[psycopg.Connection[Any]]:
     """A psycopg connection to this test's own database (closed after the test)."""
-    from .databases.testdbs import connect
-    conn = connect(sandbox_db.url)
+    conn = _sandbox_testdbs.connection(sandbox_db)
     try:
         yield conn
     finally:

@@ -159,6 +159,7 @@ class TestDatabases:
         self.template = ""
         self.kept: list[TestDatabase] = []
         self._shared: TestDatabase | None = None
+        self._conns: dict[str, psycopg.Connection[Any]] = {}
 
     # -- template --------------------------------------------------------------------------
 
@@ -238,7 +239,10 @@ class TestDatabases:
                     if name:
                         self._drop_now(c, name)
                     elif self._ready.qsize() < self.pool_size:
-                        self._ready.put(self._clone(c))
+                        db = self._clone(c)
+                        with contextlib.suppress(DatabaseError):     # the test connects itself then
+                            self._conns[db.name] = connect(db.url)   # the handshake, off the test's path
+                        self._ready.put(db)
                     else:
                         self._wake.wait(0.5)
                         self._wake.clear()
@@ -264,6 +268,17 @@ class TestDatabases:
         self._wake.set()
         return db
 
+    def connection(self, db: TestDatabase) -> psycopg.Connection[Any]:
+        """A connection to ``db``: the one the pool opened ahead, else a new one."""
+        conn = self._conns.pop(db.name, None)
+        return conn if conn is not None and not conn.closed else connect(db.url)
+
+    def _close_spare(self, db: TestDatabase) -> None:
+        conn = self._conns.pop(db.name, None)
+        if conn is not None:
+            with contextlib.suppress(psycopg.Error):
+                conn.close()
+
     def readonly(self) -> TestDatabase:
         """The worker's shared database for ``readonly=True`` tests (made once, dropped at close)."""
         with self._lock:
@@ -276,6 +291,7 @@ class TestDatabases:
 
     def give_back(self, db: TestDatabase, *, keep: bool = False) -> None:
         """Drop ``db`` off the test's path, or keep it (a failed test's, to look at)."""
+        self._close_spare(db)
         if keep:
             kept = kept_name(db)
             c = self._conn()
@@ -297,6 +313,8 @@ class TestDatabases:
         self._wake.set()
         if self._worker is not None:
             self._worker.join(timeout=60)
+        for name in list(self._conns):
+            self._close_spare(TestDatabase(name, ""))
         kept = {d.name for d in self.kept}
         dropped = []
         with contextlib.suppress(DatabaseError, psycopg.Error):
@@ -325,6 +343,9 @@ class ThrowawayServer:
 
 def throwaway_server(image: str) -> ThrowawayServer | str:
     """A started container of the local ``image`` (never pulled), or why there is none."""
+    # Ryuk (testcontainers' reaper) is an image of its own, pulled from a registry: never here.
+    # The container is stopped at the session's end; a killed run's is labelled for gc.
+    os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")
     try:
         import docker
         import docker.errors

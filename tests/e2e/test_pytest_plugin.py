@@ -131,3 +131,25 @@ def test_keep_failed_keeps_and_names_the_database(pytester: pytest.Pytester,
     assert "@" in res.stdout.str() and env["SANDBOX_TEST_DATABASE_URL"].split("@")[0] not in res.stdout.str()
     with psycopg.connect(env["SANDBOX_TEST_DATABASE_URL"].rsplit("/", 1)[0] + "/" + kept[0]) as c:
         assert c.execute("SELECT event FROM audit_log").fetchall() == [("evidence",)]
+
+
+@pytest.mark.docker
+def test_outside_sandbox_a_throwaway_container(pytester: pytest.Pytester, docker_client: Any,
+                                               tmp_path: Path) -> None:
+    """No workspace around (CI): the tests run on a container of the local image, then it goes."""
+    import shutil
+
+    from tests.e2e.conftest import DEMO
+    project = tmp_path / "ci"
+    shutil.copytree(DEMO, project)
+    (project / "tests_pl").mkdir()
+    (project / "tests_pl" / "test_db.py").write_text(TESTS)
+    before = {c.id for c in docker_client.containers.list(all=True)}
+    pytester._monkeypatch.delenv("SANDBOX_TEST_DATABASE_URL", raising=False)
+    res = _run(pytester, project, {}, tmp_path / "events")
+    res.assert_outcomes(passed=5)
+    assert len(_builds(tmp_path / "events")) == 1
+    mine = [c for c in docker_client.containers.list(all=True) if c.id not in before
+            and any(k.startswith("org.testcontainers") for k in c.labels)
+            and any("sandbox/postgres" in t for t in (c.image.tags if c.image else []))]
+    assert mine == []
