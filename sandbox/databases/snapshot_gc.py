@@ -68,9 +68,24 @@ class SnapshotHousekeeping(SnapshotCore):
                 if self.server_kind == "local" else None
             state = "" if running is None else (", running" if running else ", stopped")
             out.append(OwnedResource("volume", str(volume), ws, f"workspace database, port {port}{state}"))
+            out += self._stale_test_databases(ws)
         elif not busy:
             out.append(OwnedResource("leftover", str(home), None, f"folder of {ws} without a database"))
         return out
+
+    def _stale_test_databases(self, ws: str) -> list[OwnedResource]:
+        """Databases a killed pytest run (the plugin) left in ``ws``'s running cluster."""
+        cluster = self._ws_cluster(ws)
+        if not cluster.is_running():
+            return []
+        from .testdbs import stale  # psycopg: only when gc looks into a running cluster
+        try:
+            with self._connect(cluster.admin()) as c:
+                names = stale(c)
+        except DatabaseError:
+            return []
+        return [OwnedResource("test-database", f"{ws}/{n}", None, "stale test database of a pytest run that "
+                              "is over") for n in names]
 
     def _orphan_containers(self) -> list[OwnedResource]:
         import docker.errors
@@ -93,6 +108,12 @@ class SnapshotHousekeeping(SnapshotCore):
         if resource.kind == "baseline":
             raise DatabaseError("refusing to remove the baseline",
                                 hint="rebuild it with `sandbox db baseline` instead")
+        if resource.kind == "test-database":
+            from .testdbs import drop
+            ws, _, name = resource.id.partition("/")
+            with self._connect(self._ws_cluster(ws).admin()) as c:
+                drop(c, name)
+            return
         if resource.kind == "container":
             import docker.errors
 

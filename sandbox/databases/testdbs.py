@@ -13,8 +13,10 @@ nowhere else), or the superuser of a throwaway container outside sandbox.
 * **Warm pool.** A background thread keeps ``pool_size`` clones ready and drops used ones, so a
   test's setup is a queue ``get`` and its teardown a queue ``put``: the ``CREATE DATABASE`` and
   ``DROP DATABASE … WITH (FORCE)`` run off the test's path.
-* **Names.** ``sbxt_<run>_<n>``; ``<run>`` is ``<host pid>x<random>``, so :func:`sweep` can tell
-  a finished or killed run's databases (its process is gone) from a running one's.
+* **Names.** ``sbxt_<run>_<n>``. A run holds an advisory lock keyed by ``<run>`` on its admin
+  session for as long as it lives, so :func:`stale` tells a killed run's databases (nobody holds
+  its lock; the server released it with the session) from a running one's, wherever the run's
+  process is (a workspace container, the host): the next run's start and ``sandbox gc`` drop them.
 """
 
 from __future__ import annotations
@@ -37,7 +39,12 @@ from ..errors import DatabaseError
 
 PREFIX = "sbxt_"
 TEMPLATE_PREFIX = "sbxt_tpl_"
-_RUN = re.compile(r"^sbxt_(\d+)x[0-9a-f]+_\d+$")
+_RUN = re.compile(r"^sbxt_([0-9a-f]{8})_\d+$")
+_LOCK_SPACE = 0x5b7e57        # the first key of the runs' advisory locks (the second: the run)
+
+
+def _run_key(run: str) -> int:
+    return int(run, 16) & 0x7FFFFFFF
 
 
 @dataclass(frozen=True)
@@ -110,27 +117,34 @@ def file_digest(paths: Iterable[str], extra: Iterable[str] = ()) -> str:
     return h.hexdigest()
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+def stale(conn: psycopg.Connection[Any]) -> list[str]:
+    """The test databases on ``conn``'s server whose run is over (its advisory lock is free)."""
+    held = {int(k) for (k,) in conn.execute(
+        "SELECT objid FROM pg_locks WHERE locktype = 'advisory' AND classid = %s AND objsubid = 2",
+        [_LOCK_SPACE])}
+    out = []
+    for (name,) in conn.execute("SELECT datname FROM pg_database WHERE datname LIKE 'sbxt\\_%'"):
+        m = _RUN.match(name)
+        if m and _run_key(m.group(1)) not in held:
+            out.append(name)
+    return out
+
+
+def drop(conn: psycopg.Connection[Any], name: str) -> None:
+    """Drop one test database (only ever one named like a test database)."""
+    if not name.startswith(PREFIX):
+        raise DatabaseError(f"refusing to drop {name!r}: not a test database")
+    conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 def sweep(admin_url: str) -> list[str]:
-    """Drop the test databases of runs whose process is gone (killed runs); their names."""
+    """Drop the test databases of runs that are over (killed runs); their names."""
     dropped = []
     with connect(admin_url, autocommit=True) as c:
-        names = [n for (n,) in c.execute("SELECT datname FROM pg_database WHERE datname LIKE 'sbxt\\_%'")]
-        for name in names:
-            m = _RUN.match(name)
-            if m and not _pid_alive(int(m.group(1))):
-                with contextlib.suppress(psycopg.Error):
-                    c.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-                    dropped.append(name)
+        for name in stale(c):
+            with contextlib.suppress(psycopg.Error):
+                drop(c, name)
+                dropped.append(name)
     return dropped
 
 
@@ -142,7 +156,7 @@ class TestDatabases:
     def __init__(self, admin_url: str, *, parts: str, build: Callable[[str], None],
                  pool_size: int = 2, events: Callable[[str], None] | None = None) -> None:
         self.admin_url = admin_url
-        self.run = f"{os.getpid()}x{secrets.token_hex(3)}"
+        self.run = secrets.token_hex(4)
         self._parts = parts
         self._build = build
         self.pool_size = max(0, pool_size)
@@ -171,6 +185,7 @@ class TestDatabases:
     def prepare(self) -> str:
         """The template for this run (built if missing or incomplete); starts the warm pool."""
         c = self._conn()
+        c.execute("SELECT pg_advisory_lock(%s, %s)", [_LOCK_SPACE, _run_key(self.run)])   # held while we live
         version = str(c.execute("SHOW server_version_num").fetchone()[0])  # type: ignore[index]
         key = hashlib.sha256(f"{version}\0{self._parts}".encode()).hexdigest()[:16]
         self.template = f"{TEMPLATE_PREFIX}{key}"

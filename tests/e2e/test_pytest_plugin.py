@@ -112,6 +112,12 @@ def test_plugin_in_a_workspace(pytester: pytest.Pytester, workspace: tuple[Path,
     left = _test_dbs(url)
     assert len(left) == 1 and left[0] == builds[1].split()[1]   # the old template is gone too
 
+    # what a killed run leaves (its advisory lock went with its session): gc drops it
+    with psycopg.connect(url, autocommit=True) as c:
+        c.execute("CREATE DATABASE sbxt_0badc0de_1")
+    cli(repo, "gc")
+    assert _test_dbs(url) == left
+
 
 def test_keep_failed_keeps_and_names_the_database(pytester: pytest.Pytester,
                                                   workspace: tuple[Path, Path, dict[str, str]],
