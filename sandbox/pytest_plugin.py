@@ -42,8 +42,6 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:
-    import psycopg
-
     from .databases.testdbs import TestDatabase, TestDatabases
 
 PLUGIN_VERSION = "1"
@@ -195,7 +193,7 @@ def sandbox_db_url(sandbox_db: TestDatabase) -> str:
 
 
 @pytest.fixture
-def sandbox_conn(sandbox_db: TestDatabase, _sandbox_testdbs: TestDatabases) -> Iterator[psycopg.Connection[Any]]:
+def sandbox_conn(sandbox_db: TestDatabase, _sandbox_testdbs: TestDatabases) -> Iterator[Any]:
     """A psycopg connection to this test's own database (closed after the test)."""
     conn = _sandbox_testdbs.connection(sandbox_db)
     try:
