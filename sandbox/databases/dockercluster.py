@@ -142,7 +142,8 @@ class DockerCluster:
             return False          # create() reports a missing image
         return bool(labels.get(SUPERVISED_LABEL) == "1")
 
-    def swap_data(self, replace: Callable[[], None], timeout: float = READY_TIMEOUT) -> bool:
+    def swap_data(self, replace: Callable[[], None], timeout: float = READY_TIMEOUT,
+                  on_ready: Callable[[Any], None] | None = None) -> bool:
         """Replace the data directory under the running container: stop PostgreSQL at once,
         call ``replace`` (which swaps the volume under :attr:`mount`), start PostgreSQL on the
         new data and wait until it accepts connections. The container, its port, networks and
@@ -166,7 +167,7 @@ class DockerCluster:
             replace()
         finally:
             hold.unlink(missing_ok=True)          # the supervisor starts PostgreSQL again
-        self._wait(container, timeout)
+        self._wait(container, timeout, on_ready)
         return True
 
     def _wait_stopped(self, container: Any, timeout: float) -> None:
@@ -233,7 +234,8 @@ class DockerCluster:
         except docker.errors.DockerException as exc:
             raise DatabaseError(f"cannot remove container {self.container_name}: {exc}") from exc
 
-    def _wait(self, container: Any, timeout: float = READY_TIMEOUT) -> None:
+    def _wait(self, container: Any, timeout: float = READY_TIMEOUT,
+              on_ready: Callable[[Any], None] | None = None) -> None:
         def alive() -> bool:
             container.reload()
             return bool(container.status in ("created", "running", "restarting"))
@@ -244,7 +246,7 @@ class DockerCluster:
             except Exception:  # noqa: BLE001 - diagnostics only
                 return ""
 
-        wait_ready(self.admin(), timeout=timeout, alive=alive, log=log)
+        wait_ready(self.admin(), timeout=timeout, alive=alive, log=log, on_ready=on_ready)
 
     def is_running(self) -> bool:
         c = self._container()

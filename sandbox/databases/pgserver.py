@@ -35,6 +35,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 from ..errors import DatabaseError
 from .base import ConnInfo
@@ -114,8 +115,11 @@ def preload_client() -> None:
 
 
 def wait_ready(conn: ConnInfo, *, timeout: float = READY_TIMEOUT,
-               alive: Callable[[], bool] | None = None, log: Callable[[], str] | None = None) -> None:
-    """Poll until ``conn`` accepts connections (bounded), or the server died."""
+               alive: Callable[[], bool] | None = None, log: Callable[[], str] | None = None,
+               on_ready: Callable[[Any], None] | None = None) -> None:
+    """Poll until ``conn`` accepts connections (bounded), or the server died. ``on_ready`` gets
+    the first connection that answered (with a catalog-only search_path): the work a caller
+    does right after the start, without a second handshake."""
     import psycopg  # here, not at module level: it loads while the server starts
 
     deadline = time.monotonic() + timeout
@@ -125,6 +129,9 @@ def wait_ready(conn: ConnInfo, *, timeout: float = READY_TIMEOUT,
         try:
             with psycopg.connect(**conn.kwargs(), connect_timeout=2, autocommit=True) as c:
                 c.execute("SELECT 1")
+                if on_ready is not None:
+                    c.execute("SET search_path = pg_catalog, pg_temp")
+                    on_ready(c)
             return
         except psycopg.OperationalError as exc:
             last = exc

@@ -41,6 +41,7 @@ import functools
 import os
 import threading
 from pathlib import Path
+from typing import Any
 
 from ..disk import usage as disk_usage
 from ..errors import DatabaseError, DiskFull, UsageError
@@ -157,8 +158,9 @@ class SnapshotStrategy(SnapshotBaseline, SnapshotHousekeeping):
         volume = self._ws_dir(ws)
         cluster = self._ws_cluster(ws, network)
         tmp = volume.parent / f".new-{volume.name}"
-        self._stop_any(tmp)
-        self.storage.delete(tmp)
+        if tmp.exists():                            # left by a crash
+            self._stop_any(tmp)
+            self.storage.delete(tmp)
         if src is None:
             self._require_baseline()
             with self._lock("baseline", shared=True):
@@ -179,12 +181,19 @@ class SnapshotStrategy(SnapshotBaseline, SnapshotHousekeeping):
             kill_point("snapshot:swapped")          # a fresh clone in place, its role not yet configured
             old.start()
 
+        configured: list[bool] = []
+
+        def configure(conn: Any) -> None:           # on the connection that saw it ready
+            self._configure_ws(cluster, volume, ws, conn)
+            configured.append(True)
+
         try:
-            if not (isinstance(cluster, DockerCluster) and cluster.swap_data(swap)):
+            if not (isinstance(cluster, DockerCluster) and cluster.swap_data(swap, on_ready=configure)):
                 cluster.stop(mode="immediate")      # its data is being thrown away
                 swap()
                 cluster.ensure_running()
-            self._configure_ws(cluster, volume, ws)
+            if not configured:
+                self._configure_ws(cluster, volume, ws)
         finally:
             if old.is_alive():
                 old.join()

@@ -302,41 +302,47 @@ class SnapshotCore:
                                 hint="run `sandbox init` or `sandbox db baseline`")
 
     def _configure(self, cluster: Cluster, volume: Path, role: str, password: str,
-                   test_role: tuple[str, str] | None = None) -> None:
+                   test_role: tuple[str, str] | None = None, conn: Any = None) -> None:
         """Give a fresh clone its role: the baseline owner, renamed, with its own password; and,
         for a workspace, its test role ``(name, password)``: CREATEDB in this cluster alone (the
-        workspace's own), so its test suite can make a database per test (see the README)."""
-        from psycopg import sql
-
+        workspace's own), so its test suite can make a database per test (see the README).
+        ``conn``: an admin session already open on the cluster (else one is opened)."""
         want = {"role": role, "test_role": test_role[0] if test_role else None}
         seen = _read_json(volume / "workspace.json")
         if all(seen.get(k) == v for k, v in want.items()):
             return
-        with self._connect(cluster.admin()) as c:
-            have = {r for (r,) in c.execute("SELECT rolname FROM pg_roles WHERE rolname = ANY(%s)",
-                                            [[role, self.owner_role] + ([test_role[0]] if test_role else [])])}
-            if role not in have:
-                if self.owner_role not in have:
-                    raise DatabaseError("the baseline has no owner role; rebuild it with `sandbox db baseline`")
-                c.execute(sql.SQL("ALTER ROLE {} RENAME TO {}").format(
-                    sql.Identifier(self.owner_role), sql.Identifier(role)))
-            # A literal, composed client-side: utility statements take no parameters.
-            c.execute(sql.SQL("ALTER ROLE {} WITH LOGIN NOSUPERUSER NOCREATEROLE NOREPLICATION "
-                              "CONNECTION LIMIT 15 PASSWORD {}").format(
-                sql.Identifier(role), sql.Literal(password)))
-            if test_role:
-                verb = "ALTER" if test_role[0] in have else "CREATE"
-                c.execute(sql.SQL(verb + " ROLE {} WITH LOGIN CREATEDB NOSUPERUSER NOCREATEROLE NOREPLICATION "
-                                  "CONNECTION LIMIT 12 PASSWORD {}").format(
-                    sql.Identifier(test_role[0]), sql.Literal(test_role[1])))
+        if conn is not None:
+            self._set_roles(conn, role, password, test_role)
+        else:
+            with self._connect(cluster.admin()) as c:
+                self._set_roles(c, role, password, test_role)
         _write_json(volume / "workspace.json", {**want, "configured_at": _now()})
+
+    def _set_roles(self, c: Any, role: str, password: str, test_role: tuple[str, str] | None) -> None:
+        from psycopg import sql
+
+        have = {r for (r,) in c.execute("SELECT rolname FROM pg_roles WHERE rolname = ANY(%s)",
+                                        [[role, self.owner_role] + ([test_role[0]] if test_role else [])])}
+        if role not in have:
+            if self.owner_role not in have:
+                raise DatabaseError("the baseline has no owner role; rebuild it with `sandbox db baseline`")
+            c.execute(sql.SQL("ALTER ROLE {} RENAME TO {}").format(
+                sql.Identifier(self.owner_role), sql.Identifier(role)))
+        # A literal, composed client-side: utility statements take no parameters.
+        c.execute(sql.SQL("ALTER ROLE {} WITH LOGIN NOSUPERUSER NOCREATEROLE NOREPLICATION "
+                          "CONNECTION LIMIT 15 PASSWORD {}").format(sql.Identifier(role), sql.Literal(password)))
+        if test_role:
+            verb = "ALTER" if test_role[0] in have else "CREATE"
+            c.execute(sql.SQL(verb + " ROLE {} WITH LOGIN CREATEDB NOSUPERUSER NOCREATEROLE NOREPLICATION "
+                              "CONNECTION LIMIT 12 PASSWORD {}").format(
+                sql.Identifier(test_role[0]), sql.Literal(test_role[1])))
 
     def _test_role(self, ws: str) -> str:
         return pg_name(self.ctx.project_id, ws, "test")
 
-    def _configure_ws(self, cluster: Cluster, volume: Path, ws: str) -> None:
+    def _configure_ws(self, cluster: Cluster, volume: Path, ws: str, conn: Any = None) -> None:
         self._configure(cluster, volume, self._role(ws), self._secret(f"ws-{ws}"),
-                        (self._test_role(ws), self._secret(f"test-{ws}")))
+                        (self._test_role(ws), self._secret(f"test-{ws}")), conn)
 
     def _conninfo(self, ws: str, cluster: Cluster, network: str | None, *, attach: bool = True,
                   password: str | None = None) -> ConnInfo:
