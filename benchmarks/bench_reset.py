@@ -107,10 +107,11 @@ def breakdown(sb: Any) -> dict[str, float]:
     wrap(storage, "limit", lambda *a: "quota of the new volume")
     wrap(dockercluster.DockerCluster, "_wait_stopped", lambda *a: "PostgreSQL down (signal, postmaster gone)")
     wrap(dockercluster.DockerCluster, "_wait", lambda *a: "PostgreSQL start + first connection")
-    wrap(snapshot.SnapshotStrategy, "_configure", lambda *a: "role check")
+    wrap(snapshot.SnapshotStrategy, "_configure", lambda *a: "role check (inside the first connection)")
     wrap(sb, "prune_auto", lambda *a: "pruning old automatic checkpoints")
     wrap(storage, "usage", lambda *a: "checkpoint sizes (btrfs du)")
-    wrap(storage, "delete", lambda *a: "deleting volumes (old data, pruned checkpoints)")
+    wrap(snapshot.SnapshotStrategy, "_delete_soon", lambda *a: "deleting volumes (old data in the background, "
+         "pruned checkpoints)")
     try:
         t0 = time.perf_counter()
         sb.db_reset(WS)

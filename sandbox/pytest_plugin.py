@@ -30,11 +30,7 @@ one build (an advisory lock).
 
 from __future__ import annotations
 
-import configparser
 import os
-import subprocess
-import sys
-import tomllib
 from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -103,6 +99,8 @@ def _project_root(start: Path) -> Path:
 
 def _recipe(root: Path) -> tuple[list[str], Path | None, list[Path]]:
     """(files the template is made of, alembic config or None, seed files)."""
+    import configparser
+    import tomllib
     try:
         toml = tomllib.loads((root / "sandbox.toml").read_text())
     except (OSError, tomllib.TOMLDecodeError):
@@ -123,6 +121,9 @@ def _recipe(root: Path) -> tuple[list[str], Path | None, list[Path]]:
 
 def _builder(root: Path, cfg: Path | None, seeds: list[Path]) -> Callable[[str], None]:
     def build(url: str) -> None:
+        import subprocess
+        import sys
+
         from .databases.testdbs import run_sql_file
         if cfg is not None:
             env = {**os.environ, "DATABASE_URL": url}
