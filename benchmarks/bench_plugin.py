@@ -131,8 +131,11 @@ def run_suite(tree: Path, env: dict[str, str], method: str, n: int) -> dict[str,
     run_env = {**os.environ, **env, "BENCH_TIMING": str(timing), "TESTCONTAINERS_RYUK_DISABLED": "true",
                "PYTHONPATH": os.pathsep.join([str(d), str(C.REPO), os.environ.get("PYTHONPATH", "")])}
     t0 = time.perf_counter()
+    from importlib.metadata import entry_points
+    plugin = [] if any(ep.name == "sandbox" for ep in entry_points(group="pytest11")) else \
+        ["-p", "sandbox.pytest_plugin"]
     res = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "_timing",
-                          "-p", "sandbox.pytest_plugin", f"--rootdir={tree}", str(d)],
+                          *plugin, f"--rootdir={tree}", str(d)],
                          cwd=tree, env=run_env, capture_output=True, text=True)
     total = time.perf_counter() - t0
     if res.returncode != 0:

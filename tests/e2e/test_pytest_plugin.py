@@ -61,6 +61,13 @@ def workspace(demo_factory: Any, need_pg: None) -> tuple[Path, Path, dict[str, s
     return repo, tree, env
 
 
+def _plugin_args() -> list[str]:
+    """``-p sandbox.pytest_plugin`` unless the installed package already registers it (pytest11)."""
+    from importlib.metadata import entry_points
+    installed = any(ep.name == "sandbox" for ep in entry_points(group="pytest11"))
+    return [] if installed else ["-p", "sandbox.pytest_plugin"]
+
+
 def _run(pytester: pytest.Pytester, tree: Path, env: dict[str, str], events: Path, *args: str) -> Any:
     for k, v in env.items():
         pytester._monkeypatch.setenv(k, v)
@@ -68,7 +75,7 @@ def _run(pytester: pytest.Pytester, tree: Path, env: dict[str, str], events: Pat
     pytester._monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(Path(__file__).parents[2]),
                                                                  os.environ.get("PYTHONPATH", "")]))
     pytester._monkeypatch.chdir(tree)
-    return pytester.runpytest_subprocess("-p", "sandbox.pytest_plugin", "-p", "no:cacheprovider",
+    return pytester.runpytest_subprocess(*_plugin_args(), "-p", "no:cacheprovider",
                                          f"--rootdir={tree}", str(tree / "tests_pl"), *args)
 
 
