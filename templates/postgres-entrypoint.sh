@@ -150,7 +150,8 @@ run_init_files() {
 
 supervise() {
     local hold=${SANDBOX_HOLD:-/sandbox/.hold} pid= rc=0 restart= stop=
-    trap 'restart=1; [[ -z $pid ]] || kill -QUIT "$pid" 2>/dev/null || true' USR1
+    # (a signal while postgres is down, held, only lets the hold decide: nothing to stop)
+    trap '[[ -z $pid ]] || { restart=1; kill -QUIT "$pid" 2>/dev/null || true; }' USR1
     trap 'stop=INT; [[ -z $pid ]] || kill -INT "$pid" 2>/dev/null || true' INT
     trap 'stop=TERM; [[ -z $pid ]] || kill -TERM "$pid" 2>/dev/null || true' TERM
     while :; do

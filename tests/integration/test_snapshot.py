@@ -483,6 +483,16 @@ def test_docker_server(btrfs_mount: Path, docker_client: Any) -> None:
         assert q(a, "SELECT count(*), to_regclass('only_a') FROM items") == [(1000, None)]
         assert (docker_client.containers.get("sbx-t0c0ffee-db-dk-a").id == c.id) == supervises
         assert [r.kind for r in s.owned() if r.kind == "leftover"] == []
+        if supervises:
+            # a reset killed while PostgreSQL was held down: the next start lets it up again
+            (s._ws_home("dk-a") / ".hold").touch()
+            docker_client.containers.get("sbx-t0c0ffee-db-dk-a").kill(signal="SIGUSR1")
+            deadline = time.monotonic() + 30
+            while (s._ws_dir("dk-a") / "data" / "postmaster.pid").exists() and time.monotonic() < deadline:
+                time.sleep(0.01)
+            s.start("dk-a", network=network.name)
+            assert q(a, "SELECT count(*) FROM items") == [(1000,)]
+            assert not (s._ws_home("dk-a") / ".hold").exists()
     finally:
         for name in ("dk-a", "dk-b"):
             s.drop(name)
