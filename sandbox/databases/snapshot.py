@@ -225,13 +225,15 @@ class SnapshotStrategy(SnapshotBaseline, SnapshotHousekeeping):
             dst = self._ckpt_dir(ws) / label
             tmp = dst.parent / f".new-{label}"
             self.storage.delete(tmp)
-            running = cluster.is_running()
+            # An atomic snapshot is the same whether the cluster runs or not: no need to ask
+            # (for a container, that is a Docker API call on the path of every reset).
+            running = not self.storage.atomic and cluster.is_running()
             created = _now()
             try:
-                if running and self.storage.atomic:
+                if self.storage.atomic:
                     # The snapshot is atomic over the whole data directory, WAL included (and
-                    # full_page_writes is on): crash-consistent, recovered like after a power cut
-                    # when it is started. No CHECKPOINT first: that would cost a connection and
+                    # full_page_writes is on): of a running cluster, crash-consistent, recovered
+                    # like after a power cut when it is started. No CHECKPOINT first: that would cost a connection and
                     # a flush on the path of every reset, to shorten a recovery only a restore
                     # of this checkpoint would run.
                     self._snapshot_capped(ws, volume, tmp)
