@@ -21,6 +21,7 @@
 #                    $SANDBOX_HOLD (default /sandbox/.hold) does not exist. sandbox creates the
 #                    hold file, signals, waits for postmaster.pid to vanish, swaps the data
 #                    directory's volume on the host and removes the hold file.
+#   $SANDBOX_CTL     optional FIFO: each line written to it acts as a SIGUSR1.
 #   SIGINT, SIGTERM  forwarded to postgres (fast / smart shutdown); the container then exits.
 # If postgres exits on its own the container exits with its status, as without `supervise`.
 set -Eeuo pipefail
@@ -154,6 +155,12 @@ supervise() {
     trap '[[ -z $pid ]] || { restart=1; kill -QUIT "$pid" 2>/dev/null || true; }' USR1
     trap 'stop=INT; [[ -z $pid ]] || kill -INT "$pid" 2>/dev/null || true' INT
     trap 'stop=TERM; [[ -z $pid ]] || kill -TERM "$pid" 2>/dev/null || true' TERM
+    # $SANDBOX_CTL (a FIFO sandbox made in the mount): a line written to it is a SIGUSR1, so the
+    # host can ask for a restart without the Docker API.
+    local ctl=${SANDBOX_CTL:-} line
+    if [[ -n $ctl && -p $ctl ]]; then
+        ( while :; do if read -r line <"$ctl"; then kill -USR1 $$ 2>/dev/null || exit 0; fi; done ) &
+    fi
     while :; do
         while [[ -e $hold && -z $stop ]]; do sleep 0.005; done
         [[ -n $stop ]] && exit 0

@@ -24,6 +24,7 @@ from .pgserver import (
 
 SUPERVISED_LABEL = "dev.sandbox.supervise"
 HOLD_FILE = ".hold"      # in the mount: while it exists, a supervised container keeps PostgreSQL down
+CTL_FIFO = ".ctl"        # in the mount: a line written to it asks the supervisor for a restart
 
 # Database containers are hardened like workspace containers: every capability dropped except
 # what the entrypoint needs to hand the data directory to `postgres` and drop to it (chown,
@@ -114,11 +115,13 @@ class DockerCluster:
         if self.mount != self.datadir.parent and not as_root and self._image_supervises():
             command = ["supervise", *command]
             labels[SUPERVISED_LABEL] = "1"
+            self.make_ctl()
         try:
             container = self.docker.containers.create(
                 self.image, command=command,
                 name=self.container_name, labels=labels,
-                environment={"PGDATA": self.pgdata, "SANDBOX_HOLD": f"/sandbox/{HOLD_FILE}", **env},
+                environment={"PGDATA": self.pgdata, "SANDBOX_HOLD": f"/sandbox/{HOLD_FILE}",
+                             "SANDBOX_CTL": f"/sandbox/{CTL_FIFO}", **env},
                 volumes={str(self.mount.absolute()): {"bind": "/sandbox", "mode": "rw"}},
                 ports={"5432/tcp": ("127.0.0.1", self.port)},
                 shm_size="64m", stop_signal="SIGINT", **DB_HARDENING, **net,
@@ -149,28 +152,67 @@ class DockerCluster:
         new data and wait until it accepts connections. The container, its port, networks and
         address stay. False (nothing done) when the container is not a running supervised one;
         the caller then stops, replaces and starts the usual way."""
-        import docker.errors
-
-        container = self._container()
-        if container is None or container.status != "running" or \
-                (container.labels or {}).get(SUPERVISED_LABEL) != "1":
-            return False
         hold = self.mount / HOLD_FILE
+        ctl = self._ctl_writer()
+        if ctl is not None:         # the supervisor listens: no Docker API call (nor SDK import)
+            container = None
+        else:
+            container = self._container()
+            if container is None or container.status != "running" or \
+                    (container.labels or {}).get(SUPERVISED_LABEL) != "1":
+                return False
+        preload_client()
         hold.touch()
         try:
-            preload_client()
-            try:
-                container.kill(signal="SIGUSR1")
-            except docker.errors.DockerException as exc:
-                raise DatabaseError(f"cannot signal container {self.container_name}: {exc}") from exc
-            self._wait_stopped(container, timeout)
+            self._signal_restart(container, ctl)
+            self._wait_stopped(timeout)
             replace()
         finally:
             hold.unlink(missing_ok=True)          # the supervisor starts PostgreSQL again
-        self._wait(container, timeout, on_ready)
+        if container is None:
+            wait_ready(self.admin(), timeout=timeout, alive=lambda: self._ctl_listening(), on_ready=on_ready)
+        else:
+            self._wait(container, timeout, on_ready)
         return True
 
-    def _wait_stopped(self, container: Any, timeout: float) -> None:
+    def _ctl_writer(self) -> int | None:
+        """The write end of the supervisor's FIFO, if a supervisor reads it right now."""
+        try:
+            return os.open(self.mount / CTL_FIFO, os.O_WRONLY | os.O_NONBLOCK)
+        except OSError:          # absent (an older container), or nobody reading (ENXIO)
+            return None
+
+    def _ctl_listening(self) -> bool:
+        fd = self._ctl_writer()
+        if fd is None:
+            return False
+        os.close(fd)
+        return True
+
+    def _signal_restart(self, container: Any, ctl: int | None) -> None:
+        if ctl is not None:
+            try:
+                os.write(ctl, b"restart\n")
+            finally:
+                os.close(ctl)
+            return
+        import docker.errors
+        try:
+            container.kill(signal="SIGUSR1")
+        except docker.errors.DockerException as exc:
+            raise DatabaseError(f"cannot signal container {self.container_name}: {exc}") from exc
+
+    def make_ctl(self) -> None:
+        """The supervisor's FIFO in the mount, for the container made next (owned by the data's
+        owner: the container's ``postgres``)."""
+        ctl = self.mount / CTL_FIFO
+        if not ctl.exists():
+            os.mkfifo(ctl, 0o600)
+        st = os.stat(self.datadir)
+        if os.geteuid() == 0:
+            os.chown(ctl, st.st_uid, st.st_gid)
+
+    def _wait_stopped(self, timeout: float) -> None:
         """Until the postmaster is gone: it removes postmaster.pid last, when its children are."""
         pidfile = self.datadir / "postmaster.pid"
         deadline = time.monotonic() + timeout
