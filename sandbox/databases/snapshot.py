@@ -39,6 +39,8 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import secrets
+import subprocess
 import threading
 from pathlib import Path
 from typing import Any
@@ -200,9 +202,19 @@ class SnapshotStrategy(SnapshotBaseline, SnapshotHousekeeping):
         return self._conninfo(ws, cluster, network)
 
     def _discard_quietly(self, volume: Path) -> None:
-        """Delete a replaced volume; a failure leaves a ``.new-*`` leftover that gc removes."""
+        """Delete a replaced volume without waiting: renamed to a name of its own first (so the
+        next reset can reuse ``.new-db`` at once), then deleted by a detached ``btrfs subvolume
+        delete`` that finishes even when this process has exited. A crash leaves a ``.old-*``
+        leftover that gc removes."""
         with contextlib.suppress(Exception):
-            self._delete_soon(volume)
+            doomed = volume.with_name(f".old-{secrets.token_hex(4)}")
+            os.rename(volume, doomed)
+            if self.storage.kind == "btrfs" and self.storage.is_volume(doomed) and \
+                    not any(p.is_dir() and self.storage.is_volume(p) for p in doomed.iterdir()):
+                subprocess.Popen(["btrfs", "subvolume", "delete", str(doomed)], stdin=subprocess.DEVNULL,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+            else:
+                self.storage.delete(doomed)
 
     @_space("resetting the database")
     def reset(self, ws: str, network: str | None = None) -> ConnInfo:

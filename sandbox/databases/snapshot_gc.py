@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from ..checks import Check, OwnedResource
@@ -60,7 +61,7 @@ class SnapshotHousekeeping(SnapshotCore):
         busy = self._busy(f"ws-{ws}")
         if volume != home:
             for d in sorted(home.iterdir()):
-                if d.name.startswith(_DOT) and d.is_dir() and not busy:
+                if d.name.startswith(_DOT) and d.is_dir() and not busy and not self._being_deleted(d):
                     out.append(OwnedResource("leftover", str(d), None, f"interrupted reset of {ws}"))
         if volume.exists():
             port = self._stored_port(ws)
@@ -72,6 +73,15 @@ class SnapshotHousekeeping(SnapshotCore):
         elif not busy:
             out.append(OwnedResource("leftover", str(home), None, f"folder of {ws} without a database"))
         return out
+
+    @staticmethod
+    def _being_deleted(d: Path) -> bool:
+        """A replaced volume a reset handed to a detached delete moments ago (renamed ``.old-*``:
+        the rename set its ctime); an older one is what a crash left."""
+        try:
+            return d.name.startswith(".old-") and time.time() - d.stat().st_ctime < 60
+        except OSError:
+            return True          # gone meanwhile
 
     def _stale_test_databases(self, ws: str) -> list[OwnedResource]:
         """Databases a killed pytest run (the plugin) left in ``ws``'s running cluster."""
