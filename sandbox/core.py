@@ -287,6 +287,7 @@ class Project:
                 db = None
         if db is not None:
             env.update(db.env(container=container))
+            env.update(self.db.test_env(rec.name, db, container=container))
         env.update(self.config.workspace.mapped_env(env))
         return env
 

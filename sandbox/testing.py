@@ -212,6 +212,10 @@ class FakeStrategy(_Persisted):
     state_file: Path | None = None
     _persisted = ("databases", "leftovers", "baseline_built", "removed")
 
+    def test_env(self, ws: str, db: ConnInfo, *, container: bool = False) -> dict[str, str]:
+        """No test role: only a cluster per workspace may grant CREATEDB."""
+        return {}
+
     def _call(self, method: str, ws: str) -> None:
         self.calls.append((method, ws))
         _raise(self.fail, method)

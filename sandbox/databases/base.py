@@ -157,6 +157,11 @@ class Strategy(Protocol):
     def baseline(self) -> ConnInfo:
         """Read-only view of the baseline (for status and diffs); never written by workspaces."""
 
+    def test_env(self, ws: str, db: ConnInfo, *, container: bool = False) -> dict[str, str]:
+        """Variables that give the workspace's tests a role allowed to create databases
+        (``SANDBOX_TEST_DATABASE_URL``). Only a strategy with a cluster per workspace can do that
+        without weakening isolation; the others return an empty mapping."""
+
     def planned(self, ws: str, network: str | None = None) -> ConnInfo:
         """The connection info :meth:`create` will return, known before the database exists.
 

@@ -18,6 +18,10 @@ from .pgadmin import connect, exists, guard, hardened, name_key
 class SharedServerStrategy:
     """Base of the strategies that put every workspace on one shared server."""
 
+    def test_env(self, ws: str, db: ConnInfo, *, container: bool = False) -> dict[str, str]:
+        """No test role: only a cluster per workspace may grant CREATEDB."""
+        return {}
+
     def __init__(self, ctx: BackendContext, server: Server) -> None:
         self.ctx = ctx
         self.server = server

@@ -20,7 +20,7 @@ PENDING: dict[str, set[str]] = {
     "cycle": set(),
     "git": set(),
     "psycopg": set(),
-    "module": {"sandbox.databases.cluster", "sandbox.databases.snapshot"},     # testloop (issue 21) splits them
+    "module": set(),
     "function": set(),
 }
 
