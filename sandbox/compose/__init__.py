@@ -105,10 +105,12 @@ class Stacks:
     """The compose stacks of a project's workspaces."""
 
     def __init__(self, config: Config, registry: Registry, *,
-                 progress: Callable[[str], None] | None = None) -> None:
+                 progress: Callable[[str], None] | None = None,
+                 warn: Callable[[str, str | None], None] | None = None) -> None:
         self.config = config
         self.registry = registry
         self.progress = progress or (lambda msg: None)
+        self.warn = warn or (lambda msg, workspace: self.progress(f"{workspace}: warning: {msg}"))
         self.dir = config.state_dir / STACK_DIR
 
     # -- which files, which compose ----------------------------------------------------------------
@@ -253,10 +255,10 @@ class Stacks:
             compose = self.compose()
             ran = binary.run(compose, self._args(info, "stop"), cwd=self.dir)
         except SandboxError as exc:
-            self.progress(f"{name}: warning: the compose stack was not stopped: {exc}")
+            self.warn(f"the compose stack was not stopped: {exc}", name)
             return
         if ran.code != 0:
-            self.progress(f"{name}: warning: {compose.label} stop: {ran.tail(3)}")
+            self.warn(f"{compose.label} stop: {ran.tail(3)}", name)
 
     def remove(self, name: str) -> list[StackObject]:
         """``down -v --remove-orphans``, then whatever carries the workspace's labels; files and ports go."""

@@ -17,9 +17,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
-from ..runtime.base import LABEL_PROJECT, LABEL_ROLE, LABEL_WORKSPACE
+from ..runtime.labels import LABEL_PROJECT, LABEL_ROLE, LABEL_WORKSPACE, ROLE_COMPOSE
 
-ROLE_COMPOSE = "compose"
 NETWORK_KEY = "sandbox"
 # Docker's default capabilities that ordinary images need (entrypoints that chown and drop to
 # their own user); NET_RAW, MKNOD, AUDIT_WRITE, SETFCAP, SYS_CHROOT, FSETID and SETPCAP go.

@@ -13,10 +13,10 @@ from typing import Any
 
 import docker.errors
 
-from .base import LABEL_PROJECT, LABEL_ROLE, LABEL_WORKSPACE
-from .docker import _translated, shared_client
+from .docker import shared_client
+from .errors import translated
+from .labels import LABEL_PROJECT, LABEL_ROLE, LABEL_WORKSPACE, ROLE_COMPOSE
 
-ROLE_COMPOSE = "compose"
 COMPOSE_PROJECT = "com.docker.compose.project"
 COMPOSE_SERVICE = "com.docker.compose.service"
 
@@ -62,7 +62,7 @@ def owned(project: str, workspace: str | None = None) -> list[StackObject]:
     """Every stack object of ``project`` (of one ``workspace`` when given)."""
     client = shared_client()
     found: list[StackObject] = []
-    with _translated("listing compose stacks"):
+    with translated("listing compose stacks"):
         for c in client.containers.list(all=True, filters=_filters(project, workspace)):
             labels = c.labels or {}
             found.append(StackObject("container", str(c.id), labels.get(LABEL_WORKSPACE),
@@ -81,7 +81,7 @@ def owned(project: str, workspace: str | None = None) -> list[StackObject]:
 def remove(obj: StackObject) -> None:
     """Remove one stack object (already gone is fine)."""
     client = shared_client()
-    with _translated(f"removing {obj.kind} {obj.detail or obj.id}"):
+    with translated(f"removing {obj.kind} {obj.detail or obj.id}"):
         try:
             if obj.kind == "container":
                 client.containers.get(obj.id).remove(force=True, v=True)
@@ -108,7 +108,7 @@ def states(project: str, workspace: str, *, tail: int = 20) -> list[ServiceState
     One list call; only containers that are not running are inspected (exit code, logs)."""
     client = shared_client()
     out: list[ServiceState] = []
-    with _translated("reading the compose stack's state"):
+    with translated("reading the compose stack's state"):
         for row in client.api.containers(all=True, filters=_filters(project, workspace)):
             labels = row.get("Labels") or {}
             name = str((row.get("Names") or ["?"])[0]).lstrip("/")
