@@ -6,7 +6,9 @@
 * :mod:`.recover`: finishing what a killed operation left;
 * :mod:`.checkpoints`: ``db reset``, checkpoints, ``db restore``;
 * :mod:`.inspection`: ``ls``, ``env``, ``exec``, ``db url``, ``db psql``;
-* :mod:`.baseline`: ``init``, ``db baseline``, seeds, the storage pool.
+* :mod:`.baseline`: ``init``, ``db baseline``, seeds, the storage pool;
+* :mod:`.stacks`: the workspace's compose stack (:mod:`sandbox.compose`) in that lifecycle, and
+  ``sandbox compose NAME -- ARGS``.
 
 Each function takes the :class:`~sandbox.core.Project` as its first argument.
 """

@@ -285,3 +285,26 @@ def test_the_shared_server_compose_file_is_the_server_sandbox_runs() -> None:
     for key, value in DB_HARDENING.items():
         assert svc[key] == value, key
     assert all(p.startswith("127.0.0.1:") for p in svc["ports"])
+
+
+def test_the_lifecycle_hooks_read_the_recorded_stack(tmp_path: Path) -> None:
+    """``ls`` and ``env`` show the stack recorded under .sandbox/compose/NAME.json; a workspace
+    without a container runs no stack even with compose files."""
+    import json
+
+    from sandbox.compose import StackInfo
+    from sandbox.compose.rewrite import PortMapping
+    from sandbox.testing import fake_sandbox
+
+    sb = fake_sandbox(tmp_path)
+    (sb.config.root / "compose.yaml").write_text("services:\n  web:\n    image: busybox\n")
+    [result] = sb.up(["a"])
+    assert result.ok and not (sb.config.state_dir / "compose" / "a.json").exists()
+    assert [row.compose for row in sb.ls()] == [None]
+
+    info = StackInfo("a", "sbx-demo-a", "compose v2", str(sb.config.state_dir / "compose" / "a.yml"),
+                     ["web"], [], [PortMapping("web", 8000, "tcp", 20012)])
+    (sb.config.state_dir / "compose").mkdir()
+    (sb.config.state_dir / "compose" / "a.json").write_text(json.dumps(info.to_json()))
+    assert sb.ls()[0].to_json()["compose"]["ports"][0]["host_port"] == 20012
+    assert sb.env("a")[PortMapping("web", 8000, "tcp", 20012).variable] == "http://127.0.0.1:20012"
