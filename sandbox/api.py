@@ -952,17 +952,66 @@ class Sandbox:
 
     def migrate_check(self, name: str) -> Any:
         try:
-            return self.coordinator().check(name)
+            report = self.coordinator().check(name)
         except SandboxError:
             if self.registry.get(name) is None:      # removed while it was being checked
                 raise UnknownWorkspace(name) from None
             raise
+        self._remember_gate(name, report)
+        return report
+
+    def _remember_gate(self, name: str, report: Any) -> None:
+        """The gate's verdict on the commit it judged, for ``overview`` (pass/fail/stale)."""
+        from .overview import gates
+        data = report.to_json()
+        gates.record(self.registry, name, data.get("judged"), data)
+
+    # -- the bird's-eye view --------------------------------------------------------------------------
+    def overview(self, *, workspace: str | None = None) -> Any:
+        """Every workspace against main and every pair against each other (:class:`Overview`);
+        ``workspace``: only the pairs that involve it (the MCP tool's view)."""
+        from .overview.gather import gather
+        if None not in self._recovered:
+            self.recover(None)
+        if workspace is not None:
+            self.record(workspace)
+        found = gather(self._overview_sources())
+        return found.for_workspace(workspace) if workspace is not None else found
+
+    def review(self, name: str) -> dict[str, Any]:
+        """What a reviewer needs before merging ``name`` (the dashboard's workspace page)."""
+        from .overview.gather import review
+        self.record(name)
+        return review(self._overview_sources(), name)
+
+    def _overview_sources(self) -> Any:
+        from .overview.gather import Sources
+        from .overview.schema import SchemaReader
+        reader = SchemaReader(self.root, self.tool, self.config.state_dir, self.config.migrations.config,
+                              self.repos.export)
+        return Sources(self.root, self.git, self.registry.all(), self.collect, self._managed_files(),
+                       self.registry, reader, self.base_env, self.git.common_dir / "sandbox" / "overview")
+
+    def watched_paths(self) -> list[Path]:
+        """What the overview reads: main's refs and index, the registry, every worktree."""
+        common = self.git.common_dir
+        paths = [common / "HEAD", common / "packed-refs", common / "refs" / "heads", common / "index",
+                 common / "worktrees", self.config.state_dir / "registry.db",
+                 self.config.state_dir / "registry.db-wal"]
+        for rec in self.registry.all():
+            tree = Path(rec.path)
+            paths.append(tree)
+            if self.isolated(rec):     # its own repository: the walk of the tree skips .git
+                paths += [tree / ".git" / n for n in ("HEAD", "index", "packed-refs", "refs")]
+        return paths
 
     def migrate_rebase(self, name: str) -> dict[str, Any]:
         return self.coordinator().rebase(name)
 
     def merge(self, name: str, *, dry_run: bool = False, allow_destructive: str | None = None) -> Any:
-        return self.coordinator().merge(name, dry_run=dry_run, allow_destructive=allow_destructive)
+        report = self.coordinator().merge(name, dry_run=dry_run, allow_destructive=allow_destructive)
+        self._remember_gate(name, report)
+        return report
 
     def sync(self, name: str) -> dict[str, Any]:
         return self.coordinator().sync(name)

@@ -491,6 +491,46 @@ def sync(name: str) -> None:
     out.print(res.get("message", "synced"), markup=False)
 
 
+@app.command()
+def overview(
+    json_: JsonOpt = False,
+    watch: Annotated[bool, typer.Option("--watch", help="Redraw when a ref, index, file or the registry changes.")] = False,
+) -> None:
+    """Every workspace against main and every pair against each other: textual conflicts (committed
+    and uncommitted) and schema collisions, with a risk and a sentence each."""
+    if json_:
+        _print_json(_run(lambda: _sandbox().overview()).to_json())
+        return
+    from .overview.render import render
+    sb = _run(_sandbox)
+    if not watch:
+        out.print(render(_run(sb.overview)))
+        return
+    from rich.live import Live
+
+    from .overview.dashboard import ChangeWatch
+    seen = ChangeWatch(sb.watched_paths)
+    with Live(render(_run(sb.overview)), console=out, auto_refresh=False) as live:
+        try:
+            while True:
+                if seen.wait(timeout=30.0):
+                    live.update(render(_run(sb.overview)), refresh=True)
+        except KeyboardInterrupt:
+            return
+
+
+@app.command()
+def dashboard(
+    port: Annotated[int, typer.Option("--port", help="Port on 127.0.0.1 (0: any free port).")] = 8765,
+) -> None:
+    """The overview as a live, read-only web page on 127.0.0.1, behind a token printed at start."""
+    from .overview.dashboard import serve
+    if not 0 <= port <= 65535:
+        _fail(UsageError(f"--port {port}: not a port number"))
+    sb = _run(_sandbox)
+    _run(lambda: serve(sb, port=port, announce=lambda line: out.print(line, markup=False)))
+
+
 def _leave(code: int) -> NoReturn:
     """Flush and exit without the interpreter's teardown, which spends ~0.1 s freeing modules.
 
