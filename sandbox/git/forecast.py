@@ -148,15 +148,18 @@ def snapshot(root: Path, index: Path, work_tree: Path, head: str, *, exclude: Se
         return run(root, *args, trusted=False, env=env, work_tree=work_tree)
 
     git("read-tree", "-m", head) if index.exists() else git("read-tree", head)
-    pathspec = [".", *(f":(exclude,literal){p}" for p in exclude)]
-    git("add", "-A", "--ignore-errors", "--", *pathspec)
-    tree = git("write-tree").strip()
+    git("add", "-A", "--", ".")
     names = git("diff-index", "--cached", "--name-status", "-z", "--no-renames", head, "--")
     changed: list[str] = []
     untracked: list[str] = []
     items = names.split("\0")
+    managed = [path for path in items[1::2] if path in exclude]
+    if managed:     # sandbox's own files there (its env file) are nobody's work
+        git("reset", "-q", head, "--", *(f":(literal){m}" for m in managed))
     for status, path in zip(items[0::2], items[1::2], strict=False):
-        (untracked if status == "A" else changed).append(path)
+        if path not in exclude:
+            (untracked if status == "A" else changed).append(path)
+    tree = git("write-tree").strip()
     if not changed and not untracked:
         return Snapshot(head, head)
     commit = run(root, "commit-tree", tree, "-p", head, "-m", message, trusted=False,
