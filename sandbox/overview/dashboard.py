@@ -1,8 +1,8 @@
 """``sandbox dashboard``: the overview as a live, read-only web page on 127.0.0.1.
 
 A small ASGI app (Starlette, served by uvicorn; both come with the MCP SDK, and the ``dashboard``
-extra names them). Every request needs the token printed at start (``?token=`` or ``Authorization:
-Bearer``), compared in constant time; a request whose ``Host`` is not the loopback address it
+extra names them). Every request needs the token printed at start (``?token=``, ``Authorization:
+Bearer``, or the ``HttpOnly``/``SameSite=Strict`` cookie the page sets), compared in constant time; a request whose ``Host`` is not the loopback address it
 listens on is refused too (DNS rebinding). It listens on 127.0.0.1 only, never on a wildcard.
 Nothing is written: the routes read the overview and a workspace's review. Updates go to the page
 over server-sent events when :class:`ChangeWatch` sees a ref, an index, a worktree file or the
@@ -30,6 +30,7 @@ from ..errors import ServiceUnavailable, UsageError
 from .model import Overview
 
 HOST = "127.0.0.1"
+COOKIE = "sandbox_dashboard"
 SKIP_DIRS = frozenset({".git", "node_modules", ".venv", "venv", "__pycache__", ".mypy_cache", ".pytest_cache",
                        ".sandbox", ".tox"})
 MAX_FILES = 50_000
@@ -124,7 +125,7 @@ def make_app(source: Source, token: str, port: int) -> Any:
     def refused(request: Request) -> Response | None:
         if request.headers.get("host", "") not in allowed_hosts:
             return PlainTextResponse("wrong host\n", status_code=403)
-        given = request.query_params.get("token", "")
+        given = request.query_params.get("token", "") or request.cookies.get(COOKIE, "")
         auth = request.headers.get("authorization", "")
         if auth.lower().startswith("bearer "):
             given = auth[7:].strip()
@@ -139,9 +140,12 @@ def make_app(source: Source, token: str, port: int) -> Any:
     async def page(request: Request) -> Response:
         if (no := refused(request)) is not None:
             return no
-        return Response(_static("index.html"), media_type="text/html; charset=utf-8",
-                        headers={"Cache-Control": "no-store", "Referrer-Policy": "no-referrer",
-                                 "Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'"})
+        res = Response(_static("index.html"), media_type="text/html; charset=utf-8",
+                       headers={"Cache-Control": "no-store", "Referrer-Policy": "no-referrer",
+                                "Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'"})
+        # the page's own scripts, styles and event stream carry the token as a cookie
+        res.set_cookie(COOKIE, token, httponly=True, samesite="strict", path="/")
+        return res
 
     async def static(request: Request) -> Response:
         if (no := refused(request)) is not None:

@@ -62,6 +62,8 @@ def test_dashboard_refuses_requests_without_the_token(dashboard: tuple[int, str]
         assert status(base + path + "?token=wrong") == 401, path
         assert status(base + path, {"Authorization": "Bearer nope"}) == 401, path
     assert status(f"{base}/?token={token}") == 200
+    assert status(f"{base}/static/app.js", {"Cookie": "sandbox_dashboard=wrong"}) == 401
+    assert status(f"{base}/static/app.js", {"Cookie": f"sandbox_dashboard={token}"}) == 200
     assert status(f"{base}/static/app.js", {"Authorization": f"Bearer {token}"}) == 200
     # the right token from a page that reached the server under another name (DNS rebinding)
     assert status(f"{base}/?token={token}", {"Host": f"attacker.example:{port}"}) == 403
