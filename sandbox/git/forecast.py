@@ -147,7 +147,7 @@ def snapshot(root: Path, index: Path, work_tree: Path, head: str, *, exclude: Se
     def git(*args: str) -> str:
         return run(root, *args, trusted=False, env=env, work_tree=work_tree)
 
-    git("read-tree", "-m", head) if index.exists() else git("read-tree", head)
+    git("read-tree", "--reset", head) if index.exists() else git("read-tree", head)
     git("add", "-A", "--", ".")
     names = git("diff-index", "--cached", "--name-status", "-z", "--no-renames", head, "--")
     changed: list[str] = []
