@@ -129,6 +129,9 @@ class Jobs:
     def stop(self, job: Job, kill: Callable[[str, Sequence[str]], None], grace: float = 5.0) -> Chunk:
         """TERM the job's process group, then KILL it after ``grace`` seconds."""
         with job.changed:
+            deadline = time.monotonic() + grace      # a job just started has not said its group yet
+            while job.running and job.pgid is None and time.monotonic() < deadline:
+                job.changed.wait(deadline - time.monotonic())
             pgid, running = job.pgid, job.running
         if running and pgid is not None:
             job.stopped = True
