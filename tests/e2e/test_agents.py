@@ -124,7 +124,8 @@ def test_agent_session_on_docker(docker_agents: Path, connect, docker_client) ->
             container = docker_client.containers.list(filters={"label": [f"dev.sandbox.project={pid}",
                                                                            "dev.sandbox.workspace=a",
                                                                            "dev.sandbox.role=workspace"]})[0]
-            assert not any("sleep" in " ".join(p) for p in container.top()["Processes"])
+            # (the container's own main process is `sleep infinity`)
+            assert not any("sleep 30" in " ".join(p) for p in container.top()["Processes"])
             assert "50" in await agent.refused("exec", argv=["true"], timeout_s=120)
 
             # own database only: checkpoint, write, restore; and workspace b is refused
