@@ -599,7 +599,10 @@ def mcp(
     wire = claim_stdio()         # fd 1 goes to stderr before anything runs; protocol goes to a dup
     if workspace is not None and lead:
         _fail(UsageError("--workspace and --lead exclude each other"))
-    from .agents.mcp import serve
+    try:
+        from .agents.mcp import serve
+    except ImportError as exc:
+        _fail(UsageError(f"the MCP SDK is not installed ({exc.name or exc}): pip install 'sandbox[mcp]'"))
     _run(lambda: serve(state.project, workspace=workspace, lead=lead, wire=wire))
 
 
