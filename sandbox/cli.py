@@ -602,6 +602,8 @@ def mcp(
     try:
         from .agents.mcp import serve
     except ImportError as exc:
+        if (exc.name or "").split(".")[0] not in ("mcp", "mcp_types", "pydantic", "anyio"):
+            raise
         _fail(UsageError(f"the MCP SDK is not installed ({exc.name or exc}): pip install 'sandbox[mcp]'"))
     _run(lambda: serve(state.project, workspace=workspace, lead=lead, wire=wire))
 
