@@ -135,6 +135,15 @@ def test_agent_session_on_docker(docker_agents: Path, connect, docker_client) ->
             assert psql(repo, "a", "SELECT count(*) FROM users WHERE id = 99") == "1"
             await agent.call("db_restore", label="clean")
             assert psql(repo, "a", "SELECT count(*) FROM users WHERE id = 99") == "0"
+            # a long operation reports progress to a client that asks for it
+            progress: list[str] = []
+
+            async def on_progress(done: float, total: float | None, message: str | None) -> None:
+                progress.append(message or "")
+
+            res = await agent.session.call_tool("db_reset", {}, read_timeout_seconds=120,
+                                                progress_callback=on_progress)
+            assert not res.is_error and any("reset" in m for m in progress), progress
             assert "not yours" in await agent.refused("workspace_info", name="b")
             assert "not yours" in await agent.refused("db_reset", name="b")
             assert "not yours" in await agent.refused("exec", argv=["true"], name="b")
@@ -221,6 +230,32 @@ def test_lead_server_hooks_and_jobs(docker_agents: Path, connect, docker_client)
             assert (await agent.call("workspace_info", name="c"))["brief"] == "Write the docs."
 
     anyio.run(session)
+
+    # without --workspace, the server is bound to the workspace owning the current directory
+    tree_c = Path(Sandbox.open(repo).record("c").path)
+
+    async def from_worktree() -> None:
+        params = StdioServerParameters(command=console_script(), args=["mcp"], env={**os.environ, **GIT_ENV},
+                                       cwd=str(tree_c))
+        async with stdio_client(params) as (read, write), ClientSession(read, write) as session:
+            await session.initialize()
+            res = await session.call_tool("workspace_info", {})
+            assert not res.is_error and res.structured_content and res.structured_content["name"] == "c"
+
+    anyio.run(from_worktree)
+    assert cli(tree_c.parent, "mcp", check=2).stderr.count("\n") == 1      # no workspace here: one line
+
+    # a request that passes the gate; stale once the branch moves; `sandbox merge` closes it
+    add_revision(tree_c, "c001", "0001", 'op.add_column("posts", sa.Column("body", sa.Text()))', commit=False)
+    cli(repo, "exec", "c", "--", "sh", "-c", "git add -A && git commit -qm 'c001: body'")
+    req = json.loads(cli(repo, "merge-request", "c", "--note", "adds posts.body", "--json").stdout)
+    assert req["ok"] and req["command"] == "sandbox merge c"
+    listed = json.loads(cli(repo, "merge", "--requests", "--json").stdout)
+    assert [(r["workspace"], r["stale"]) for r in listed] == [("c", False)]
+    cli(repo, "exec", "c", "--", "sh", "-c", "echo notes > NOTES.md && git add -A && git commit -qm notes")
+    assert json.loads(cli(repo, "merge", "--requests", "--json").stdout)[0]["stale"]
+    assert json.loads(cli(repo, "merge", "c", "--json").stdout)["merged"]
+    assert json.loads(cli(repo, "merge", "--requests", "--json").stdout) == []
     pid = Sandbox.open(repo).config.project_id
     container = docker_client.containers.list(filters={"label": [f"dev.sandbox.project={pid}",
                                                                    "dev.sandbox.workspace=a",
