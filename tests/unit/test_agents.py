@@ -132,3 +132,26 @@ def test_migrate_up_computes_what_it_applied_oldest_first() -> None:
     assert _target(revs, "a002") == "a002"
     with pytest.raises(UsageError):
         _target(revs, "zzzz")
+
+
+def test_only_protocol_reaches_stdout() -> None:
+    """After claim_stdio, a child process, a print and the fd 1 itself reach stderr; the protocol's
+    private duplicate reaches the real stdout; stdin is the null device for everything else."""
+    import os
+    import subprocess
+    import sys
+    script = (
+        "import os, subprocess, sys\n"
+        "from sandbox.agents.stdio import claim_stdio\n"
+        "wire = claim_stdio()\n"
+        "subprocess.run(['sh', '-c', 'echo child-out; read x || echo child-stdin-empty'])\n"
+        "print('python-print', flush=True)\n"
+        "os.write(1, b'fd1\\n')\n"
+        "os.write(wire.output_fd, os.read(wire.input_fd, 100))\n"
+    )
+    res = subprocess.run([sys.executable, "-c", script], input="protocol\n", capture_output=True, text=True,
+                         timeout=60, env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
+    assert res.returncode == 0, res.stderr
+    assert res.stdout == "protocol\n"
+    for line in ("child-out", "child-stdin-empty", "python-print", "fd1"):
+        assert line in res.stderr
