@@ -80,10 +80,19 @@ def _progress(ctx: Context | None) -> Callable[[str], None]:
     return report
 
 
+Table = list[tuple[Callable[..., Any], str, ToolAnnotations]]
+
+
 def build(tools: AgentTools) -> MCPServer[Any]:
     """The server with every tool (``overview`` comes with the coordination view)."""
     server: MCPServer[Any] = MCPServer("sandbox", instructions=tools.instructions(), version="0.1.0")
+    for fn, name, annotations in _workspace_tools(tools) + (_lead_tools(tools) if tools.lead else []):
+        server.add_tool(fn, name=name, annotations=annotations, structured_output=True)
+    return server
 
+
+def _workspace_tools(tools: AgentTools) -> Table:
+    """The tools about one workspace (the bound one, or the one a lead names)."""
     def workspace_info(name: str | None = None) -> models.WorkspaceInfo:
         """The workspace's brief (its goal: read it first), branch, worktree path, state and ports."""
         return _call("workspace_info", lambda: tools.workspace_info(name))
@@ -159,7 +168,7 @@ def build(tools: AgentTools) -> MCPServer[Any]:
         """Run the gate on the committed branch and ask a person to merge it. Never moves main."""
         return _call("merge_request", lambda: tools.merge_request(note, name, _progress(ctx)))
 
-    table: list[tuple[Callable[..., Any], str, ToolAnnotations]] = [
+    return [
         (workspace_info, "workspace_info", READ), (env, "env", READ), (exec_, "exec", RUN),
         (job_start, "job_start", RUN), (job_read, "job_read", READ), (job_stop, "job_stop", RUN),
         (db_reset, "db_reset", DESTROY), (db_checkpoint, "db_checkpoint", WRITE),
@@ -169,21 +178,21 @@ def build(tools: AgentTools) -> MCPServer[Any]:
         (migrate_rebase, "migrate_rebase", DESTROY), (sync, "sync", DESTROY),
         (merge_request, "merge_request", WRITE),
     ]
-    if tools.lead:
-        def workspace_list() -> models.WorkspaceList:
-            """Every workspace with its brief."""
-            return _call("workspace_list", tools.workspace_list)
 
-        def workspace_up(ctx: Context, name: str, brief: str | None = None) -> models.UpResult:
-            """Create a workspace (or start it again), optionally with its brief."""
-            return _call("workspace_up", lambda: tools.workspace_up(name, brief, _progress(ctx)))
 
-        table += [(workspace_list, "workspace_list", READ),
-                  (workspace_up, "workspace_up", ToolAnnotations(read_only_hint=False, destructive_hint=False,
-                                                                 idempotent_hint=True, open_world_hint=False))]
-    for fn, name, annotations in table:
-        server.add_tool(fn, name=name, annotations=annotations, structured_output=True)
-    return server
+def _lead_tools(tools: AgentTools) -> Table:
+    """What only ``--lead`` adds: every workspace, and making new ones."""
+    def workspace_list() -> models.WorkspaceList:
+        """Every workspace with its brief."""
+        return _call("workspace_list", tools.workspace_list)
+
+    def workspace_up(ctx: Context, name: str, brief: str | None = None) -> models.UpResult:
+        """Create a workspace (or start it again), optionally with its brief."""
+        return _call("workspace_up", lambda: tools.workspace_up(name, brief, _progress(ctx)))
+
+    return [(workspace_list, "workspace_list", READ),
+            (workspace_up, "workspace_up", ToolAnnotations(read_only_hint=False, destructive_hint=False,
+                                                           idempotent_hint=True, open_world_hint=False))]
 
 
 async def _serve(server: MCPServer[Any], wire: Wire) -> None:
