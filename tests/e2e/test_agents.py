@@ -41,7 +41,8 @@ def docker_agents(demo_factory, docker_client, need_pg):  # type: ignore[no-unty
         except Exception:  # noqa: BLE001
             from conftest import service_missing
             service_missing(f"image {image} missing: run scripts/build-images")
-    toml = ('[workspace]\nruntime = "docker"\nports = 5\n'
+    # a port range of its own: other suites on this host use the default one (20000, databases 30000)
+    toml = ('[workspace]\nruntime = "docker"\nports = 5\nport_base = 25700\n'
             f'setup = [{json.dumps(HOOK)}]\n\n'
             '[database]\nstrategy = "snapshot"\nserver = "docker"\nseed = ["db/seed.sql"]\n')
     return demo_factory(toml)
