@@ -86,8 +86,8 @@ Table = list[tuple[Callable[..., Any], str, ToolAnnotations]]
 def build(tools: AgentTools) -> MCPServer[Any]:
     """The server with every tool (``overview`` comes with the coordination view)."""
     server: MCPServer[Any] = MCPServer("sandbox", instructions=tools.instructions(), version="0.1.0")
-    for fn, name, annotations in _workspace_tools(tools) + (_lead_tools(tools) if tools.lead else []):
-        server.add_tool(fn, name=name, annotations=annotations, structured_output=True)
+    for fn, name, hints in _workspace_tools(tools) + (_lead_tools(tools) if tools.lead else []):
+        server.add_tool(fn, name=name, annotations=hints, structured_output=True)
     return server
 
 
