@@ -264,6 +264,11 @@ def test_lead_server_hooks_and_jobs(docker_agents: Path, connect, docker_client)
     assert not any("sleep 30" in " ".join(p) for p in container.top()["Processes"])
     # the brief on the command line
     assert cli(repo, "brief", "c").stdout.strip() == "Write the docs."
+    brief_file = repo.parent / "brief.md"
+    brief_file.write_text("From a file.\n")
+    cli(repo, "brief", "c", f"@{brief_file}")
+    assert cli(repo, "brief", "c").stdout.strip() == "From a file."
+    assert cli(repo, "brief", "c", "@/nonexistent/brief.md", check=2).stderr.startswith("error: brief @")
     cli(repo, "brief", "c", "")
     assert json.loads(cli(repo, "brief", "c", "--json").stdout)["brief"] is None
     # `migrate up` from the command line: a no-op says so

@@ -155,3 +155,25 @@ def test_only_protocol_reaches_stdout() -> None:
     assert res.stdout == "protocol\n"
     for line in ("child-out", "child-stdin-empty", "python-print", "fd1"):
         assert line in res.stderr
+
+
+def test_tool_errors_carry_sandboxs_message_and_unexpected_ones_are_logged(caplog) -> None:  # type: ignore[no-untyped-def]
+    pytest.importorskip("mcp", reason="the mcp extra is not installed")
+    from mcp.server.mcpserver.exceptions import ToolError
+
+    from sandbox.agents.mcp import _call
+    from sandbox.errors import UnknownWorkspace
+
+    def unknown() -> None:
+        raise UnknownWorkspace("zz")
+
+    def broken() -> None:
+        raise RuntimeError("boom")
+
+    with pytest.raises(ToolError) as known:
+        _call("env", unknown)
+    assert "zz" in str(known.value) and "unexpected" not in str(known.value)
+    with caplog.at_level("ERROR", logger="sandbox.mcp"), pytest.raises(ToolError) as odd:
+        _call("env", broken)
+    assert "unexpected error (RuntimeError: boom)" in str(odd.value)
+    assert any(r.exc_info for r in caplog.records)            # the traceback went to the log (stderr)
