@@ -6,7 +6,8 @@ its exit code; ``job_stop`` ends it. The command runs as the leader of a process
 (``setsid``), whose id it reports first, so ``job_stop`` can signal the whole group inside the
 container: Docker has no API to kill an exec.
 
-Jobs live as long as the server process. Their output is kept in a bounded buffer.
+Jobs live as long as the server process: when it ends, it stops the jobs still running. Their
+output is kept in a bounded buffer.
 """
 
 from __future__ import annotations
@@ -144,3 +145,12 @@ class Jobs:
                     if not job.running:
                         break
         return self.read(job, job.base)
+
+    def stop_all(self, kill: Callable[[str, Sequence[str]], None]) -> None:
+        """Stop every running job (the server is going away: nothing is left running in a workspace)."""
+        for job in list(self._jobs.values()):
+            if job.running:
+                try:
+                    self.stop(job, kill, grace=2.0)
+                except SandboxError:
+                    pass                    # the workspace is gone or stopped: so is the job

@@ -209,4 +209,7 @@ def serve(project: Path | None, *, workspace: str | None, lead: bool, wire: Wire
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="sandbox mcp: %(message)s")
     tools = AgentTools.open(project, workspace=workspace, lead=lead)
     server = build(tools)
-    anyio.run(_serve, server, wire)
+    try:
+        anyio.run(_serve, server, wire)
+    finally:
+        tools.close()

@@ -193,6 +193,10 @@ class AgentTools:
     def _kill(self, workspace: str, argv: Sequence[str]) -> None:
         self.sandbox().exec(workspace, argv, output=lambda line: None, errors=lambda line: None)
 
+    def close(self) -> None:
+        """The server is ending: stop the jobs still running."""
+        self.jobs.stop_all(self._kill)
+
     @staticmethod
     def _chunk(c: Chunk) -> models.JobChunk:
         return models.JobChunk(id=c.job.id, workspace=c.job.workspace, argv=c.job.argv, output=c.output,

@@ -229,6 +229,8 @@ def test_lead_server_hooks_and_jobs(docker_agents: Path, connect, docker_client)
             stopped = await agent.call("job_stop", id=job["id"])
             assert stopped["stopped"] and not stopped["running"]
             assert (await agent.call("workspace_info", name="c"))["brief"] == "Write the docs."
+            # a job still running when the session ends is stopped with the server
+            await agent.call("job_start", name="a", argv=["sleep", "302"])
 
     anyio.run(session)
 
@@ -261,7 +263,7 @@ def test_lead_server_hooks_and_jobs(docker_agents: Path, connect, docker_client)
     container = docker_client.containers.list(filters={"label": [f"dev.sandbox.project={pid}",
                                                                    "dev.sandbox.workspace=a",
                                                                    "dev.sandbox.role=workspace"]})[0]
-    assert not any("sleep 30" in " ".join(p) for p in container.top()["Processes"])
+    assert not any("sleep 30" in " ".join(p) for p in container.top()["Processes"])    # 300, 301, 302
     # the brief on the command line
     assert cli(repo, "brief", "c").stdout.strip() == "Write the docs."
     brief_file = repo.parent / "brief.md"

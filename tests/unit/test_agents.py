@@ -177,3 +177,23 @@ def test_tool_errors_carry_sandboxs_message_and_unexpected_ones_are_logged(caplo
         _call("env", broken)
     assert "unexpected error (RuntimeError: boom)" in str(odd.value)
     assert any(r.exc_info for r in caplog.records)            # the traceback went to the log (stderr)
+
+
+def test_jobs_still_running_are_stopped_when_the_server_ends() -> None:
+    done = threading.Event()
+
+    def runner(ws: str, argv: Sequence[str], sink) -> int:  # type: ignore[no-untyped-def]
+        sink("sandbox-job-pgid 7")
+        done.wait(10)
+        return 143
+
+    kills: list[str] = []
+
+    def kill(ws: str, argv: Sequence[str]) -> None:
+        kills.append(argv[-1])
+        done.set()
+
+    jobs = Jobs(runner)
+    job = jobs.start("a", ["sleep", "300"])
+    jobs.stop_all(kill)
+    assert kills == ["7"] and not job.running
