@@ -33,8 +33,10 @@ from .migrations.base import MigrationTool
 from .disk import disk_full_translated
 from .intents import Operation, Recovery, operation
 from .names import AUTO_PREFIX, validate_label, validate_name
+from .migrations.up import MigrateUpResult, migrate_up
 from .registry import Registry, WorkspaceRecord
-from .runtime.base import Runtime, WorkspaceSpec, unprivileged_ids
+from .requests import MergeRequest, MergeRequestResult, Requests, open_requests, request_merge
+from .runtime.base import OutputSink, Runtime, WorkspaceSpec, unprivileged_ids
 from .runtime.none import HostRuntime
 from .worktrees import IsolatedRepos, Worktrees, find_project_root
 
@@ -471,8 +473,14 @@ class Sandbox:
 
     # -- up -----------------------------------------------------------------------------------
     def up(self, names: Sequence[str], *, from_ref: str | None = None,
-           container: bool = True) -> list[UpResult]:
+           container: bool = True, brief: str | None = None) -> list[UpResult]:
         """Create workspaces (or start them again); several are created concurrently."""
+        results = self._up(names, from_ref=from_ref, container=container)
+        if brief is not None:
+            self.set_brief([r.name for r in results if r.ok], brief)
+        return results
+
+    def _up(self, names: Sequence[str], *, from_ref: str | None, container: bool) -> list[UpResult]:
         for n in names:
             validate_name(n)
         if len(set(names)) != len(names):
@@ -715,6 +723,7 @@ class Sandbox:
             except ServiceUnavailable:
                 statuses.append("unknown")
         healths = check_all(self, list(zip(recs, statuses)))
+        briefs = Requests(self.registry).briefs()
         baseline = baseline_state(self)
         for rec, status, health in zip(recs, statuses, healths):
             git_error, unsafe = None, None
@@ -736,7 +745,8 @@ class Sandbox:
                 state, cause = "broken", "; ".join(health.problems)
             if unsafe:
                 state, cause = "broken", f"unsafe: {unsafe}" + (f"; {cause}" if cause else "")
-            out.append({"name": rec.name, "branch": rec.branch, "path": rec.path, "state": state,
+            out.append({"name": rec.name, "brief": briefs.get(rec.name), "branch": rec.branch, "path": rec.path,
+                        "state": state,
                         "cause": cause, "registry_state": rec.state, "runtime": rec.runtime,
                         "ports": [ports[0], ports[-1]] if ports else None,
                         "container": {"status": status},
@@ -753,7 +763,8 @@ class Sandbox:
         """The workspace's environment as seen from the host."""
         return self.environment(self.record(name), container=False)
 
-    def exec(self, name: str, argv: Sequence[str], *, interactive: bool = False) -> int:
+    def exec(self, name: str, argv: Sequence[str], *, interactive: bool = False,
+             output: OutputSink | None = None, errors: OutputSink | None = None) -> int:
         """Run argv in the workspace and return its exit code."""
         if not argv:
             raise UsageError("no command given: sandbox exec NAME -- CMD...")
@@ -769,7 +780,7 @@ class Sandbox:
             if self.registry.get(name) is None:
                 raise UnknownWorkspace(name)
             self.db.info(name, self._network(rec))
-        return runtime.exec(spec, argv, env=spec.env, interactive=interactive)
+        return runtime.exec(spec, argv, env=spec.env, interactive=interactive, output=output, errors=errors)
 
     def shell(self, name: str) -> int:
         return self.exec(name, ["bash", "-l"] if self.record(name).runtime != "none"
@@ -816,6 +827,7 @@ class Sandbox:
             self.registry.set_state(name, "removing")
             op.step("removing")
             self.remove_parts(rec, delete_branch=delete_branch, force=True, op=op)
+        Requests(self.registry).forget(name)
         return {"name": name, "removed": True, "branch_deleted": delete_branch, "teardown_error": hook_error}
 
     def remove_parts(self, rec: WorkspaceRecord, *, delete_branch: bool = False, force: bool = False,
@@ -989,8 +1001,15 @@ class Sandbox:
         from .overview.schema import SchemaReader
         reader = SchemaReader(self.root, self.tool, self.config.state_dir, self.config.migrations.config,
                               self.repos.export)
+        requests = Requests(self.registry)
+        briefs = requests.briefs()
+
+        def request_for(name: str) -> dict[str, Any] | None:
+            return next((r.to_json() for r in requests.open() if r.workspace == name), None)
+
         return Sources(self.root, self.git, self.registry.all(), self.collect, self._managed_files(),
-                       self.registry, reader, self.base_env, self.git.common_dir / "sandbox" / "overview")
+                       self.registry, reader, self.base_env, self.git.common_dir / "sandbox" / "overview",
+                       brief_for=briefs.get, request_for=request_for)
 
     def watched_paths(self) -> list[Path]:
         """What the overview reads: main's refs and index, the registry, every worktree."""
@@ -1011,7 +1030,36 @@ class Sandbox:
     def merge(self, name: str, *, dry_run: bool = False, allow_destructive: str | None = None) -> Any:
         report = self.coordinator().merge(name, dry_run=dry_run, allow_destructive=allow_destructive)
         self._remember_gate(name, report)
+        if report.merged:
+            Requests(self.registry).close(name, f"merged {report.extra.get('commit', '')}".strip())
         return report
+
+    # -- agents: migrate up, briefs, merge requests (sandbox/migrations/up.py, sandbox/requests.py) ------
+    def migrate_up(self, name: str, to: str | None = None) -> MigrateUpResult:
+        """Apply the workspace's own revisions to its own database (verified)."""
+        return migrate_up(self, name, to)
+
+    def set_brief(self, names: Sequence[str], text: str | None) -> None:
+        """Set (blank: clear) the brief of each workspace."""
+        for n in names:
+            self.record(n)
+        for n in names:
+            Requests(self.registry).set_brief(n, text)
+
+    def brief(self, name: str) -> str | None:
+        self.record(name)
+        return Requests(self.registry).brief(name)
+
+    def merge_request(self, name: str, note: str | None = None) -> MergeRequestResult:
+        """Run the gate and record a request for a person to merge; never moves main."""
+        return request_merge(self, name, note)
+
+    def merge_requests(self) -> list[MergeRequest]:
+        """The open merge requests, marked stale once their branch moved."""
+        def current(rec: WorkspaceRecord) -> str | None:
+            self.collect(rec)
+            return self.git.rev(f"refs/heads/{rec.branch}")
+        return open_requests(self.registry, current)
 
     def sync(self, name: str) -> dict[str, Any]:
         return self.coordinator().sync(name)

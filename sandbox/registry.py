@@ -500,6 +500,10 @@ class Registry:
         except sqlite3.DatabaseError as exc:          # "file is not a database", "malformed"
             raise self._damaged(str(exc)) from exc
 
+    def reading(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        """A connection for reads, for modules that keep tables of their own here (requests, briefs)."""
+        return self._connect()
+
     @contextlib.contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """A short write transaction that holds the write lock from its start.
