@@ -47,11 +47,14 @@ def downgrade() -> None:
 '''
 
 
+def module(tree: Path, n: int) -> Path:
+    return tree / "src" / f"pkg{n % 50:02d}" / f"mod{n:05d}.py"
+
+
 def grow(project: Path, files: int) -> None:
     for i in range(files):
-        d = project / "src" / f"pkg{i % 50:02d}"
-        d.mkdir(parents=True, exist_ok=True)
-        (d / f"mod{i:05d}.py").write_text("".join(f"def f{j}():\n    return {i} + {j}\n\n" for j in range(8)))
+        module(project, i).parent.mkdir(parents=True, exist_ok=True)
+        module(project, i).write_text("".join(f"def f{j}():\n    return {i} + {j}\n\n" for j in range(8)))
     C.git(project, "add", "-A")
     C.git(project, "commit", "-q", "-m", f"{files} files")
 
@@ -68,7 +71,7 @@ def prepare(project: Path, count: int, files: int) -> list[str]:
         tree = project / ".sandbox" / "worktrees" / name
         for k in range(4):                 # w_i and w_{i+1} share two files: half conflict
             n = (i * 2 + k) % files
-            edit(tree / "src" / f"pkg{n % 50:02d}" / f"mod{n:05d}.py", f"'{name}'")
+            edit(module(tree, n), f"'{name}'")
         if i == 0:
             (tree / "migrations" / "versions" / "w0drop.py").write_text(
                 REVISION.format(rev="w0drop", body='op.drop_column("users", "email")'))
@@ -79,7 +82,7 @@ def prepare(project: Path, count: int, files: int) -> list[str]:
         C.git(tree, "add", "-A")
         C.git(tree, "commit", "-q", "-m", f"{name}'s work")
         if i % 3 == 0:                     # uncommitted edits, and an untracked file
-            edit(tree / "src" / "pkg49" / f"mod{(4999 - i) % files:05d}.py", f"'{name} later'")
+            edit(module(tree, (files - 1 - i) % files), f"'{name} later'")
             (tree / f"notes-{name}.txt").write_text("untracked\n")
     return names
 

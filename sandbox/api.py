@@ -998,9 +998,10 @@ class Sandbox:
 
     def _overview_sources(self) -> Any:
         from .overview.gather import Sources
-        from .overview.schema import SchemaReader
-        reader = SchemaReader(self.root, self.tool, self.config.state_dir, self.config.migrations.config,
-                              self.repos.export)
+        from .overview.schema import LayoutTool, SchemaReader
+        tool = self.tool     # schema facts need to know where a tree keeps its migrations
+        reader = SchemaReader(self.root, tool, self.config.state_dir, self.config.migrations.config,
+                              self.repos.export) if isinstance(tool, LayoutTool) else None
         requests = Requests(self.registry)
         briefs = requests.briefs()
 

@@ -17,7 +17,7 @@ import shutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from ..errors import SandboxError
 from ..migrations.base import MigrationTool, Revision
@@ -119,7 +119,7 @@ def added_objects(sql: str) -> list[str]:
         stmt = raw.stmt
         if isinstance(stmt, ast.CreateStmt):
             found.append(rel_name(stmt.relation))
-        elif isinstance(stmt, ast.IndexStmt) and stmt.idxname:
+        elif isinstance(stmt, ast.IndexStmt) and stmt.idxname and stmt.relation is not None:
             found.append(f"{stmt.relation.schemaname or 'public'}.{stmt.idxname}")
         elif isinstance(stmt, ast.AlterTableStmt):
             for cmd in stmt.cmds or ():
@@ -128,10 +128,18 @@ def added_objects(sql: str) -> list[str]:
     return found
 
 
+@runtime_checkable
+class LayoutTool(MigrationTool, Protocol):
+    """A migration tool that also says where a tree keeps its migrations (alembic's layout:
+    ``script_location`` and ``version_locations``)."""
+
+    def layout(self, tree: Path) -> Any: ...
+
+
 class SchemaReader:
     """Reads workspaces' revisions and their facts; one per overview (exports are kept by commit)."""
 
-    def __init__(self, root: Path, tool: MigrationTool, state_dir: Path, config_rel: str,
+    def __init__(self, root: Path, tool: LayoutTool, state_dir: Path, config_rel: str,
                  export: Callable[[str, Path, tuple[str, ...] | None], None]) -> None:
         self.root = root
         self.tool = tool
