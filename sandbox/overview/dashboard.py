@@ -165,9 +165,13 @@ def make_app(source: Source, token: str, port: int) -> Any:
         if (no := refused(request)) is not None:
             return no
         name = request.path_params["name"]
+
+        def read() -> dict[str, Any]:
+            with lock:           # taken in the worker thread, never on the event loop
+                return source.review(name)
+
         try:
-            with lock:
-                data = await asyncio.to_thread(source.review, name)
+            data = await asyncio.to_thread(read)
         except UsageError as exc:
             return JSONResponse({"error": str(exc)}, status_code=404)
         return JSONResponse(data)
