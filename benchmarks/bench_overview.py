@@ -93,6 +93,7 @@ def main(argv: list[str]) -> None:
     ap.add_argument("--workspaces", type=int, default=10)
     ap.add_argument("--files", type=int, default=5000)
     ap.add_argument("--no-results", action="store_true", help="do not write benchmarks/RESULTS.md")
+    ap.add_argument("--keep", action="store_true", help="keep the project (benchmarks/.work/overview) to profile")
     args = ap.parse_args(argv)
     project = C.make_project("overview", strategy="template", server="local", runtime="none", port_base=42000)
     try:
@@ -125,7 +126,8 @@ def main(argv: list[str]) -> None:
                     + C.md_table(["what", "time", "goal"], rows))
             C.update_results(SECTION, "## sandbox overview\n\n" + body)
     finally:
-        C.cleanup_project(project)
+        if not args.keep:
+            C.cleanup_project(project)
 
 
 if __name__ == "__main__":

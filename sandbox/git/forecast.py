@@ -11,10 +11,13 @@ workspace's own index is never read or written.
 
 from __future__ import annotations
 
+import json
 import os
+import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ..errors import UnsafeToTell, WorkspaceError
 from .runner import GitFailed, call, failure, run
@@ -135,52 +138,81 @@ def diffstats(root: Path, base: str, tips: dict[str, str]) -> dict[str, DiffStat
 def snapshot(root: Path, index: Path, work_tree: Path, head: str, *, exclude: Sequence[str] = (),
              message: str = "sandbox overview: uncommitted work") -> Snapshot:
     """The working tree at ``work_tree`` as a throwaway commit on ``head``, made in main's
-    repository with sandbox's own index (``index``, kept between calls so that git's stat cache
-    spares re-reading unchanged files) and ``--work-tree``: the workspace's index, config and
-    hooks are never used. ``exclude``: paths sandbox manages there (its env file). The commit is
-    reachable from no ref (git's gc removes it)."""
+    repository with sandbox's own index (``index``) and ``--work-tree``: the workspace's index,
+    config and hooks are never used. ``exclude``: paths sandbox manages there (its env file),
+    left out through an excludes file of sandbox's. The commit is reachable from no ref (git's gc
+    removes it).
+
+    The index is kept between calls, with what the last call found beside it (``index.json``):
+    while ``head`` stays, a call is ``git add -A`` and ``git write-tree`` (git's stat cache spares
+    re-reading unchanged files), and an unchanged tree gives the last answer back."""
     if not os.path.isdir(work_tree) or os.path.islink(work_tree):
         raise UnsafeToTell(f"{work_tree} is not the workspace's directory")
     index.parent.mkdir(parents=True, exist_ok=True)
+    excludes = index.with_name(index.name + ".exclude")
+    wanted = "".join(f"/{p}\n" for p in exclude)
+    if not excludes.is_file() or excludes.read_text() != wanted:
+        excludes.write_text(wanted)
+    memo_path = index.with_name(index.name + ".json")
+    memo = _load_memo(memo_path)
     env = {"GIT_INDEX_FILE": str(index)}
 
     def git(*args: str) -> str:
-        return run(root, *args, trusted=False, env=env, work_tree=work_tree)
+        return run(root, "-c", f"core.excludesFile={excludes}", *args, trusted=False, env=env, work_tree=work_tree)
 
-    git("read-tree", "--reset", head) if index.exists() else git("read-tree", head)
+    if memo.get("head") != head or not index.exists():
+        git("read-tree", "--reset", head) if index.exists() else git("read-tree", head)
+        memo = {}
     git("add", "-A", "--", ".")
+    tree = git("write-tree").strip()
+    if memo.get("tree") == tree:
+        return Snapshot(head, str(memo["commit"]), tuple(memo["changed"]), tuple(memo["untracked"]))
     names = git("diff-index", "--cached", "--name-status", "-z", "--no-renames", head, "--")
     changed: list[str] = []
     untracked: list[str] = []
     items = names.split("\0")
-    managed = [path for path in items[1::2] if path in exclude]
-    if managed:     # sandbox's own files there (its env file) are nobody's work
-        git("reset", "-q", head, "--", *(f":(literal){m}" for m in managed))
     for status, path in zip(items[0::2], items[1::2], strict=False):
-        if path not in exclude:
-            (untracked if status == "A" else changed).append(path)
-    tree = git("write-tree").strip()
-    if not changed and not untracked:
-        return Snapshot(head, head)
-    commit = run(root, "commit-tree", tree, "-p", head, "-m", message, trusted=False,
-                 env={"GIT_AUTHOR_NAME": "sandbox", "GIT_AUTHOR_EMAIL": "sandbox@localhost",
-                      "GIT_COMMITTER_NAME": "sandbox", "GIT_COMMITTER_EMAIL": "sandbox@localhost"}).strip()
+        (untracked if status == "A" else changed).append(path)
+    commit = head
+    if changed or untracked:
+        commit = run(root, "commit-tree", tree, "-p", head, "-m", message, trusted=False,
+                     env={"GIT_AUTHOR_NAME": "sandbox", "GIT_AUTHOR_EMAIL": "sandbox@localhost",
+                          "GIT_COMMITTER_NAME": "sandbox", "GIT_COMMITTER_EMAIL": "sandbox@localhost"}).strip()
+    tmp = memo_path.with_name(f"{memo_path.name}.{os.getpid()}.{threading.get_ident()}")
+    tmp.write_text(json.dumps({"head": head, "tree": tree, "commit": commit, "changed": changed,
+                               "untracked": untracked}))
+    os.replace(tmp, memo_path)
     return Snapshot(head, commit, tuple(changed), tuple(untracked))
 
 
-def grep_words(root: Path, commit: str, words: Sequence[str], paths: Sequence[str]) -> list[str]:
-    """Files among ``paths`` at ``commit`` that contain every one of ``words`` as a whole word
-    (``git grep -w -F --all-match``, binary files skipped)."""
-    if not paths or not words:
-        return []
-    args = ["grep", "-I", "-l", "-w", "-F", "--all-match"]
+def _load_memo(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def grep_words(root: Path, paths_at: dict[str, Sequence[str]], words: Sequence[str]) -> dict[str, list[str]]:
+    """For each commit of ``paths_at``, the files among its paths that contain every one of
+    ``words`` as a whole word: one ``git grep -w -F --all-match`` over all the commits (binary
+    files skipped)."""
+    every = sorted({p for paths in paths_at.values() for p in paths})
+    found: dict[str, list[str]] = {c: [] for c in paths_at}
+    if not every or not words:
+        return found
+    args = ["grep", "-I", "-l", "-z", "-w", "-F", "--all-match"]
     for w in words:
         args += ["-e", w]
-    args += [commit, "--", *(f":(literal){p}" for p in paths)]
+    args += [*paths_at, "--", *(f":(literal){p}" for p in every)]
     res = call(root, *args, trusted=False)
     if res.returncode not in (0, 1):
         raise GitFailed(("grep",), res.returncode, res.stderr, where=str(root))
-    return [ln.split(":", 1)[1] if ln.startswith(commit + ":") else ln for ln in str(res.stdout).splitlines() if ln]
+    for item in str(res.stdout).split("\0"):
+        commit, _, path = item.partition(":")
+        if path and commit in paths_at and path in paths_at[commit]:
+            found[commit].append(path)
+    return found
 
 
 def show_diff(root: Path, base: str, tip: str, *, limit: int = 400_000) -> str:

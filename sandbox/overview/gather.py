@@ -10,6 +10,7 @@ touches a common path. Schema facts come from :mod:`.schema` (cached by content)
 from __future__ import annotations
 
 import itertools
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +42,7 @@ class Sources:
 
 
 LIVE = ("ready", "stopped")
+WORKERS = 4          # git processes at once (each mostly waits on the file system)
 
 
 def gather(src: Sources) -> Overview:
@@ -76,8 +78,14 @@ def gather(src: Sources) -> Overview:
     main_merge = dict(zip(names, merged[:len(names)], strict=True))
     pair_conflicts = {(a, b): m.conflicts for (a, b), m in zip(candidates, merged[len(names):], strict=True)}
 
+    hits: dict[tuple[str, ...], dict[str, list[str]]] = {}
+
     def uses(side: forecast.Side, fact: SchemaFact) -> list[str]:
-        return grep_words(src.root, snaps[side.name].commit, fact.words, sorted(side.paths))
+        """Files of ``side`` that name the object: one grep per object over every workspace."""
+        key = tuple(fact.words)
+        if key not in hits:
+            hits[key] = grep_words(src.root, {snaps[n].commit: sorted(sides[n].paths) for n in names}, fact.words)
+        return hits[key].get(snaps[side.name].commit, [])
 
     pairs: list[Pair] = [forecast.pair(sides[a], sides[b], pair_conflicts.get((a, b), ()), uses)
                          for a, b in itertools.combinations(names, 2)]
@@ -92,18 +100,26 @@ def gather(src: Sources) -> Overview:
 
 def _snapshots(src: Sources, live: Sequence[WorkspaceRecord], tips: Mapping[str, str],
                notes: dict[str, list[str]]) -> dict[str, Snapshot]:
+    """Every workspace's working tree as a commit, a few at a time (each is 2-4 git processes)."""
     out: dict[str, Snapshot] = {}
-    for rec in live:
-        tip = tips.get(rec.name)
-        if tip is None:
-            notes[rec.name].append(f"branch {rec.branch!r} is not in main's repository")
-            continue
+
+    def one(rec: WorkspaceRecord, tip: str) -> Snapshot:
         try:
-            out[rec.name] = snapshot(src.root, src.index_dir / f"{rec.name}.index", Path(rec.path), tip,
-                                     exclude=src.managed)
+            return snapshot(src.root, src.index_dir / f"{rec.name}.index", Path(rec.path), tip, exclude=src.managed)
         except SandboxError as exc:
             notes[rec.name].append(f"its uncommitted work could not be read: {exc}")
-            out[rec.name] = Snapshot(tip, tip)
+            return Snapshot(tip, tip)
+
+    jobs = []
+    with ThreadPoolExecutor(max_workers=WORKERS) as pool:
+        for rec in live:
+            tip = tips.get(rec.name)
+            if tip is None:
+                notes[rec.name].append(f"branch {rec.branch!r} is not in main's repository")
+                continue
+            jobs.append((rec.name, pool.submit(one, rec, tip)))
+        for name, job in jobs:
+            out[name] = job.result()
     return out
 
 

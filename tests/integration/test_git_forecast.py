@@ -38,7 +38,7 @@ def test_every_pair_in_one_merge_tree(git_repo: Path) -> None:
     stats = diffstats(git_repo, main, {"a": a, "c": c, "m": main})
     assert stats["a"].paths == ("README.md",) and stats["a"].added == 1 and stats["a"].removed == 1
     assert stats["c"].paths == ("other.txt",) and stats["m"].paths == ()
-    assert grep_words(git_repo, c, ["c"], ["other.txt"]) == ["other.txt"]
+    assert grep_words(git_repo, {c: ["other.txt"], a: ["README.md"]}, ["c"]) == {c: ["other.txt"], a: []}
 
 
 def test_snapshot_uses_its_own_index_and_nothing_of_the_workspace(git_repo: Path, tmp_path: Path) -> None:
