@@ -6,6 +6,7 @@ stderr and its exit code. ``--debug`` shows the traceback instead.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -607,13 +608,19 @@ def overview(
 
     from .overview.dashboard import ChangeWatch
     seen = ChangeWatch(sb.watched_paths)
-    with Live(render(_run(sb.overview)), console=out, auto_refresh=False) as live:
-        try:
+    if not out.is_terminal:          # a pipe gets each new view after the last
+        out.print(render(_run(sb.overview)))
+        with contextlib.suppress(KeyboardInterrupt):
             while True:
                 if seen.wait(timeout=30.0):
-                    live.update(render(_run(sb.overview)), refresh=True)
-        except KeyboardInterrupt:
-            return
+                    out.print(render(_run(sb.overview)))
+                    sys.stdout.flush()
+        return
+    with Live(render(_run(sb.overview)), console=out, auto_refresh=False) as live, \
+            contextlib.suppress(KeyboardInterrupt):
+        while True:
+            if seen.wait(timeout=30.0):
+                live.update(render(_run(sb.overview)), refresh=True)
 
 
 @app.command()

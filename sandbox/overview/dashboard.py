@@ -68,7 +68,7 @@ class ChangeWatch:
         moved, self.last = now != self.last, now
         return moved
 
-    def wait(self, timeout: float, interval: float = 0.5) -> bool:
+    def wait(self, timeout: float, interval: float = 1.0) -> bool:
         """True as soon as something changed, False after ``timeout`` seconds of calm."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

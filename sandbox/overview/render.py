@@ -1,10 +1,7 @@
-"""The overview in a terminal: a table of workspaces, a matrix of pairs and the findings (``rich``);
-``--watch`` redraws it when something changes (:func:`watch`)."""
+"""The overview in a terminal: a table of workspaces, a matrix of pairs and the findings (``rich``;
+``sandbox overview --watch`` redraws it when :class:`~.dashboard.ChangeWatch` sees a change)."""
 
 from __future__ import annotations
-
-import time
-from collections.abc import Callable
 
 from rich.console import Group, RenderableType
 from rich.table import Table
@@ -45,15 +42,3 @@ def render(ov: Overview) -> RenderableType:
         for f in p.findings:
             lines.append(Text(f"{p.a}–{p.b} [{f.risk.label}] {f.message}", style=STYLE[f.risk]))
     return Group(*lines)
-
-
-def watch(get: Callable[[], Overview], show: Callable[[RenderableType], None],
-          changed: Callable[[], bool], *, interval: float = 1.0, rounds: int | None = None) -> None:
-    """Redraw with ``show`` whenever ``changed()`` says something moved (checked every ``interval``)."""
-    done = 0
-    show(render(get()))
-    while rounds is None or done < rounds:
-        time.sleep(interval)
-        if changed():
-            show(render(get()))
-        done += 1

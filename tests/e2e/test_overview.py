@@ -9,6 +9,13 @@
 from __future__ import annotations
 
 import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -120,3 +127,50 @@ def test_overview_terminal_view_and_mcp_filter(demo_factory, need_pg) -> None:  
     assert "workspaces" in text and "pairs" in text and "a–b" in text
     filtered = Sandbox.open(repo).overview(workspace="e").to_json()
     assert filtered["pairs"] and all("e" in (p["a"], p["b"]) for p in filtered["pairs"])
+
+    # --watch draws again when a workspace commits
+    proc = subprocess.Popen([sys.executable, "-m", "sandbox", "-q", "--project", str(repo), "overview", "--watch"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            env={**os.environ, "NO_COLOR": "1", "COLUMNS": "200"})
+    try:
+        assert proc.stdout is not None
+        lines = Lines(proc.stdout)
+        first = lines.until("a–b [high]")
+        assert "workspaces" in first
+        c = Path(Sandbox.open(repo).record("c").path)
+        (c / "more.txt").write_text("more\n")
+        git(c, "add", "more.txt")
+        git(c, "commit", "-qm", "c adds more")
+        again = lines.until("workspaces")
+        assert "workspaces" in again
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)
+        proc.wait(timeout=20)
+
+
+class Lines:
+    """A process's output, read by a thread, so that waiting for a line has a deadline."""
+
+    def __init__(self, stream: Any) -> None:
+        self.queue: queue.Queue[str | None] = queue.Queue()
+        threading.Thread(target=self._pump, args=(stream,), daemon=True).start()
+
+    def _pump(self, stream: Any) -> None:
+        for line in stream:
+            self.queue.put(line)
+        self.queue.put(None)
+
+    def until(self, needle: str, timeout: float = 60.0) -> str:
+        seen: list[str] = []
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            try:
+                line = self.queue.get(timeout=max(0.01, end - time.monotonic()))
+            except queue.Empty:
+                break
+            if line is None:
+                break
+            seen.append(line)
+            if needle in line:
+                return "".join(seen)
+        raise AssertionError(f"{needle!r} never came: {''.join(seen)[-2000:]}")
