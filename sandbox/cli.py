@@ -6,7 +6,6 @@ stderr and its exit code. ``--debug`` shows the traceback instead.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import sys
@@ -599,28 +598,13 @@ def overview(
     if json_:
         _print_json(_run(lambda: _sandbox().overview()).to_json())
         return
-    from .overview.render import render
     sb = _run(_sandbox)
-    if not watch:
-        out.print(render(_run(sb.overview)))
+    if watch:
+        from .overview.watch import watch_terminal
+        _run(lambda: watch_terminal(out, sb.overview, sb.watched_paths))
         return
-    from rich.live import Live
-
-    from .overview.dashboard import ChangeWatch
-    seen = ChangeWatch(sb.watched_paths)
-    if not out.is_terminal:          # a pipe gets each new view after the last
-        out.print(render(_run(sb.overview)))
-        with contextlib.suppress(KeyboardInterrupt):
-            while True:
-                if seen.wait(timeout=30.0):
-                    out.print(render(_run(sb.overview)))
-                    sys.stdout.flush()
-        return
-    with Live(render(_run(sb.overview)), console=out, auto_refresh=False) as live, \
-            contextlib.suppress(KeyboardInterrupt):
-        while True:
-            if seen.wait(timeout=30.0):
-                live.update(render(_run(sb.overview)), refresh=True)
+    from .overview.render import render
+    out.print(render(_run(sb.overview)))
 
 
 @app.command()

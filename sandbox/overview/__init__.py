@@ -7,7 +7,8 @@
 - :mod:`.forecast`: the pairwise forecast (textual and schema), pure.
 - :mod:`.schema`: schema facts from the gate's static pass, cached by content; nothing replayed.
 - :mod:`.gates`: the last gate result per workspace.
-- :mod:`.render`: the terminal view (``rich``, ``--watch``).
+- :mod:`.render`: the terminal view (``rich``).
+- :mod:`.watch`: seeing that something changed (``overview --watch``, the dashboard's events).
 - :mod:`.dashboard`: the read-only web page (Starlette + uvicorn, token, server-sent events).
 """
 

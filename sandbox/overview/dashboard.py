@@ -6,7 +6,7 @@ Bearer``, or the ``HttpOnly``/``SameSite=Strict`` cookie the page sets), compare
 listens on is refused too (DNS rebinding). It listens on 127.0.0.1 only, never on a wildcard.
 Nothing is written: the routes read the overview and a workspace's review. Updates go to the page
 over server-sent events when :class:`ChangeWatch` sees a ref, an index, a worktree file or the
-registry change (cheap polling with ``lstat``: nothing is followed or opened).
+registry change (:mod:`.watch`).
 """
 
 from __future__ import annotations
@@ -18,22 +18,18 @@ import json
 import os
 import secrets
 import socket
-import stat
 import threading
-import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable
 from importlib import resources
 from pathlib import Path
 from typing import Any, Protocol
 
 from ..errors import ServiceUnavailable, UsageError
 from .model import Overview
+from .watch import ChangeWatch
 
 HOST = "127.0.0.1"
 COOKIE = "sandbox_dashboard"
-SKIP_DIRS = frozenset({".git", "node_modules", ".venv", "venv", "__pycache__", ".mypy_cache", ".pytest_cache",
-                       ".sandbox", ".tox"})
-MAX_FILES = 50_000
 
 
 class Source(Protocol):
@@ -46,65 +42,6 @@ class Source(Protocol):
     def review(self, name: str) -> dict[str, Any]: ...
 
     def watched_paths(self) -> list[Path]: ...
-
-
-class ChangeWatch:
-    """Says when anything the overview reads changed: refs, indexes and HEADs of main and of each
-    workspace's repository, the registry, and the files of every worktree (by ``lstat``)."""
-
-    def __init__(self, paths: Callable[[], Iterable[Path]]) -> None:
-        self.paths = paths
-        self.last = self.fingerprint()
-
-    def fingerprint(self) -> int:
-        seen: list[tuple[str, int, int, int]] = []
-        budget = [MAX_FILES]
-        for top in self.paths():
-            _walk(top, seen, budget)
-        return hash(tuple(seen))
-
-    def changed(self) -> bool:
-        now = self.fingerprint()
-        moved, self.last = now != self.last, now
-        return moved
-
-    def wait(self, timeout: float, interval: float = 1.0) -> bool:
-        """True as soon as something changed, False after ``timeout`` seconds of calm."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.changed():
-                return True
-            time.sleep(interval)
-        return False
-
-
-def _walk(top: Path, seen: list[tuple[str, int, int, int]], budget: list[int]) -> None:
-    try:
-        st = os.lstat(top)
-    except OSError:
-        seen.append((str(top), 0, 0, 0))
-        return
-    seen.append((str(top), st.st_mtime_ns, st.st_size, st.st_ino))
-    if not stat.S_ISDIR(st.st_mode):
-        return
-    stack = [str(top)]
-    while stack and budget[0] > 0:
-        d = stack.pop()
-        try:
-            entries = list(os.scandir(d))
-        except OSError:
-            continue
-        for e in entries:
-            budget[0] -= 1
-            try:
-                est = e.stat(follow_symlinks=False)
-            except OSError:
-                continue
-            if stat.S_ISDIR(est.st_mode):
-                if e.name not in SKIP_DIRS:
-                    stack.append(e.path)
-                continue
-            seen.append((e.path, est.st_mtime_ns, est.st_size, est.st_ino))
 
 
 def _static(name: str) -> bytes:
