@@ -135,12 +135,28 @@ def diffstats(root: Path, base: str, tips: dict[str, str]) -> dict[str, DiffStat
     return out
 
 
+def user_excludes(root: Path) -> str:
+    """The patterns of the user's own excludes file (``core.excludesFile``, else git's default
+    ``$XDG_CONFIG_HOME/git/ignore``): :func:`snapshot` names an excludes file of its own, which
+    replaces the user's, so it carries these along."""
+    res = call(root, "config", "--path", "--get", "core.excludesFile", trusted=True)
+    name = str(res.stdout).strip() if res.returncode == 0 else ""
+    if not name:
+        base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+        name = os.path.join(base, "git", "ignore")
+    try:
+        return Path(name).read_text(errors="replace") if os.path.isfile(name) else ""
+    except OSError:
+        return ""
+
+
 def snapshot(root: Path, index: Path, work_tree: Path, head: str, *, exclude: Sequence[str] = (),
-             message: str = "sandbox overview: uncommitted work") -> Snapshot:
+             also_excluded: str = "", message: str = "sandbox overview: uncommitted work") -> Snapshot:
     """The working tree at ``work_tree`` as a throwaway commit on ``head``, made in main's
     repository with sandbox's own index (``index``) and ``--work-tree``: the workspace's index,
     config and hooks are never used. ``exclude``: paths sandbox manages there (its env file),
-    left out through an excludes file of sandbox's. The commit is reachable from no ref (git's gc
+    left out through an excludes file of sandbox's, which also holds ``also_excluded`` (the
+    user's own patterns, :func:`user_excludes`). The commit is reachable from no ref (git's gc
     removes it).
 
     The index is kept between calls, with what the last call found beside it (``index.json``):
@@ -150,7 +166,7 @@ def snapshot(root: Path, index: Path, work_tree: Path, head: str, *, exclude: Se
         raise UnsafeToTell(f"{work_tree} is not the workspace's directory")
     index.parent.mkdir(parents=True, exist_ok=True)
     excludes = index.with_name(index.name + ".exclude")
-    wanted = "".join(f"/{p}\n" for p in exclude)
+    wanted = also_excluded.rstrip("\n") + "\n" + "".join(f"/{p}\n" for p in exclude)
     if not excludes.is_file() or excludes.read_text() != wanted:
         excludes.write_text(wanted)
     memo_path = index.with_name(index.name + ".json")

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import SandboxError
-from ..git.forecast import Snapshot, diffstats, grep_words, merge_pairs, snapshot, verify_commits
+from ..git.forecast import Snapshot, diffstats, grep_words, merge_pairs, snapshot, user_excludes, verify_commits
 from ..git.main import AheadBehind, MainRepo
 from ..registry import WorkspaceRecord
 from . import forecast, gates
@@ -102,10 +102,12 @@ def _snapshots(src: Sources, live: Sequence[WorkspaceRecord], tips: Mapping[str,
                notes: dict[str, list[str]]) -> dict[str, Snapshot]:
     """Every workspace's working tree as a commit, a few at a time (each is 2-4 git processes)."""
     out: dict[str, Snapshot] = {}
+    mine = user_excludes(src.root)
 
     def one(rec: WorkspaceRecord, tip: str) -> Snapshot:
         try:
-            return snapshot(src.root, src.index_dir / f"{rec.name}.index", Path(rec.path), tip, exclude=src.managed)
+            return snapshot(src.root, src.index_dir / f"{rec.name}.index", Path(rec.path), tip, exclude=src.managed,
+                            also_excluded=mine)
         except SandboxError as exc:
             notes[rec.name].append(f"its uncommitted work could not be read: {exc}")
             return Snapshot(tip, tip)

@@ -7,7 +7,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from sandbox.git.forecast import diffstats, grep_words, merge_pairs, snapshot, verify_commits
+from sandbox.git.forecast import diffstats, grep_words, merge_pairs, snapshot, user_excludes, verify_commits
 
 ENV = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com",
        "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com"}
@@ -83,3 +83,19 @@ def test_snapshot_uses_its_own_index_and_nothing_of_the_workspace(git_repo: Path
     again = snapshot(git_repo, index, tree, head, exclude=(".env",))
     assert not again.dirty and again.commit == head
     assert not marker.exists()
+
+
+def test_snapshot_keeps_the_users_own_excludes(git_repo: Path, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    conf = tmp_path / "xdg"
+    (conf / "git").mkdir(parents=True)
+    (conf / "git" / "ignore").write_text("*.log\n")
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(conf))
+    head = git(git_repo, "rev-parse", "main").strip()
+    tree = tmp_path / "ws"
+    subprocess.run(["git", "clone", "-q", "--shared", str(git_repo), str(tree)], check=True, env=ENV)
+    (tree / "debug.log").write_text("noise\n")
+    (tree / ".env").write_text("SECRET=1\n")
+    (tree / "work.txt").write_text("work\n")
+    snap = snapshot(git_repo, tmp_path / "i.index", tree, head, exclude=(".env",),
+                    also_excluded=user_excludes(git_repo))
+    assert snap.untracked == ("work.txt",)
