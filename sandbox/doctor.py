@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .checks import Check
@@ -11,7 +10,7 @@ from .errors import RegistryDamaged, SandboxError, ServiceUnavailable, UsageErro
 from .git import version as git_version
 
 if TYPE_CHECKING:
-    from .api import Sandbox
+    from .core import Project as Sandbox
 
 
 def _git_check() -> Check:
@@ -161,12 +160,10 @@ def _baseline_probe(sb: Sandbox) -> Check:
                  f"`sandbox db baseline --refresh`; if that fails the same way, {misdirected_hint('')}")
 
 
-def run_checks_standalone(project: Path | None, progress: Callable[[str], None], *,
-                          repair: bool = False) -> list[Check]:
+def run_checks_standalone(open_project: Callable[[], "Sandbox"], *, repair: bool = False) -> list[Check]:
     """Doctor works outside a project too: then only git and the engines are checked."""
-    from .api import Sandbox
     try:
-        sb = Sandbox.open(project, progress=progress)
+        sb = open_project()
     except SandboxError as exc:
         checks = [_git_check(), Check("project", False, str(exc), "run inside a git checkout, then `sandbox init`")]
         try:

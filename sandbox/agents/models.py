@@ -74,6 +74,7 @@ class JobChunk(BaseModel):
 class DbResetResult(BaseModel):
     workspace: str
     message: str
+    checkpoint: str | None = None      # the automatic checkpoint holding what the reset replaced
 
 
 class Checkpoint(_Open):

@@ -220,14 +220,16 @@ class AgentTools:
     # -- the workspace's own database ------------------------------------------------------------
     def db_reset(self, name: str | None = None, progress: Progress | None = None) -> models.DbResetResult:
         ws = self.resolve(name)
-        self.sandbox(progress).db_reset(ws)
-        return models.DbResetResult(workspace=ws, message=f"{ws}: database reset to the baseline (the previous "
-                                    "state is kept as an automatic checkpoint)")
+        res = self.sandbox(progress).db_reset(ws)
+        return models.DbResetResult(workspace=ws, checkpoint=res.checkpoint,
+                                    message=f"{ws}: database reset to the baseline (the previous state is kept "
+                                    f"as the automatic checkpoint {res.checkpoint!r})" if res.checkpoint else
+                                    f"{ws}: database reset to the baseline")
 
     def db_checkpoint(self, label: str, force: bool = False, name: str | None = None) -> models.Checkpoint:
         ws = self.resolve(name)
         cp = self.sandbox().db_checkpoint(ws, label, force=force)
-        return models.Checkpoint(**{**cp, "auto": False})
+        return models.Checkpoint(**cp.to_json())
 
     def db_restore(self, label: str, name: str | None = None, progress: Progress | None = None) -> models.RestoreResult:
         ws = self.resolve(name)
@@ -237,7 +239,7 @@ class AgentTools:
 
     def db_checkpoints(self, name: str | None = None) -> models.CheckpointList:
         ws = self.resolve(name)
-        return models.CheckpointList(workspace=ws, checkpoints=[models.Checkpoint(**c) for c in
+        return models.CheckpointList(workspace=ws, checkpoints=[models.Checkpoint(**c.to_json()) for c in
                                                                 self.sandbox().db_checkpoints(ws)])
 
     # -- migrations ----------------------------------------------------------------------------------
@@ -247,7 +249,7 @@ class AgentTools:
         return models.MigrateUp(**self.sandbox(progress).migrate_up(ws, to).to_json())
 
     def migrate_status(self) -> models.MigrateStatus:
-        data = dict(self.sandbox().migrate_status())
+        data = self.sandbox().migrate_status().to_json()
         if not self.lead:
             data["workspaces"] = [w for w in data.get("workspaces", []) if w.get("name") == self.workspace]
         return models.MigrateStatus(**data)
@@ -262,16 +264,16 @@ class AgentTools:
         return models.GateReport(**_jsonable(self.sandbox(progress).migrate_check(ws).to_json()))
 
     def migrate_lint(self, sql: str) -> models.GateReport:
-        from ..migrations.coordinator import lint_report
+        from ..migrations.gate.static import lint_report
         return models.GateReport(**_jsonable(lint_report(sql).to_json()))
 
     def migrate_rebase(self, name: str | None = None, progress: Progress | None = None) -> models.Moved:
         ws = self.resolve(name)
-        return models.Moved(**{"name": ws, **self.sandbox(progress).migrate_rebase(ws)})
+        return models.Moved(**self.sandbox(progress).migrate_rebase(ws).to_json())
 
     def sync(self, name: str | None = None, progress: Progress | None = None) -> models.Moved:
         ws = self.resolve(name)
-        return models.Moved(**{"name": ws, **self.sandbox(progress).sync(ws)})
+        return models.Moved(**self.sandbox(progress).sync(ws).to_json())
 
     def merge_request(self, note: str | None = None, name: str | None = None,
                       progress: Progress | None = None) -> models.MergeRequest:

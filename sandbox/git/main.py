@@ -10,7 +10,6 @@ processes for any number of branches).
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import fnmatch
 import os
 import stat
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import hostfs
+from ..host import file_lock
 from ..errors import UnsafeToTell, UsageError, WorkspaceError
 from .files import copy_into
 from .runner import call, failure
@@ -92,12 +92,8 @@ class MainRepo:
     def _locked(self) -> Iterator[None]:
         """Serialise worktree bookkeeping: concurrent `git worktree add` calls read each
         other's half-written `.git/worktrees/*` entries and fail."""
-        fd = os.open(self.common_dir / "sandbox-worktrees.lock", os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+        with file_lock(self.common_dir / "sandbox-worktrees.lock", mode=0o644):
             yield
-        finally:
-            os.close(fd)
 
     # -- facts ----------------------------------------------------------------------------
     def main_branch(self) -> str:
