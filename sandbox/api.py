@@ -21,7 +21,9 @@ from .doctor import run_checks
 from .errors import SandboxError, UnknownWorkspace
 from .gc import collect as gc_collect
 from .intents import Recovery
+from .migrations.up import MigrateUpResult, migrate_up
 from .registry import IntentRecord, WorkspaceRecord
+from .requests import MergeRequest, MergeRequestResult, Requests, open_requests, request_merge
 from .results import (
     BaselineResult,
     CheckpointInfo,
@@ -37,6 +39,7 @@ from .results import (
     WorkspaceInfo,
 )
 from .workspaces import baseline, checkpoints, inspection, lifecycle, recover, remove, stacks
+from .runtime.base import OutputSink
 from .workspaces.checkpoints import AUTO_CHECKPOINTS
 
 if TYPE_CHECKING:     # the gate (pglast, the catalog readers) is loaded by the commands that use it
@@ -44,6 +47,7 @@ if TYPE_CHECKING:     # the gate (pglast, the catalog readers) is loaded by the 
     from .migrations.findings import Report
     from .migrations.status import MigrateStatus
     from .migrations.sync import RebaseResult, SyncResult
+    from .overview.model import Overview
 
 __all__ = ["AUTO_CHECKPOINTS", "ENV_FALLBACK", "GcAction", "Sandbox", "UpResult", "user_name"]
 
@@ -86,9 +90,13 @@ class Sandbox(Project):
         """Rebuild the baseline from main, or load a dump into it."""
         return baseline.db_baseline(self, refresh=refresh, import_file=import_file)
 
-    def up(self, names: Sequence[str], *, from_ref: str | None = None, container: bool = True) -> list[UpResult]:
-        """Create workspaces (or start them again); several are created concurrently."""
-        return lifecycle.up(self, names, from_ref=from_ref, container=container)
+    def up(self, names: Sequence[str], *, from_ref: str | None = None, container: bool = True,
+           brief: str | None = None) -> list[UpResult]:
+        """Create workspaces (or start them again); several are created concurrently; ``brief``: each one's."""
+        results = lifecycle.up(self, names, from_ref=from_ref, container=container)
+        if brief is not None:
+            self.set_brief([r.name for r in results if r.ok], brief)
+        return results
 
     def advance(self, rec: WorkspaceRecord, commit: str) -> None:
         """Fast-forward the workspace's checkout to ``commit`` (made for it in main's repository)."""
@@ -100,7 +108,9 @@ class Sandbox(Project):
 
     def rm(self, name: str, *, force: bool = False, delete_branch: bool = False) -> RmResult:
         """Remove the container, database and worktree (refuses to lose work unless force)."""
-        return remove.rm(self, name, force=force, delete_branch=delete_branch)
+        result = remove.rm(self, name, force=force, delete_branch=delete_branch)
+        Requests(self.registry).forget(name)
+        return result
 
     def remove_parts(self, rec: WorkspaceRecord, *, delete_branch: bool = False, force: bool = False) -> None:
         """The one teardown (:func:`sandbox.workspaces.remove.teardown`)."""
@@ -113,7 +123,7 @@ class Sandbox(Project):
     # -- reading ----------------------------------------------------------------------------------
     def ls(self) -> list[WorkspaceInfo]:
         """Every workspace and its state (JSON shape of the contract; no secrets)."""
-        return inspection.ls(self, self._summaries)
+        return inspection.ls(self, self._summaries, briefs=Requests(self.registry).briefs())
 
     def _summaries(self, recs: list[WorkspaceRecord]) -> list[dict[str, Any]]:
         """The gate's migration summary of each workspace, batched (one git call for every branch)."""
@@ -129,9 +139,10 @@ class Sandbox(Project):
         """``docker compose ARGS`` for the workspace's own stack ([compose]); compose's exit code."""
         return stacks.passthrough(self, name, args)
 
-    def exec(self, name: str, argv: Sequence[str], *, interactive: bool = False) -> int:
-        """Run argv in the workspace and return its exit code."""
-        return inspection.exec_in(self, name, argv, interactive=interactive)
+    def exec(self, name: str, argv: Sequence[str], *, interactive: bool = False,
+             output: OutputSink | None = None, errors: OutputSink | None = None) -> int:
+        """Run argv in the workspace and return its exit code (``output``/``errors``: where its streams go)."""
+        return inspection.exec_in(self, name, argv, interactive=interactive, output=output, errors=errors)
 
     def shell(self, name: str) -> int:
         return inspection.shell(self, name)
@@ -179,11 +190,18 @@ class Sandbox(Project):
     def migrate_check(self, name: str) -> "Report":
         from .migrations import gate
         try:
-            return gate.check(self.gate_context(), name)
+            report = gate.check(self.gate_context(), name)
         except SandboxError:
             if self.registry.get(name) is None:      # removed while it was being checked
                 raise UnknownWorkspace(name) from None
             raise
+        self._remember_gate(name, report)
+        return report
+
+    def _remember_gate(self, name: str, report: "Report") -> None:
+        """The gate's verdict on the commit it judged, for ``overview`` (pass/fail/stale)."""
+        from .overview import gates
+        gates.record(self.registry, name, report.judged, report.to_json())
 
     def migrate_rebase(self, name: str) -> "RebaseResult":
         from .migrations import sync
@@ -191,11 +209,59 @@ class Sandbox(Project):
 
     def merge(self, name: str, *, dry_run: bool = False, allow_destructive: str | None = None) -> "Report":
         from .migrations import queue
-        return queue.merge(self.gate_context(), name, dry_run=dry_run, allow_destructive=allow_destructive)
+        report = queue.merge(self.gate_context(), name, dry_run=dry_run, allow_destructive=allow_destructive)
+        self._remember_gate(name, report)
+        if report.merged:
+            Requests(self.registry).close(name, f"merged {report.commit or ''}".strip())
+        return report
 
     def sync(self, name: str) -> "SyncResult":
         from .migrations import sync
         return sync.sync(self.gate_context(), name)
+
+    # -- agents: migrate up, briefs, merge requests (sandbox/migrations/up.py, sandbox/requests.py) ------
+    def migrate_up(self, name: str, to: str | None = None) -> MigrateUpResult:
+        """Apply the workspace's own revisions to its own database (verified)."""
+        return migrate_up(self, name, to)
+
+    def set_brief(self, names: Sequence[str], text: str | None) -> None:
+        """Set (blank: clear) the brief of each workspace."""
+        for n in names:
+            self.record(n)
+        for n in names:
+            Requests(self.registry).set_brief(n, text)
+
+    def brief(self, name: str) -> str | None:
+        self.record(name)
+        return Requests(self.registry).brief(name)
+
+    def merge_request(self, name: str, note: str | None = None) -> MergeRequestResult:
+        """Run the gate and record a request for a person to merge; never moves main."""
+        return request_merge(self, name, note)
+
+    def merge_requests(self) -> list[MergeRequest]:
+        """The open merge requests, marked stale once their branch moved."""
+        def current(rec: WorkspaceRecord) -> str | None:
+            self.collect(rec)
+            return self.git.rev(f"refs/heads/{rec.branch}")
+        return open_requests(self.registry, current)
+
+    # -- the bird's-eye view (sandbox/overview/) -------------------------------------------------------
+    def overview(self, *, workspace: str | None = None) -> "Overview":
+        """Every workspace against main and every pair against each other; ``workspace``: only the
+        pairs that involve it (the MCP tool's view)."""
+        from .overview import sources
+        return sources.overview(self, workspace=workspace)
+
+    def review(self, name: str) -> dict[str, Any]:
+        """What a reviewer needs before merging ``name`` (the dashboard's workspace page)."""
+        from .overview import sources
+        return sources.review(self, name)
+
+    def watched_paths(self) -> list[Path]:
+        """What the overview reads: main's refs and index, the registry, every worktree."""
+        from .overview import sources
+        return sources.watched_paths(self)
 
     # -- storage, gc, doctor -----------------------------------------------------------------------
     def storage_init(self, size: str | None = None) -> StorageResult:

@@ -152,10 +152,13 @@ def up(
     names: Annotated[list[str], typer.Argument(help="Workspace names.")],
     from_: Annotated[Optional[str], typer.Option("--from", help="Branch from this ref (default: main's tip).")] = None,
     no_container: Annotated[bool, typer.Option("--no-container", help="Worktree and database only.")] = False,
+    brief: Annotated[Optional[str], typer.Option("--brief", metavar="TEXT|@FILE",
+                                                 help="The workspace's goal and context (kept in the registry).")] = None,
     json_: JsonOpt = False,
 ) -> None:
     """Create workspaces, or start them again if they exist. Several names are created concurrently."""
-    results = _run(lambda: _sandbox().up(names, from_ref=from_, container=not no_container))
+    text = _run(lambda: _text_arg(brief, "--brief")) if brief is not None else None
+    results = _run(lambda: _sandbox().up(names, from_ref=from_, container=not no_container, brief=text))
     if json_:
         _print_json([r.to_json() for r in results])
     else:
@@ -167,6 +170,75 @@ def up(
     failed = [r for r in results if not r.ok]
     if failed:
         raise typer.Exit(max(r.exit_code for r in failed))
+
+
+def _text_arg(value: str, what: str) -> str:
+    """TEXT as given, or the contents of FILE for ``@FILE``."""
+    if not value.startswith("@"):
+        return value
+    path = Path(value[1:])
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"{what} {value}: cannot read {path}: {exc}") from exc
+
+
+@app.command()
+def brief(
+    name: str,
+    text: Annotated[Optional[str], typer.Argument(metavar="[TEXT|@FILE]",
+                                                  help="The new brief (\"\" clears it); none: print it.")] = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Show or set a workspace's brief: its goal and context, the first thing its agent reads."""
+    def go() -> str | None:
+        sb = _sandbox()
+        if text is not None:
+            sb.set_brief([name], _text_arg(text, "brief"))
+        return sb.brief(name)
+    current = _run(go)
+    if json_:
+        _print_json({"name": name, "brief": current})
+    elif text is None:
+        out.print(current if current is not None else f"{name}: no brief", markup=False)
+    else:
+        out.print(f"{name}: brief {'set' if current else 'cleared'}", markup=False)
+
+
+@app.command("merge-request")
+def merge_request(
+    name: str,
+    note: Annotated[Optional[str], typer.Option("--note", help="What the person merging should know.")] = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Run the gate and record a request for a person to merge the workspace. Never moves main."""
+    res = _run(lambda: _sandbox().merge_request(name, note))
+    if json_:
+        _print_json(res.to_json())
+    else:
+        req = res.request
+        out.print(f"{name}: merge request #{req.id} recorded for commit {req.commit[:12]} "
+                  f"(gate {'passed' if req.ok else 'FAILED'})", markup=False)
+        for f in res.report.findings:
+            out.print(f"  {f.severity}: {f.rule} ({f.kind}): {f.message}", markup=False)
+        out.print(f"a person merges it with: {req.command}", markup=False)
+    if not res.ok:
+        raise typer.Exit(1)
+
+
+def _render_requests(json_: bool) -> None:
+    reqs = _run(lambda: _sandbox().merge_requests())
+    if json_:
+        _print_json([r.to_json() for r in reqs])
+        return
+    if not reqs:
+        out.print("no open merge requests", markup=False)
+        return
+    table = Table("#", "workspace", "commit", "gate", "stale", "at", "note")
+    for r in reqs:
+        table.add_row(str(r.id), r.workspace, r.commit[:12], "ok" if r.ok else "FAILED",
+                      "stale: branch moved" if r.stale else "", r.at, r.note or "")
+    out.print(table)
 
 
 @app.command("ls")
@@ -476,6 +548,21 @@ def migrate_lint(
     _render_report(_run(go), json_)
 
 
+@migrate_app.command("up")
+def migrate_up(
+    name: str,
+    to: Annotated[Optional[str], typer.Option("--to", metavar="REV", help="Stop at this revision "
+                                              "(default: the workspace's heads).")] = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Apply the workspace's own revisions to its own database, in the project's environment, verified."""
+    res = _run(lambda: _sandbox().migrate_up(name, to))
+    if json_:
+        _print_json(res.to_json())
+    else:
+        out.print(res.message, markup=False)
+
+
 @migrate_app.command("rebase")
 def migrate_rebase(name: str) -> None:
     """Move the workspace's new revisions onto main's current head and re-apply them to its database."""
@@ -485,13 +572,23 @@ def migrate_rebase(name: str) -> None:
 
 @app.command()
 def merge(
-    name: str,
+    name: Annotated[Optional[str], typer.Argument(help="The workspace to merge.")] = None,
+    requests: Annotated[bool, typer.Option("--requests", help="List the open merge requests instead.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Everything except the merge.")] = False,
     allow_destructive: Annotated[Optional[str], typer.Option("--allow-destructive", metavar="REASON",
                                  help="Let destructive findings through; the reason is recorded.")] = None,
     json_: JsonOpt = False,
 ) -> None:
-    """The gate, then the merge into main, then the baseline is brought forward. Merges are serialised."""
+    """The gate, then the merge into main, then the baseline is brought forward. Merges are serialised.
+
+    With --requests: the open merge requests (stale once the branch moved since the request)."""
+    if requests:
+        if name is not None:
+            _fail(UsageError("--requests lists every open request; it takes no NAME"))
+        _render_requests(json_)
+        return
+    if name is None:
+        _fail(UsageError("merge needs a NAME (or --requests)"))
     if allow_destructive is not None and not allow_destructive.strip():
         _fail(UsageError("--allow-destructive needs a reason"))
     _render_report(_run(lambda: _sandbox().merge(name, dry_run=dry_run, allow_destructive=allow_destructive)),
@@ -503,6 +600,57 @@ def sync(name: str) -> None:
     """Bring main's new commits and migrations into the workspace and its database."""
     res = _run(lambda: _sandbox().sync(name)).to_json()
     out.print(res.get("message", "synced"), markup=False)
+
+
+@app.command()
+def overview(
+    json_: JsonOpt = False,
+    watch: Annotated[bool, typer.Option("--watch", help="Redraw when a ref, index, file or the registry changes.")] = False,
+) -> None:
+    """Every workspace against main and every pair against each other: textual conflicts (committed
+    and uncommitted) and schema collisions, with a risk and a sentence each."""
+    if json_:
+        _print_json(_run(lambda: _sandbox().overview()).to_json())
+        return
+    sb = _run(_sandbox)
+    if watch:
+        from .overview.watch import watch_terminal
+        _run(lambda: watch_terminal(out, sb.overview, sb.watched_paths))
+        return
+    from .overview.render import render
+    out.print(render(_run(sb.overview)))
+
+
+@app.command()
+def dashboard(
+    port: Annotated[int, typer.Option("--port", help="Port on 127.0.0.1 (0: any free port).")] = 8765,
+) -> None:
+    """The overview as a live, read-only web page on 127.0.0.1, behind a token printed at start."""
+    from .overview.dashboard import serve
+    if not 0 <= port <= 65535:
+        _fail(UsageError(f"--port {port}: not a port number"))
+    sb = _run(_sandbox)
+    _run(lambda: serve(sb, port=port, announce=lambda line: out.print(line, markup=False)))
+
+
+@app.command()
+def mcp(
+    workspace: Annotated[Optional[str], typer.Option("--workspace", help="The workspace the server is bound "
+                                                     "to (default: the one owning the current directory).")] = None,
+    lead: Annotated[bool, typer.Option("--lead", help="Serve every workspace (tools take a name).")] = False,
+) -> None:
+    """An MCP server over stdio for AI agents (needs the `mcp` extra: pip install 'sandbox[mcp]')."""
+    from .agents.stdio import claim_stdio
+    wire = claim_stdio()         # fd 1 goes to stderr before anything runs; protocol goes to a dup
+    if workspace is not None and lead:
+        _fail(UsageError("--workspace and --lead exclude each other"))
+    try:
+        from .agents.mcp import serve
+    except ImportError as exc:
+        if (exc.name or "").split(".")[0] not in ("mcp", "mcp_types", "pydantic", "anyio"):
+            raise
+        _fail(UsageError(f"the MCP SDK is not installed ({exc.name or exc}): pip install 'sandbox[mcp]'"))
+    _run(lambda: serve(state.project, workspace=workspace, lead=lead, wire=wire))
 
 
 def _leave(code: int) -> NoReturn:

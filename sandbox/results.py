@@ -185,3 +185,4 @@ class WorkspaceInfo(_Json):
     migrations: Any
     git: dict[str, Any]
     compose: dict[str, Any] | None = None     # the workspace's compose stack (None: it has none)
+    brief: str | None = None       # the workspace's brief (``up --brief``, ``sandbox brief``)

@@ -37,6 +37,10 @@ Layout
   output) -> int`` (for example ``lambda argv, out: runtime.exec(spec, argv, output=out)``);
   ``fast_forward(path, name, commit)`` for a ``runtime = "none"`` worktree.
 - :mod:`.files`: ``chown_tree``, ``copy_into`` (host file helpers for what git hands over).
+- :mod:`.forecast`: what ``sandbox overview`` asks git, batched: ``verify_commits`` (one
+  ``cat-file``), ``merge_pairs`` (every pair in one ``merge-tree --write-tree --stdin``),
+  ``diffstats``, ``snapshot`` (a working tree as a throwaway commit, with sandbox's own index),
+  ``grep_words`` and ``show_diff``.
 
 Deprecated, kept until their callers move to the typed answers (then removed with the
 ``sandbox/worktrees.py`` shim): ``Worktrees.dirty`` (lines), ``IsolatedRepos.unsaved`` (lines

@@ -58,6 +58,10 @@ class Registry:
         """A short write transaction (bumps the generation; the backup follows its commit)."""
         return self.db.transaction()
 
+    def reading(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        """A connection for reads, for modules that keep tables of their own here (requests, briefs)."""
+        return self.db.connect()
+
     def _connect(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
         return self.db.connect()
 

@@ -70,11 +70,13 @@ class Runtime(Protocol):
         """``running``, ``exited`` or ``none``."""
 
     def exec(self, spec: WorkspaceSpec, argv: Sequence[str], *, env: Mapping[str, str] | None = None,
-             interactive: bool = False, output: OutputSink | None = None) -> int:
+             interactive: bool = False, output: OutputSink | None = None,
+             errors: OutputSink | None = None) -> int:
         """Run argv in the workspace (cwd = worktree) and return its exit code.
 
-        With ``output`` the combined stdout/stderr is passed line by line to it;
-        otherwise the process inherits the caller's terminal (stdin too if interactive).
+        With ``output`` the combined stdout/stderr is passed line by line to it (with ``errors``
+        too, stderr goes there instead); otherwise the process inherits the caller's terminal
+        (stdin too if interactive).
         """
 
     def owned(self, project: str) -> list[OwnedResource]:

@@ -396,7 +396,8 @@ class DockerRuntime:
         return out
 
     def exec(self, spec: WorkspaceSpec, argv: Sequence[str], *, env: Mapping[str, str] | None = None,
-             interactive: bool = False, output: OutputSink | None = None) -> int:
+             interactive: bool = False, output: OutputSink | None = None,
+             errors: OutputSink | None = None) -> int:
         if not argv:
             raise WorkspaceError("nothing to run: the command is empty")
         container = self._container(spec.project, spec.name)
@@ -406,7 +407,7 @@ class DockerRuntime:
         extra = dict(env or {})
         if interactive:
             return self._exec_cli(spec, container.name, argv, extra)
-        return self._exec_api(spec, container.id, argv, extra, output)
+        return self._exec_api(spec, container.id, argv, extra, output, errors)
 
     def _exec_cli(self, spec: WorkspaceSpec, cname: str, argv: Sequence[str], env: dict[str, str]) -> int:
         """``docker exec -it``: the one use of the CLI, since the SDK cannot attach a terminal."""
@@ -427,12 +428,14 @@ class DockerRuntime:
             raise ServiceUnavailable(f"could not run docker exec: {exc}", hint=INSTALL_HINT) from exc
 
     def _exec_api(self, spec: WorkspaceSpec, cid: str, argv: Sequence[str], env: dict[str, str],
-                  output: OutputSink | None) -> int:
+                  output: OutputSink | None, errors: OutputSink | None = None) -> int:
         api = self.client.api
         with translated(f"running {argv[0]!r} in workspace {spec.name!r}"):
             exec_id = api.exec_create(cid, list(argv), stdout=True, stderr=True, stdin=False, tty=False,
                                       environment=env or None, workdir=str(spec.worktree))["Id"]
-            if output is not None:
+            if output is not None and errors is not None:
+                _split_lines(api.exec_start(exec_id, stream=True, demux=True), output, errors)
+            elif output is not None:
                 _stream_lines(api.exec_start(exec_id, stream=True), output)
             else:
                 _stream_to_stdio(api.exec_start(exec_id, stream=True, demux=True))
@@ -520,6 +523,30 @@ def _stream_lines(chunks: Iterator[bytes], output: OutputSink) -> None:
     pending += decoder.decode(b"", final=True)
     if pending:
         output(pending.rstrip("\r"))
+
+
+def _split_lines(frames: Iterator[tuple[bytes | None, bytes | None]], output: OutputSink,
+                 errors: OutputSink) -> None:
+    """Feed demultiplexed exec output to two sinks, one line at a time (without the newline)."""
+    pending: dict[int, str] = {1: "", 2: ""}
+    decoders = {n: codecs.getincrementaldecoder("utf-8")(errors="replace") for n in pending}
+    sinks = {1: output, 2: errors}
+
+    def feed(n: int, data: bytes, final: bool = False) -> None:
+        pending[n] += decoders[n].decode(data, final=final)
+        *lines, pending[n] = pending[n].split("\n")
+        for line in lines:
+            sinks[n](line.rstrip("\r"))
+
+    for out, err in frames:
+        if out:
+            feed(1, out)
+        if err:
+            feed(2, err)
+    for n in pending:
+        feed(n, b"", final=True)
+        if pending[n]:
+            sinks[n](pending[n].rstrip("\r"))
 
 
 def _stream_to_stdio(frames: Iterator[tuple[bytes | None, bytes | None]]) -> None:

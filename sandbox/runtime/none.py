@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 import subprocess
-from typing import Mapping, Sequence
+import threading
+from typing import Any, Mapping, Sequence
 
 from ..checks import Check, OwnedResource
 from ..errors import UsageError
@@ -35,11 +36,14 @@ class HostRuntime:
         return {}
 
     def exec(self, spec: WorkspaceSpec, argv: Sequence[str], *, env: Mapping[str, str] | None = None,
-             interactive: bool = False, output: OutputSink | None = None) -> int:
+             interactive: bool = False, output: OutputSink | None = None,
+             errors: OutputSink | None = None) -> int:
         full_env = {**os.environ, **spec.env, **(env or {})}
         try:
             if output is None:
                 return subprocess.call(list(argv), cwd=spec.worktree, env=full_env)
+            if errors is not None:
+                return _split(argv, spec, full_env, output, errors)
             proc = subprocess.Popen(list(argv), cwd=spec.worktree, env=full_env, stdout=subprocess.PIPE,
                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True, bufsize=1)
             assert proc.stdout is not None
@@ -59,3 +63,21 @@ class HostRuntime:
 
     def doctor(self) -> list[Check]:
         return [Check("runtime", True, "runtime none: commands run on the host in the worktree", required=False)]
+
+
+def _split(argv: Sequence[str], spec: WorkspaceSpec, env: Mapping[str, str], output: OutputSink,
+           errors: OutputSink) -> int:
+    """Run argv with stdout lines to ``output`` and stderr lines to ``errors`` (one reader thread each)."""
+    proc = subprocess.Popen(list(argv), cwd=spec.worktree, env=dict(env), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True, bufsize=1,
+                            errors="replace")
+
+    def pump(stream: Any, sink: OutputSink) -> None:
+        for line in stream:
+            sink(line.rstrip("\n"))
+
+    reader = threading.Thread(target=pump, args=(proc.stderr, errors), daemon=True)
+    reader.start()
+    pump(proc.stdout, output)
+    reader.join()
+    return proc.wait()

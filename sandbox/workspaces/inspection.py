@@ -6,7 +6,7 @@ import os
 import shutil
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, Protocol, Sequence, runtime_checkable
+from typing import Any, Callable, Mapping, Protocol, Sequence, runtime_checkable
 
 from ..core import Project
 from ..errors import (
@@ -20,6 +20,7 @@ from ..errors import (
 from ..registry import WorkspaceRecord
 from ..results import WorkspaceInfo
 from . import stacks
+from ..runtime.base import OutputSink
 
 # How many workspaces' repositories ``ls`` reads at once (each a ``git fetch`` into main's).
 PARALLEL_READS = 8
@@ -85,7 +86,8 @@ def _behind_all(p: Project, recs: Sequence[WorkspaceRecord]) -> list[int]:
     return [found[rec.branch].behind if rec.branch in found else 0 for rec in recs]
 
 
-def ls(p: Project, summaries: Callable[[list[WorkspaceRecord]], list[Any]]) -> list[WorkspaceInfo]:
+def ls(p: Project, summaries: Callable[[list[WorkspaceRecord]], list[Any]], *,
+       briefs: Mapping[str, str] | None = None) -> list[WorkspaceInfo]:
     """Every workspace and its state (JSON shape of the contract; no secrets).
 
     ``state`` is the registry's, except that a ``ready`` workspace whose database does not
@@ -93,7 +95,7 @@ def ls(p: Project, summaries: Callable[[list[WorkspaceRecord]], list[Any]]) -> l
     reported ``broken`` (``health`` says why; ``registry_state`` keeps the row's own).
     Batched for many workspaces: one container list per runtime, repositories read in
     parallel, one git read for every branch, health probed in parallel. ``summaries``: the
-    migration summary of each record (the gate's, batched too).
+    migration summary of each record (the gate's, batched too); ``briefs``: each one's brief.
     """
     from ..health import (  # psycopg: only for the commands that probe
         baseline_state,
@@ -123,7 +125,7 @@ def ls(p: Project, summaries: Callable[[list[WorkspaceRecord]], list[Any]]) -> l
         if unsafe:
             state, cause = "broken", f"unsafe: {unsafe}" + (f"; {cause}" if cause else "")
         out.append(WorkspaceInfo(
-            name=rec.name, branch=rec.branch, path=rec.path, state=state, cause=cause,
+            name=rec.name, brief=(briefs or {}).get(rec.name), branch=rec.branch, path=rec.path, state=state, cause=cause,
             registry_state=rec.state, runtime=rec.runtime, ports=[ports[0], ports[-1]] if ports else None,
             container={"status": status},
             database={"strategy": rec.strategy, "url": url, "answers": health.database_answers,
@@ -142,7 +144,8 @@ def env(p: Project, name: str) -> dict[str, str]:
     return {**p.environment(p.record(name), container=False), **stacks.env(p, name)}
 
 
-def exec_in(p: Project, name: str, argv: Sequence[str], *, interactive: bool = False) -> int:
+def exec_in(p: Project, name: str, argv: Sequence[str], *, interactive: bool = False,
+            output: OutputSink | None = None, errors: OutputSink | None = None) -> int:
     """Run argv in the workspace and return its exit code."""
     if not argv:
         raise UsageError("no command given: sandbox exec NAME -- CMD...")
@@ -158,7 +161,7 @@ def exec_in(p: Project, name: str, argv: Sequence[str], *, interactive: bool = F
         if p.registry.get(name) is None:
             raise UnknownWorkspace(name)
         p.db.info(name, p.network(rec))
-    return runtime.exec(spec, argv, env=spec.env, interactive=interactive)
+    return runtime.exec(spec, argv, env=spec.env, interactive=interactive, output=output, errors=errors)
 
 
 def shell(p: Project, name: str) -> int:
