@@ -530,7 +530,7 @@ def migrate_lint(
 
     alembic --sql output of several revisions is linted revision by revision.
     """
-    from .migrations.coordinator import lint_report
+    from .migrations.gate.static import lint_report
     from .migrations.lint import decode_sql
     def go() -> Any:
         if file in (None, "-"):

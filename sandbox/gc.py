@@ -173,7 +173,7 @@ class _Collector:
         paths = {Path(r.path).resolve() for r in self.reg.all() if r.name in names}
         for path, branch in sb.git.registered().items():
             if path.is_relative_to(wt_dir) and path not in paths:
-                dirty = sb.git.dirty(path)
+                dirty = sb.git.find_unsaved(path)
                 if dirty:
                     self.actions.append(GcAction("worktree", str(path), branch, "kept",
                                                  f"not in the registry but has {len(dirty)} uncommitted change(s)"))
@@ -193,7 +193,7 @@ class _Collector:
                         partial(shutil.rmtree, path))
             return
         try:
-            work = sb.repos.unsaved(path.name, path, path.name)
+            work = [u.what for u in sb.repos.find_unsaved(path.name, path, path.name)]
         except SandboxError as exc:
             work = [str(exc)]
         if work:
@@ -291,9 +291,9 @@ def settle_creating(sb: "Sandbox", rec: "WorkspaceRecord") -> tuple[str, str, Ca
     main = sb.git.main_branch()
     try:
         if sb.isolated(rec):
-            found = sb.repos.unsaved(rec.name, path, rec.branch) if (path / ".git").is_dir() else []
+            found = sb.repos.find_unsaved(rec.name, path, rec.branch) if (path / ".git").is_dir() else []
         else:
-            found = sb.git.dirty(path)
+            found = sb.git.find_unsaved(path)
         work = found or (sb.git.unmerged(rec.branch, main) if rec.branch_created else [])
     except SandboxError as exc:        # cannot tell: keep it (fail closed)
         work = [str(exc)]

@@ -41,10 +41,6 @@ Layout
   ``cat-file``), ``merge_pairs`` (every pair in one ``merge-tree --write-tree --stdin``),
   ``diffstats``, ``snapshot`` (a working tree as a throwaway commit, with sandbox's own index),
   ``grep_words`` and ``show_diff``.
-
-Deprecated, kept until their callers move to the typed answers (then removed with the
-``sandbox/worktrees.py`` shim): ``Worktrees.dirty`` (lines), ``IsolatedRepos.unsaved`` (lines
-carrying a kind word), ``UnsavedLine``, ``kind_of``, ``what_of``, ``UNCOMMITTED``.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ from ..errors import UnsafeToTell, WorkspaceError
 from ..runtime.base import unprivileged_ids
 from .files import chown_tree
 from .runner import LONG, call, failure, git_timeout
-from .unsaved import Unsaved, UnsavedKind, legacy, stash
+from .unsaved import Unsaved, UnsavedKind, stash
 from .worktrees import Worktrees
 
 # -- isolated repositories (Docker workspaces) ----------------------------------------------------
@@ -301,11 +301,6 @@ class IsolatedRepos:
                 found.append(Unsaved(UnsavedKind.OTHER_BRANCH, f"branch {other!r}: commits not on {branch!r} or main",
                                      other))
         return found
-
-    def unsaved(self, name: str, path: Path, branch: str, ignore: tuple[str, ...] = ()) -> list[str]:
-        """:meth:`find_unsaved` as lines of text that carry their kind (``UnsavedLine``).
-        Deprecated: decide on :meth:`find_unsaved`'s typed kinds."""
-        return [legacy(u) for u in self.find_unsaved(name, path, branch, ignore)]
 
     # -- reading a commit ---------------------------------------------------------------------------
     def export(self, commit: str, dest: Path, only: tuple[str, ...] | None = None) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import Self
 
 
 class UnsavedKind(enum.Enum):
@@ -45,43 +44,3 @@ def from_porcelain(line: str) -> Unsaved:
 
 def stash(where: str) -> Unsaved:
     return Unsaved(UnsavedKind.STASH, f"stash: entries in the {where}'s stash")
-
-
-# -- the previous shape, until every caller decides on kinds (the lead removes it with the shim) ----
-
-class UnsavedLine(str):
-    """Deprecated: an :class:`Unsaved` as the ``str`` subclass callers used to get (``kind`` is a
-    word: ``changed``, ``untracked``, ``stash``, ``detached``, ``branch``)."""
-
-    kind: str
-    what: str | None
-
-    def __new__(cls, text: str, kind: str, what: str | None = None) -> Self:
-        obj = super().__new__(cls, text)
-        obj.kind = kind
-        obj.what = what
-        return obj
-
-
-_WORDS = {UnsavedKind.CHANGES: "changed", UnsavedKind.UNTRACKED: "untracked", UnsavedKind.STASH: "stash",
-          UnsavedKind.DETACHED_COMMITS: "detached", UnsavedKind.OTHER_BRANCH: "branch"}
-UNCOMMITTED = ("changed", "untracked")
-
-
-def legacy(u: Unsaved) -> UnsavedLine:
-    return UnsavedLine(u.what, _WORDS[u.kind], u.subject)
-
-
-def kind_of(line: str) -> str:
-    """Deprecated: an unsaved line's kind word (a plain line counts as uncommitted work)."""
-    if isinstance(line, Unsaved):
-        return _WORDS[line.kind]
-    return line.kind if isinstance(line, UnsavedLine) else "changed"
-
-
-def what_of(line: str) -> str:
-    """Deprecated: the path, commit or branch an unsaved line is about (the line itself when unknown)."""
-    if isinstance(line, (Unsaved, UnsavedLine)):
-        subject = line.subject if isinstance(line, Unsaved) else line.what
-        return subject or str(line)
-    return line

@@ -154,7 +154,3 @@ class Worktrees(MainRepo):
             changes.append(stash("worktree"))
         return changes
 
-    def dirty(self, path: Path, ignore: tuple[str, ...] = ()) -> list[str]:
-        """:meth:`find_unsaved` as the lines people read (``XY path``, ``stash: …``).
-        Deprecated: decide on :meth:`find_unsaved`'s kinds."""
-        return [u.what for u in self.find_unsaved(path, ignore)]

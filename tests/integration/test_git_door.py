@@ -125,7 +125,7 @@ def test_worktree_unsaved_is_typed(repo: Path) -> None:
     assert kinds == {"base": UnsavedKind.CHANGES, "new": UnsavedKind.UNTRACKED}
     git(path, "stash", "-q", "-u")
     assert [u.kind for u in wt.find_unsaved(path)] == [UnsavedKind.STASH]
-    assert wt.dirty(path) == ["stash: entries in the worktree's stash"]
+    assert [u.what for u in wt.find_unsaved(path)] == ["stash: entries in the worktree's stash"]
 
 
 def test_fast_forward_in_runs_through_exec(repo: Path, tmp_path: Path) -> None:

@@ -45,7 +45,7 @@ def test_a_killed_add_is_recognised_and_holds_no_work(repo: Path) -> None:
     assert git(path, "status", "--porcelain").count("D  ") == 3    # what a naive dirty check sees
     wt = Worktrees(repo)
     assert wt.initializing(path)
-    assert wt.dirty(path) == []
+    assert wt.find_unsaved(path) == []
 
 
 def test_add_over_a_killed_add_makes_the_worktree_afresh(repo: Path) -> None:
@@ -73,6 +73,6 @@ def test_a_finished_worktree_with_changes_is_not_mistaken_for_a_killed_add(repo:
     assert wt.add(path, "y", None) is True
     (path / "f0.txt").write_text("changed\n")
     assert not wt.initializing(path)
-    assert wt.dirty(path) == [" M f0.txt"]
+    assert [u.what for u in wt.find_unsaved(path)] == [" M f0.txt"]
     git(repo, "worktree", "lock", "--reason", "kept by hand", str(path))
     assert not wt.initializing(path)                  # only git's own add-in-progress lock counts

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from pglast import ast, enums, parse_sql
 
-from sandbox.migrations.coordinator import lint_report
+from sandbox.migrations.gate.static import lint_report
 from sandbox.migrations.lint import lint_dump, lint_sql, split_dump
 
 CORPUS = Path(__file__).resolve().parents[1] / "corpus" / "prefect"

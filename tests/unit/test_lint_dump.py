@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from sandbox.cli import app
 from sandbox.errors import UsageError
-from sandbox.migrations.coordinator import lint_report
+from sandbox.migrations.gate.static import lint_report
 from sandbox.migrations.lint import decode_sql, lint_dump, lint_sql
 
 # What `alembic upgrade --sql base:c3` writes with transaction_per_migration (Prefect's env.py).
