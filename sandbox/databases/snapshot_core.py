@@ -19,6 +19,14 @@ from ..disk import disk_full_translated
 from ..errors import DatabaseError
 from ..host import file_lock, lock_busy, now
 from ..names import pg_name, validate_label, validate_name
+from ..runtime.labels import (
+    LABEL_PROJECT,
+    LABEL_ROLE,
+    LABEL_VOLUME,
+    LABEL_WORKSPACE,
+    ROLE_DATABASE,
+    project_filter,
+)
 from ..secretstore import SecretStore, new_password
 from .base import BackendContext, CheckpointInfo, ConnInfo
 from .cluster import DockerCluster, LocalCluster
@@ -173,9 +181,8 @@ class SnapshotCore:
             return LocalCluster(volume / "data", port, password=password, superuser=self.ctx.config.user,
                                 bin_dir=self.ctx.config.bin_dir)
         assert self.ctx.docker is not None
-        labels = {**self.ctx.labels, "dev.sandbox.project": self.ctx.project_id,
-                  "dev.sandbox.workspace": workspace or "", "dev.sandbox.role": "database",
-                  "dev.sandbox.volume": str(volume)}
+        labels = {**self.ctx.labels, LABEL_PROJECT: self.ctx.project_id,
+                  LABEL_WORKSPACE: workspace or "", LABEL_ROLE: ROLE_DATABASE, LABEL_VOLUME: str(volume)}
         return DockerCluster(volume / "data", port, image=self.ctx.config.image,
                              container_name=self._container_name(key), labels=labels,
                              docker_factory=self.ctx.docker, password=password,
@@ -199,15 +206,13 @@ class SnapshotCore:
         """Stop whatever cluster runs on ``volume`` (crash leftovers included)."""
         LocalCluster(volume / "data", 0, password="").stop(mode="immediate")
         if self.server_kind == "docker" and self.ctx.docker is not None:
-            import docker.errors
+            from ..runtime.errors import translated
 
-            try:
+            with translated(f"cannot remove the container of {volume}", DatabaseError):
                 client = self.ctx.docker()
-                for c in client.containers.list(all=True, ignore_removed=True, filters={"label": [
-                        f"dev.sandbox.project={self.ctx.project_id}", f"dev.sandbox.volume={volume}"]}):
+                for c in client.containers.list(all=True, ignore_removed=True, filters=project_filter(
+                        self.ctx.project_id, **{LABEL_VOLUME: str(volume)})):
                     c.remove(force=True)
-            except docker.errors.DockerException as exc:
-                raise DatabaseError(f"cannot remove the container of {volume}: {exc}") from exc
 
     def _connect(self, conn: ConnInfo) -> psycopg.Connection[Any]:
         """An admin session on a cluster: role DDL and CHECKPOINT in the ``postgres`` database,
