@@ -13,6 +13,7 @@ from pathlib import Path
 from ..errors import UsageError
 from ..host import file_lock, now
 from ..names import pg_name
+from ..secretstore import new_password
 from .base import ConnInfo
 from .snapshot_core import (
     BASELINE_OWNER,
@@ -170,7 +171,7 @@ class SnapshotBaseline(SnapshotCore):
             cluster = self._cluster(volume, port, f".scratch-{sid}")
             cluster.ensure_running()
             role = pg_name(self.ctx.project_id, tag, "scratch")
-            password = secrets.token_urlsafe(24)
+            password = new_password()
             self._configure(cluster, volume, role, password)
             yield ConnInfo(host="127.0.0.1", port=port, user=role, password=password, dbname=self.dbname,
                            container=getattr(cluster, "container_name", None))
