@@ -30,6 +30,7 @@ from .names import validate_name
 from .registry import Registry, WorkspaceRecord
 from .results import Event, EventKind, EventSink
 from .runtime.base import Runtime, WorkspaceSpec, unprivileged_ids
+from .runtime.labels import LABEL_PROJECT_NAME
 from .runtime.none import HostRuntime
 
 Progress = Callable[[str], None]
@@ -325,7 +326,7 @@ class Project:
             git_common_dir=self.git.common_dir, image=self.image() if rec.runtime != "none" else ws.image,
             env=env, ports=self.registry.ports(rec.name, "workspace"), uid=uid, gid=gid,
             memory=ws.memory, cpus=ws.cpus, pids=ws.pids,
-            labels={"dev.sandbox.project-name": self.config.project_name}, isolated=self.isolated(rec))
+            labels={LABEL_PROJECT_NAME: self.config.project_name}, isolated=self.isolated(rec))
 
     def _log_path(self, name: str, what: str) -> Path:
         d = self.config.state_dir / "logs"

@@ -62,7 +62,9 @@ class SecretStore:
             raise DatabaseError(f"cannot read the secret of {name!r}: {exc.__class__.__name__}") from exc
         return value or None
 
-    def write(self, name: str, password: str) -> None:
+    def write(self, name: str, password: str, *, exclusive: bool = False) -> None:
+        """Store ``name``'s password; ``exclusive``: only if none is stored yet, else
+        :class:`FileExistsError` (two processes that create the same secret agree on one)."""
         self.dir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.dir, 0o700)
         path = self.path(name)
@@ -71,7 +73,13 @@ class SecretStore:
             os.fchmod(fd, 0o600)
             with os.fdopen(fd, "w") as fh:
                 json.dump({"user": name, "password": password}, fh)
-            os.replace(tmp, path)
+            if exclusive:
+                if self._legacy(name).exists():
+                    raise FileExistsError(str(self._legacy(name)))
+                os.link(tmp, path)             # fails if another process stored one meanwhile
+                Path(tmp).unlink()
+            else:
+                os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
@@ -90,5 +98,11 @@ class SecretStore:
         if existing:
             return existing, False
         password = new_password()
-        self.write(name, password)
+        try:
+            self.write(name, password, exclusive=True)
+        except FileExistsError:                # another process won the race: use theirs
+            theirs = self.read(name)
+            if theirs:
+                return theirs, False
+            raise
         return password, True

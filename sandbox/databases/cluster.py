@@ -23,6 +23,7 @@ from typing import Any
 
 from ..checks import Check, OwnedResource
 from ..errors import DatabaseError, ServiceUnavailable
+from ..host import process_alive
 from .base import ConnInfo
 from .dockercluster import DB_HARDENING, DockerCluster
 from .pgserver import (
@@ -138,14 +139,8 @@ class LocalCluster:
             same_dir = len(lines) > 1 and Path(lines[1]) == self.datadir.absolute()
         except (OSError, ValueError, IndexError):
             return None
-        if not same_dir:
+        if not same_dir or not process_alive(pid):
             return None
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return None
-        except PermissionError:
-            pass
         try:
             exe = os.readlink(f"/proc/{pid}/exe")
             if not Path(exe).name.startswith("postgres"):
@@ -244,11 +239,7 @@ class LocalCluster:
     def _alive(self, pid: int) -> bool:
         if self._proc is not None and self._proc.pid == pid:
             return self._proc.poll() is None
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                return f.read().split(")")[-1].split()[0] != "Z"
-        except OSError:
-            return False
+        return process_alive(pid)
 
     def pids(self) -> list[int]:
         """The postmaster and its children (for memory accounting)."""

@@ -3,15 +3,23 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from ..checks import Check, OwnedResource
 from ..errors import DatabaseError, ServiceUnavailable
+from ..runtime.labels import (
+    LABEL_ROLE,
+    LABEL_SUPERVISE,
+    LABEL_WORKSPACE,
+    ROLE_DATABASE,
+    ROLE_DATABASE_NETWORK,
+)
 from .base import ConnInfo
 from .pgserver import (
     PG_HBA_DOCKER,
@@ -22,7 +30,7 @@ from .pgserver import (
     wait_ready,
 )
 
-SUPERVISED_LABEL = "dev.sandbox.supervise"
+SUPERVISED_LABEL = LABEL_SUPERVISE
 HOLD_FILE = ".hold"      # in the mount: while it exists, a supervised container keeps PostgreSQL down
 CTL_FIFO = ".ctl"        # in the mount: a line written to it asks the supervisor for a restart
 
@@ -36,6 +44,16 @@ DB_HARDENING: dict[str, Any] = {
     "pids_limit": 512,
     "mem_limit": "1g",
 }
+
+
+@contextlib.contextmanager
+def _translated(what: str) -> Iterator[None]:
+    """:func:`sandbox.runtime.errors.translated` (the one translation of Docker errors) with the
+    database layer's error; imported when first used, like the Docker SDK itself."""
+    from ..runtime.errors import translated
+
+    with translated(what, DatabaseError):
+        yield
 
 
 class DockerCluster:
@@ -65,7 +83,7 @@ class DockerCluster:
         self.port = port
         self.image = image
         self.container_name = container_name
-        self.labels = {**labels, "dev.sandbox.role": "database"}
+        self.labels = {**labels, LABEL_ROLE: ROLE_DATABASE}
         self._docker_factory = docker_factory
         self._client: Any = None
         self.superuser = superuser
@@ -92,12 +110,11 @@ class DockerCluster:
     def _container(self) -> Any | None:
         import docker.errors
 
-        try:
-            return self.docker.containers.get(self.container_name)
-        except docker.errors.NotFound:
-            return None
-        except docker.errors.DockerException as exc:
-            raise ServiceUnavailable(f"Docker: {exc}") from exc
+        with _translated(f"cannot look up container {self.container_name}"):
+            try:
+                return self.docker.containers.get(self.container_name)
+            except docker.errors.NotFound:
+                return None
 
     def _create(self, env: Mapping[str, str], *, as_root: bool = False) -> Any:
         """The container. Only the first start of a new cluster (``initdb``, which hands the
@@ -116,8 +133,9 @@ class DockerCluster:
             command = ["supervise", *command]
             labels[SUPERVISED_LABEL] = "1"
             self.make_ctl()
-        try:
-            container = self.docker.containers.create(
+        with _translated(f"cannot create container {self.container_name}"):
+            try:
+                container = self.docker.containers.create(
                 self.image, command=command,
                 name=self.container_name, labels=labels,
                 environment={"PGDATA": self.pgdata, "SANDBOX_HOLD": f"/sandbox/{HOLD_FILE}",
@@ -126,22 +144,19 @@ class DockerCluster:
                 ports={"5432/tcp": ("127.0.0.1", self.port)},
                 shm_size="64m", stop_signal="SIGINT", **DB_HARDENING, **net,
                 **({} if as_root else {"user": "postgres"}))
-        except docker.errors.ImageNotFound as exc:
-            raise ServiceUnavailable(f"Docker image {self.image} is missing",
-                                     hint="run scripts/build-images") from exc
-        except docker.errors.DockerException as exc:
-            raise DatabaseError(f"cannot create container {self.container_name}: {exc}") from exc
+            except docker.errors.ImageNotFound as exc:
+                from ..runtime.errors import BUILD_HINT
+                raise ServiceUnavailable(f"Docker image {self.image} is missing", hint=BUILD_HINT) from exc
         if self.network:
             self._attached.add(self.network)
         return container
 
     def _image_supervises(self) -> bool:
         """Whether the image's entrypoint knows ``supervise`` (images built before it do not)."""
-        import docker.errors
-
         try:
-            labels = self.docker.images.get(self.image).labels or {}
-        except docker.errors.DockerException:
+            with _translated(f"cannot read image {self.image}"):
+                labels = self.docker.images.get(self.image).labels or {}
+        except (DatabaseError, ServiceUnavailable):
             return False          # create() reports a missing image
         return bool(labels.get(SUPERVISED_LABEL) == "1")
 
@@ -196,11 +211,8 @@ class DockerCluster:
             finally:
                 os.close(ctl)
             return
-        import docker.errors
-        try:
+        with _translated(f"cannot signal container {self.container_name}"):
             container.kill(signal="SIGUSR1")
-        except docker.errors.DockerException as exc:
-            raise DatabaseError(f"cannot signal container {self.container_name}: {exc}") from exc
 
     def make_ctl(self) -> None:
         """The supervisor's FIFO in the mount, for the container made next (owned by the data's
@@ -227,16 +239,15 @@ class DockerCluster:
         import docker.errors
 
         assert self.network
-        try:
+        with _translated(f"cannot create network {self.network}"):
             if any(n.name == self.network for n in self.docker.networks.list(names=[self.network])):
                 return
-            self.docker.networks.create(self.network, driver="bridge",
-                                        labels={**self.labels, "dev.sandbox.role": "database-network"})
-        except docker.errors.APIError:
-            if not any(n.name == self.network for n in self.docker.networks.list(names=[self.network])):
-                raise DatabaseError(f"cannot create network {self.network}") from None
-        except docker.errors.DockerException as exc:
-            raise ServiceUnavailable(f"Docker: {exc}") from exc
+            try:
+                self.docker.networks.create(self.network, driver="bridge",
+                                            labels={**self.labels, LABEL_ROLE: ROLE_DATABASE_NETWORK})
+            except docker.errors.APIError:     # made by another process meanwhile is fine
+                if not any(n.name == self.network for n in self.docker.networks.list(names=[self.network])):
+                    raise
 
     def initdb(self) -> None:
         """Let the image's entrypoint create the cluster (its first start), then stop it."""
@@ -252,12 +263,9 @@ class DockerCluster:
             f.write(self._password)
         container = self._create(as_root=True, env={"POSTGRES_USER": self.superuser, "POSTGRES_DB": "postgres",
                                   "POSTGRES_PASSWORD_FILE": f"/sandbox/{pwfile.name}"})
-        import docker.errors
         try:
-            try:
+            with _translated(f"cannot start container {self.container_name}"):  # e.g. its port taken
                 container.start()
-            except docker.errors.DockerException as exc:   # e.g. its port taken meanwhile
-                raise DatabaseError(f"cannot start container {self.container_name}: {exc}") from exc
             self._wait(container)
             (self.datadir / "pg_hba.conf").write_text(PG_HBA_DOCKER)
         finally:
@@ -268,13 +276,12 @@ class DockerCluster:
         import docker.errors
 
         self._attached.clear()
-        try:
-            container.stop(timeout=60)
-            container.remove(force=True)
-        except docker.errors.NotFound:
-            pass
-        except docker.errors.DockerException as exc:
-            raise DatabaseError(f"cannot remove container {self.container_name}: {exc}") from exc
+        with _translated(f"cannot remove container {self.container_name}"):
+            try:
+                container.stop(timeout=60)
+                container.remove(force=True)
+            except docker.errors.NotFound:
+                pass
 
     def _wait(self, container: Any, timeout: float = READY_TIMEOUT,
               on_ready: Callable[[Any], None] | None = None) -> None:
@@ -295,20 +302,16 @@ class DockerCluster:
         return c is not None and c.status == "running"
 
     def ensure_running(self, timeout: float = READY_TIMEOUT) -> None:
-        import docker.errors
-
         # A swap that a crash interrupted left PostgreSQL held: the supervisor starts it now.
         (self.mount / HOLD_FILE).unlink(missing_ok=True)
 
         if not (self.datadir / "PG_VERSION").exists():
             raise DatabaseError(f"no PostgreSQL cluster in {self.datadir}")
         container = self._container() or self._create({})
-        try:
+        with _translated(f"cannot start container {self.container_name}"):
             if container.status != "running":
                 preload_client()
                 container.start()
-        except docker.errors.DockerException as exc:
-            raise DatabaseError(f"cannot start container {self.container_name}: {exc}") from exc
         self._wait(container, timeout)
 
     def admin(self) -> ConnInfo:
@@ -320,8 +323,6 @@ class DockerCluster:
         return ("db", 5432) if network else None
 
     def attach(self, network: str | None) -> tuple[str, int] | None:
-        import docker.errors
-
         if not network:
             return None
         if network in self._attached:
@@ -329,13 +330,11 @@ class DockerCluster:
         container = self._container()
         if container is None:
             raise DatabaseError(f"container {self.container_name} does not exist")
-        try:
+        with _translated(f"cannot attach {self.container_name} to network {network}"):
             net = self.docker.networks.get(network)
             container.reload()
             if network not in container.attrs["NetworkSettings"]["Networks"]:
                 net.connect(container, aliases=["db"])
-        except docker.errors.DockerException as exc:
-            raise DatabaseError(f"cannot attach {self.container_name} to network {network}: {exc}") from exc
         self._attached.add(network)
         return self.address(network)
 
@@ -353,24 +352,19 @@ class DockerCluster:
 
     def _remove_own_network(self) -> None:
         """The shared server's own network goes with its container (a workspace's stays)."""
-        import docker.errors
-
         if not self.network:
             return
-        try:
+        with contextlib.suppress(DatabaseError, ServiceUnavailable), \
+                _translated(f"cannot remove network {self.network}"):
             for n in self.docker.networks.list(names=[self.network]):
-                if n.name == self.network and (n.attrs.get("Labels") or {}).get("dev.sandbox.role") == \
-                        "database-network":
-                    n.remove()
-        except docker.errors.DockerException:
-            pass      # still in use, or already gone: gc and deinit see it again
+                if n.name == self.network and (n.attrs.get("Labels") or {}).get(LABEL_ROLE) == \
+                        ROLE_DATABASE_NETWORK:
+                    n.remove()         # still in use, or already gone: gc and deinit see it again
 
     def run_client(self, tool: str, args: list[str], *, dbname: str, input_file: Path | None = None,
                    options: str | None = None, timeout: float | None = None) -> str:
         """Run ``tool`` inside the container; ``input_file`` becomes its standard input
         (copied into the mounted volume for the time of the call)."""
-        import docker.errors
-
         container = self._container()
         if container is None:
             raise DatabaseError(f"container {self.container_name} is not running")
@@ -393,9 +387,8 @@ class DockerCluster:
             argv = ["sh", "-c", 'f="$1"; shift; exec "$@" < "$f"', "sh",
                     f"/sandbox/{staged.name}", *argv]
         try:
-            code, out = container.exec_run(argv, environment=env, demux=True, user="postgres")
-        except docker.errors.DockerException as exc:
-            raise DatabaseError(f"{tool} in {self.container_name} failed: {exc}") from exc
+            with _translated(f"{tool} in {self.container_name} failed"):
+                code, out = container.exec_run(argv, environment=env, demux=True, user="postgres")
         finally:
             if staged is not None:
                 staged.unlink(missing_ok=True)
@@ -419,7 +412,7 @@ class DockerCluster:
         c = self._container()
         if c is None:
             return []
-        return [OwnedResource("container", c.name, self.labels.get("dev.sandbox.workspace") or None,
+        return [OwnedResource("container", c.name, self.labels.get(LABEL_WORKSPACE) or None,
                               f"postgres on 127.0.0.1:{self.port}")]
 
     def remove_owned(self, resource: OwnedResource) -> None:

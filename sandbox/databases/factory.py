@@ -216,8 +216,7 @@ def destroy_storage(config: Config, strategy: Any, home: Path) -> None:
     """Stop every cluster sandbox runs for this project and remove its data and pool."""
     from .cluster import LocalCluster
     from .storage import is_mountpoint, unmount_pool
-    pools = pool_paths(config) | {home / "pool"}
-    for pool in pools:
+    for pool in pool_paths(config):            # home's pool is one of them
         if not pool.exists():
             continue
         for data in list(pool.glob("*/data")) + list(pool.glob("*/*/data")) + list(pool.glob("*/*/*/data")):

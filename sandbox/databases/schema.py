@@ -78,6 +78,7 @@ from ..checks import Check, OwnedResource
 from ..errors import DatabaseError, UsageError
 from ..host import now
 from ..names import pg_name, validate_name
+from ..secretstore import new_password
 from .base import BackendContext, CheckpointInfo, ConnInfo, Server, is_transient
 from .shared import SharedServerStrategy
 from .pgadmin import (
@@ -515,7 +516,7 @@ class SchemaStrategy(SharedServerStrategy):
     def scratch(self, tag: str) -> Iterator[ConnInfo]:
         """A throwaway copy of the baseline in its own schema and role, dropped on exit."""
         name = pg_name(self.ctx.project_id, f"{name_key(validate_name(tag))}-{_secrets.token_hex(3)}", "scratch")
-        password = _secrets.token_urlsafe(24)
+        password = new_password()
         self.server.ensure_running()
         try:
             with self._admin() as conn, translate(f"creating scratch schema {tag!r}"):

@@ -10,7 +10,7 @@ its own cluster (host binaries or a container) on a clone of that volume::
     <pool>/ws/.new-<name>         a clone being made (renamed into place last)
     <pool>/ckpt/<name>/<label>/   a checkpoint of a workspace
     <pool>/scratch/<tag>-<id>/    a throwaway clone for the merge gate
-    <state>/secrets/snapshot-*.password   passwords, mode 0600
+    <state>/secrets/snapshot-*.json   passwords (the one SecretStore), mode 0600
     <state>/db/snapshot/          per-workspace port, locks
 
 Why it is safe:
@@ -47,6 +47,7 @@ from typing import Any
 
 from ..disk import usage as disk_usage
 from ..errors import DatabaseError, DiskFull, UsageError
+from ..host import now
 from ..intents import kill_point
 from ..names import validate_name
 from .base import CheckpointInfo, ConnInfo
@@ -58,7 +59,6 @@ from .snapshot_core import (
     Cluster,
     MeasuredOnRead,
     SnapshotCore,
-    _now,
     _read_json,
     _space,
     _write_json,
@@ -73,9 +73,9 @@ __all__ = ["SnapshotStrategy", "SnapshotCore", "BASELINE_OWNER", "Cluster", "rep
 class SnapshotStrategy(SnapshotBaseline, SnapshotHousekeeping):
     """One cluster per workspace on a copy-on-write clone of a stopped baseline cluster.
 
-    ``storage`` defaults to :func:`~sandbox.databases.storage.detect` on
-    :meth:`default_pool` (make a btrfs pool first with ``provision_pool`` where there
-    is no copy-on-write). ``server_kind`` is ``"local"`` (host binaries;
+    ``storage`` is the pool: :func:`~sandbox.databases.storage.detect` on
+    :func:`~sandbox.databases.storage.pool_path` (make a btrfs pool first with
+    ``provision_pool`` where there is no copy-on-write). ``server_kind`` is ``"local"`` (host binaries;
     ``ctx.config.bin_dir``) or ``"docker"`` (image ``ctx.config.image``). ``dbname``
     is the app database.
     """
@@ -99,9 +99,9 @@ class SnapshotStrategy(SnapshotBaseline, SnapshotHousekeeping):
                 if self._stored_port(ws) is None:
                     self._port(ws)
                     undo.callback(self._forget, ws)
-                secret = self.secrets_dir / f"snapshot-ws-{ws}.password"
-                if not secret.exists():
-                    undo.callback(secret.unlink, missing_ok=True)
+                secret = self._secret_name(f"ws-{ws}")
+                if not self.secrets.exists(secret):
+                    undo.callback(self.secrets.delete, secret)
                 self.ctx.progress(f"cloning the baseline for {ws}")
                 self._clone_baseline(volume)
                 undo.callback(self._discard, volume)
@@ -240,7 +240,7 @@ class SnapshotStrategy(SnapshotBaseline, SnapshotHousekeeping):
             # An atomic snapshot is the same whether the cluster runs or not: no need to ask
             # (for a container, that is a Docker API call on the path of every reset).
             running = not self.storage.atomic and cluster.is_running()
-            created = _now()
+            created = now()
             try:
                 if self.storage.atomic:
                     # The snapshot is atomic over the whole data directory, WAL included (and

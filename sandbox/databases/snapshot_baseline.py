@@ -11,14 +11,14 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from ..errors import UsageError
+from ..host import file_lock, now
 from ..names import pg_name
+from ..secretstore import new_password
 from .base import ConnInfo
 from .snapshot_core import (
     BASELINE_OWNER,
     Cluster,
     SnapshotCore,
-    _flock,
-    _now,
     _read_json,
     _write_json,
     replace_conn,
@@ -94,7 +94,7 @@ class SnapshotBaseline(SnapshotCore):
                 cluster.stop(mode="fast")            # clean shutdown: clones start without recovery
                 (new / "postgres.log").unlink(missing_ok=True)
                 _write_json(new / "baseline.json", {"generation": secrets.token_hex(8),
-                                                   "created_at": _now(), "source": source})
+                                                   "created_at": now(), "source": source})
                 self.storage.sync()
             except BaseException:
                 with contextlib.suppress(Exception):
@@ -160,7 +160,7 @@ class SnapshotBaseline(SnapshotCore):
         volume = self.pool / "scratch" / sid
         owner = f".scratch-{sid}"
         lock = self.meta_dir / "locks" / f"scratch-{sid}.lock"
-        with _flock(lock), contextlib.ExitStack() as cleanup:
+        with file_lock(lock), contextlib.ExitStack() as cleanup:
             cleanup.callback(lock.unlink, missing_ok=True)
             cleanup.callback(self.ctx.ports.release, owner=owner, purpose="db")
             port = self.ctx.ports.allocate(owner=owner, purpose="db")[0]
@@ -171,7 +171,7 @@ class SnapshotBaseline(SnapshotCore):
             cluster = self._cluster(volume, port, f".scratch-{sid}")
             cluster.ensure_running()
             role = pg_name(self.ctx.project_id, tag, "scratch")
-            password = secrets.token_urlsafe(24)
+            password = new_password()
             self._configure(cluster, volume, role, password)
             yield ConnInfo(host="127.0.0.1", port=port, user=role, password=password, dbname=self.dbname,
                            container=getattr(cluster, "container_name", None))

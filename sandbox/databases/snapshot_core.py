@@ -7,23 +7,30 @@ operations and the housekeeping (gc, doctor) build on it in their own modules.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import functools
 import json
 import os
-import secrets
 import threading
-from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from ..disk import disk_full_translated
 from ..errors import DatabaseError
+from ..host import file_lock, lock_busy, now
 from ..names import pg_name, validate_label, validate_name
+from ..runtime.labels import (
+    LABEL_PROJECT,
+    LABEL_ROLE,
+    LABEL_VOLUME,
+    LABEL_WORKSPACE,
+    ROLE_DATABASE,
+    project_filter,
+)
+from ..secretstore import SecretStore, new_password
 from .base import BackendContext, CheckpointInfo, ConnInfo
 from .cluster import DockerCluster, LocalCluster
-from .storage import Storage, _run, detect, parse_size
+from .storage import Storage, _run, parse_size
 
 if TYPE_CHECKING:       # psycopg loads when a database is first talked to, not at import
     import psycopg
@@ -32,10 +39,6 @@ Cluster = LocalCluster | DockerCluster
 
 BASELINE_OWNER = ".baseline"       # port owner names that no workspace can have
 _DOT = "."
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
@@ -50,31 +53,6 @@ def _read_json(path: Path) -> dict[str, Any]:
         return data if isinstance(data, dict) else {}
     except (OSError, ValueError):
         return {}
-
-
-@contextlib.contextmanager
-def _flock(path: Path, *, shared: bool = False) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
-
-
-def _lock_busy(path: Path) -> bool:
-    """True if someone holds ``path``'s lock right now (an operation is in progress)."""
-    if not path.exists():
-        return False
-    fd = os.open(path, os.O_RDWR)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        return False
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
 
 
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -113,25 +91,20 @@ class SnapshotCore:
 
     name = "snapshot"
 
-    def __init__(self, ctx: BackendContext, storage: Storage | None = None, server_kind: str = "local", *,
+    def __init__(self, ctx: BackendContext, storage: Storage, server_kind: str = "local", *,
                  dbname: str = "app") -> None:
         if server_kind not in ("local", "docker"):
             raise ValueError(f"server_kind must be 'local' or 'docker', not {server_kind!r}")
         if server_kind == "docker" and ctx.docker is None:
             raise ValueError("server_kind 'docker' needs ctx.docker")
         self.ctx = ctx
-        self.storage = storage if storage is not None else detect(self.default_pool(ctx))
+        self.storage = storage
         self.server_kind = server_kind
         self.dbname = dbname
         self.pool = self.storage.root
         self.meta_dir = ctx.state_dir / "db" / "snapshot"
-        self.secrets_dir = ctx.state_dir / "secrets"
+        self.secrets = SecretStore(ctx.state_dir)
         self.owner_role = pg_name(ctx.project_id, "baseline", "owner")
-
-    @staticmethod
-    def default_pool(ctx: BackendContext) -> Path:
-        """``[database] pool`` relative to the repository root (the state folder's parent)."""
-        return ctx.state_dir.parent / ctx.config.pool
 
     # -- paths, secrets, ports -------------------------------------------------------------
 
@@ -155,28 +128,25 @@ class SnapshotCore:
         return self.pool / "ckpt" / ws
 
     def _lock(self, key: str, *, shared: bool = False) -> contextlib.AbstractContextManager[None]:
-        return _flock(self.meta_dir / "locks" / f"{key}.lock", shared=shared)
+        return file_lock(self.meta_dir / "locks" / f"{key}.lock", shared=shared)
 
     def _busy(self, key: str) -> bool:
-        return _lock_busy(self.meta_dir / "locks" / f"{key}.lock")
+        return lock_busy(self.meta_dir / "locks" / f"{key}.lock")
+
+    @staticmethod
+    def _secret_name(key: str) -> str:
+        """The secret store's name of a role's password (``snapshot-ws-<name>``, ...): the name an
+        older sandbox gave its plain-text file, which the store still reads."""
+        return f"snapshot-{key}"
 
     def _secret(self, key: str, *, create: bool = True) -> str:
-        path = self.secrets_dir / f"snapshot-{key}.password"
-        try:
-            return path.read_text().strip()
-        except FileNotFoundError:
-            if not create:
-                raise DatabaseError(f"missing secret {path.name} in {self.secrets_dir}") from None
-        self.secrets_dir.mkdir(parents=True, exist_ok=True)
-        os.chmod(self.secrets_dir, 0o700)
-        value = secrets.token_urlsafe(24)
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:           # another process won the race: use theirs
-            return path.read_text().strip()
-        with os.fdopen(fd, "w") as f:
-            f.write(value)
-        return value
+        name = self._secret_name(key)
+        if not create:
+            value = self.secrets.read(name)
+            if not value:
+                raise DatabaseError(f"missing secret {name} in {self.secrets.dir}")
+            return value
+        return self.secrets.get_or_create(name)[0]
 
     def _admin_password(self) -> str:
         return self._secret("admin")
@@ -191,7 +161,7 @@ class SnapshotCore:
             return int(meta["port"])
         port = self.ctx.ports.allocate(owner=ws, purpose="db")[0]
         self.meta_dir.mkdir(parents=True, exist_ok=True)
-        _write_json(meta_path, {**meta, "port": port, "created_at": _now()})
+        _write_json(meta_path, {**meta, "port": port, "created_at": now()})
         return port
 
     def _stored_port(self, ws: str) -> int | None:
@@ -211,9 +181,8 @@ class SnapshotCore:
             return LocalCluster(volume / "data", port, password=password, superuser=self.ctx.config.user,
                                 bin_dir=self.ctx.config.bin_dir)
         assert self.ctx.docker is not None
-        labels = {**self.ctx.labels, "dev.sandbox.project": self.ctx.project_id,
-                  "dev.sandbox.workspace": workspace or "", "dev.sandbox.role": "database",
-                  "dev.sandbox.volume": str(volume)}
+        labels = {**self.ctx.labels, LABEL_PROJECT: self.ctx.project_id,
+                  LABEL_WORKSPACE: workspace or "", LABEL_ROLE: ROLE_DATABASE, LABEL_VOLUME: str(volume)}
         return DockerCluster(volume / "data", port, image=self.ctx.config.image,
                              container_name=self._container_name(key), labels=labels,
                              docker_factory=self.ctx.docker, password=password,
@@ -237,15 +206,13 @@ class SnapshotCore:
         """Stop whatever cluster runs on ``volume`` (crash leftovers included)."""
         LocalCluster(volume / "data", 0, password="").stop(mode="immediate")
         if self.server_kind == "docker" and self.ctx.docker is not None:
-            import docker.errors
+            from ..runtime.errors import translated
 
-            try:
+            with translated(f"cannot remove the container of {volume}", DatabaseError):
                 client = self.ctx.docker()
-                for c in client.containers.list(all=True, ignore_removed=True, filters={"label": [
-                        f"dev.sandbox.project={self.ctx.project_id}", f"dev.sandbox.volume={volume}"]}):
+                for c in client.containers.list(all=True, ignore_removed=True, filters=project_filter(
+                        self.ctx.project_id, **{LABEL_VOLUME: str(volume)})):
                     c.remove(force=True)
-            except docker.errors.DockerException as exc:
-                raise DatabaseError(f"cannot remove the container of {volume}: {exc}") from exc
 
     def _connect(self, conn: ConnInfo) -> psycopg.Connection[Any]:
         """An admin session on a cluster: role DDL and CHECKPOINT in the ``postgres`` database,
@@ -272,7 +239,7 @@ class SnapshotCore:
         plain one, with no ``options=-c role=…`` (which asyncpg, for one, refuses)."""
         from psycopg import sql
 
-        password = secrets.token_urlsafe(24)
+        password = new_password()
         owner = sql.Identifier(self.owner_role)
         with self._connect(cluster.admin()) as c:
             c.execute(sql.SQL("ALTER ROLE {} WITH LOGIN PASSWORD {}").format(owner, sql.Literal(password)))
@@ -316,7 +283,7 @@ class SnapshotCore:
         else:
             with self._connect(cluster.admin()) as c:
                 self._set_roles(c, role, password, test_role)
-        _write_json(volume / "workspace.json", {**want, "configured_at": _now()})
+        _write_json(volume / "workspace.json", {**want, "configured_at": now()})
 
     def _set_roles(self, c: Any, role: str, password: str, test_role: tuple[str, str] | None) -> None:
         from psycopg import sql
@@ -409,8 +376,8 @@ class SnapshotCore:
                 self.storage.delete(volume)
             self.storage.delete(home)
             self.storage.delete(self._ckpt_dir(ws))
-            (self.secrets_dir / f"snapshot-ws-{ws}.password").unlink(missing_ok=True)
-            (self.secrets_dir / f"snapshot-test-{ws}.password").unlink(missing_ok=True)
+            self.secrets.delete(self._secret_name(f"ws-{ws}"))
+            self.secrets.delete(self._secret_name(f"test-{ws}"))
             self._forget(ws)
         self.storage.reclaim()
 

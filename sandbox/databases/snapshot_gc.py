@@ -6,7 +6,14 @@ import time
 from pathlib import Path
 
 from ..checks import Check, OwnedResource
-from ..errors import DatabaseError
+from ..errors import DatabaseError, ServiceUnavailable
+from ..runtime.labels import (
+    LABEL_ROLE,
+    LABEL_VOLUME,
+    LABEL_WORKSPACE,
+    ROLE_DATABASE,
+    project_filter,
+)
 from .cluster import LocalCluster
 from .snapshot_core import _DOT, SnapshotCore, _read_json
 from .storage import STORAGE_INIT_HINT
@@ -98,19 +105,20 @@ class SnapshotHousekeeping(SnapshotCore):
                               "is over") for n in names]
 
     def _orphan_containers(self) -> list[OwnedResource]:
-        import docker.errors
+        from ..runtime.errors import translated
 
         try:
-            containers = self.ctx.docker().containers.list(  # type: ignore[misc]
-                all=True, ignore_removed=True,
-                filters={"label": [f"dev.sandbox.project={self.ctx.project_id}", "dev.sandbox.role=database"]})
-        except docker.errors.DockerException:
+            with translated("cannot list the database containers", DatabaseError):
+                containers = self.ctx.docker().containers.list(  # type: ignore[misc]
+                    all=True, ignore_removed=True,
+                    filters=project_filter(self.ctx.project_id, **{LABEL_ROLE: ROLE_DATABASE}))
+        except (DatabaseError, ServiceUnavailable):
             return []
         out = []
         for c in containers:
-            vol = c.labels.get("dev.sandbox.volume", "")
+            vol = c.labels.get(LABEL_VOLUME, "")
             if vol and Path(vol).is_relative_to(self.pool) and not Path(vol).exists():
-                out.append(OwnedResource("container", c.name, c.labels.get("dev.sandbox.workspace") or None,
+                out.append(OwnedResource("container", c.name, c.labels.get(LABEL_WORKSPACE) or None,
                                          "database container without its volume"))
         return out
 
@@ -127,12 +135,12 @@ class SnapshotHousekeeping(SnapshotCore):
         if resource.kind == "container":
             import docker.errors
 
-            try:
-                self.ctx.docker().containers.get(resource.id).remove(force=True)  # type: ignore[misc]
-            except docker.errors.NotFound:
-                pass
-            except docker.errors.DockerException as exc:
-                raise DatabaseError(f"cannot remove container {resource.id}: {exc}") from exc
+            from ..runtime.errors import translated
+            with translated(f"cannot remove container {resource.id}", DatabaseError):
+                try:
+                    self.ctx.docker().containers.get(resource.id).remove(force=True)  # type: ignore[misc]
+                except docker.errors.NotFound:
+                    pass
             return
         path = Path(resource.id)
         if not path.is_relative_to(self.pool) or path == self.baseline_dir or path == self.pool:

@@ -53,6 +53,7 @@ from ..errors import DatabaseError, UsageError
 from ..host import now
 from ..intents import kill_point
 from ..names import pg_name, validate_name
+from ..secretstore import new_password
 from .base import BackendContext, CheckpointInfo, ConnInfo, Server, is_transient
 from .shared import SharedServerStrategy
 from .pgadmin import (
@@ -470,7 +471,7 @@ class TemplateStrategy(SharedServerStrategy):
         """A throwaway clone of the baseline with its own role, dropped on exit."""
         key = f"{name_key(validate_name(tag))}-{_secrets.token_hex(3)}"
         db = pg_name(self.ctx.project_id, key, "scratch")
-        password = _secrets.token_urlsafe(24)
+        password = new_password()
         self.server.ensure_running()
         with self._admin() as conn, translate(f"creating scratch database {tag!r}"):
             create_or_update_role(conn, db, password, meta_comment(self.ctx.project_id, "scratch", None, tag=tag),

@@ -30,16 +30,18 @@ def reason(exc: BaseException) -> str:
 
 
 @contextmanager
-def translated(what: str) -> Iterator[None]:
-    """Re-raise docker SDK errors as sandbox errors, naming what was being done."""
+def translated(what: str, error: type[SandboxError] = WorkspaceError) -> Iterator[None]:
+    """Re-raise docker SDK errors as sandbox errors, naming what was being done: ``error`` (the
+    database layer passes :class:`~sandbox.errors.DatabaseError`) for what the engine refused,
+    :class:`ServiceUnavailable` for an engine that cannot be reached."""
     try:
         yield
     except SandboxError:
         raise
     except docker.errors.APIError as exc:  # before RequestException: APIError is an HTTPError too
-        raise WorkspaceError(f"{what}: {reason(exc)}") from exc
+        raise error(f"{what}: {reason(exc)}") from exc
     except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
         raise ServiceUnavailable(f"{what}: Docker engine not reachable: {reason(exc)}",
                                  hint=INSTALL_HINT) from exc
     except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
-        raise WorkspaceError(f"{what}: {reason(exc)}") from exc
+        raise error(f"{what}: {reason(exc)}") from exc

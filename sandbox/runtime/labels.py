@@ -15,6 +15,8 @@ LABEL_VOLUME = "dev.sandbox.volume"               # a snapshot cluster's data vo
 LABEL_OWNER_PID = "dev.sandbox.owner-pid"
 LABEL_OWNER_START = "dev.sandbox.owner-start"
 LABEL_PROJECT_PATH = "dev.sandbox.project-path"
+LABEL_PROJECT_NAME = "dev.sandbox.project-name"
+LABEL_SUPERVISE = "dev.sandbox.supervise"         # a database image (and container) that swaps data live
 
 # values of LABEL_ROLE
 ROLE_WORKSPACE = "workspace"

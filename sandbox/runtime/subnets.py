@@ -19,7 +19,6 @@ next subnet.
 from __future__ import annotations
 
 import contextlib
-import datetime as _dt
 import ipaddress
 import os
 import sqlite3
@@ -27,7 +26,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 from ..errors import ConfigError, WorkspaceError
-from ..host import host_state_dir
+from ..host import host_state_dir, now
 from ..registry.database import immediate, open_sqlite
 
 PREFIX = 28
@@ -103,7 +102,7 @@ class SubnetPool:
             if handed:
                 conn.execute("DELETE FROM subnets WHERE network = ?", (network,))
                 conn.execute("INSERT OR REPLACE INTO subnets (subnet, network, at) VALUES (?, ?, ?)",
-                             (str(handed[-1]), network, _dt.datetime.now(_dt.timezone.utc).isoformat()))
+                             (str(handed[-1]), network, now()))
 
     def release(self, network: str) -> None:
         with self._db() as conn:

@@ -28,6 +28,7 @@ from sandbox.databases.cluster import LocalCluster
 from sandbox.databases.snapshot import SnapshotStrategy
 from sandbox.databases.storage import Storage, provision_pool, unmount_pool
 from sandbox.errors import DatabaseError, UsageError
+from sandbox.secretstore import SecretStore
 from tests.conftest import free_port, pg_bin_dir, service_missing
 from tests.integration.backends import FakePorts, q
 
@@ -124,9 +125,14 @@ def test_clone_has_baseline_data_and_a_non_superuser_owner(strategy: SnapshotStr
     assert strategy.info("a") == a
     # idempotent: create again just returns it
     assert strategy.create("a") == a
-    # the password is in a 0600 file, and never in repr
-    secret = strategy.ctx.state_dir / "secrets" / "snapshot-ws-a.password"
+    # the password is in the secret store (a 0600 JSON file), and never in repr
+    secret = strategy.ctx.state_dir / "secrets" / "snapshot-ws-a.json"
     assert secret.stat().st_mode & 0o777 == 0o600 and a.password not in repr(a)
+    # a workspace made by an older sandbox (its password in a plain-text file) keeps working
+    legacy = secret.with_name("snapshot-ws-a.password")
+    legacy.write_text(a.password + "\n")
+    secret.unlink()
+    assert strategy.info("a") == a and strategy.create("a") == a
 
 
 def test_planned_info_is_what_create_returns(strategy: SnapshotStrategy) -> None:
@@ -314,7 +320,8 @@ def test_drop_is_complete_and_missing_is_fine(strategy: SnapshotStrategy) -> Non
     strategy.drop("drop-a")
     assert not strategy.exists("drop-a")
     assert not (strategy.pool / "ckpt" / "drop-a").exists()
-    assert not (strategy.ctx.state_dir / "secrets" / "snapshot-ws-drop-a.password").exists()
+    assert not SecretStore(strategy.ctx.state_dir).exists("snapshot-ws-drop-a")
+    assert not list((strategy.ctx.state_dir / "secrets").glob("snapshot-*-drop-a.*"))
     assert ("drop-a", "db") not in strategy.ctx.ports.held  # type: ignore[attr-defined]
     with pytest.raises(psycopg.OperationalError):
         q(a, "SELECT 1")

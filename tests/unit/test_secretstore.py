@@ -33,6 +33,17 @@ def test_a_legacy_plain_text_secret_is_read_and_replaced(tmp_path: Path) -> None
     assert store.read("snapshot-admin") == "new-secret" and not legacy.exists()
 
 
+def test_creating_a_secret_twice_keeps_the_first(tmp_path: Path) -> None:
+    store = SecretStore(tmp_path)
+    store.write("role-b", "first", exclusive=True)
+    with pytest.raises(FileExistsError):
+        store.write("role-b", "second", exclusive=True)
+    assert store.get_or_create("role-b") == ("first", False)
+    (tmp_path / "secrets" / "role-c.password").write_text("legacy\n")
+    assert store.get_or_create("role-c") == ("legacy", False)
+    assert not list((tmp_path / "secrets").glob(".tmp-*"))
+
+
 @pytest.mark.parametrize("name", ["../x", ".hidden", "a/b", ""])
 def test_a_name_that_is_not_a_plain_file_name_is_refused(tmp_path: Path, name: str) -> None:
     with pytest.raises(DatabaseError):
