@@ -203,7 +203,7 @@ policy = "additive"
 
 
 def make_project(name: str, *, strategy: str, server: str = "local", runtime: str = "none",
-                 port_base: int = 40000) -> Path:
+                 port_base: int = 24000) -> Path:
     """A fresh copy of the demo project under benchmarks/.work/NAME (git repo, committed)."""
     dst = WORK / name
     cleanup_project(dst)

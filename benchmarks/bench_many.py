@@ -60,7 +60,7 @@ def main(argv: list[str]) -> None:
     args = ap.parse_args(argv)
     runs = 1 if args.quick else args.runs
     server = "docker" if args.runtime == "docker" else "local"
-    project = C.make_project("many", strategy="auto", server=server, runtime=args.runtime, port_base=42000)
+    project = C.make_project("many", strategy="auto", server=server, runtime=args.runtime, port_base=21000)
     try:
         C.sandbox_cli(project, "init", timeout=900)
         made = grow(project, args.workspaces)
