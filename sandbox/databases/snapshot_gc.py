@@ -102,7 +102,7 @@ class SnapshotHousekeeping(SnapshotCore):
         except DatabaseError:
             return []
         return [OwnedResource("test-database", f"{ws}/{n}", None, "stale test database of a pytest run that "
-                              "is over") for n in names]
+                              "is over", transient=True) for n in names]
 
     def _orphan_containers(self) -> list[OwnedResource]:
         from ..runtime.errors import translated
