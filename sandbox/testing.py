@@ -318,7 +318,7 @@ class FakeStrategy(_Persisted):
         return sorted(self._db(ws).checkpoints.values(), key=lambda c: (c.created_at, c.label))
 
     @_persist
-    def drop_checkpoint(self, ws: str, label: str) -> None:
+    def drop_checkpoint(self, ws: str, label: str, *, wait: bool = True) -> None:
         self._call("drop_checkpoint", ws)
         self._db(ws).checkpoints.pop(label, None)
 

@@ -194,8 +194,9 @@ class Strategy(Protocol):
 
     def checkpoints(self, ws: str) -> list[CheckpointInfo]: ...
 
-    def drop_checkpoint(self, ws: str, label: str) -> None:
-        """Delete checkpoint ``label`` of ``ws`` (:class:`UsageError` if there is none) and free its space."""
+    def drop_checkpoint(self, ws: str, label: str, *, wait: bool = True) -> None:
+        """Delete checkpoint ``label`` of ``ws`` (:class:`UsageError` if there is none) and free its
+        space; ``wait=False`` (pruning) lets a copy-on-write pool free it in the background."""
 
     def scratch(self, tag: str) -> AbstractContextManager[ConnInfo]:
         """A throwaway fresh clone of the baseline (for the merge gate), removed on exit."""

@@ -488,7 +488,7 @@ class SchemaStrategy(SharedServerStrategy):
             self._load(source, schema, schema, self._login(schema, password),
                        meta_comment(self.ctx.project_id, "workspace", ws, created_at=now(), restored_from=label))
 
-    def drop_checkpoint(self, ws: str, label: str) -> None:
+    def drop_checkpoint(self, ws: str, label: str, *, wait: bool = True) -> None:
         check_label(label)
         schema = self.schema_name(ws)
         with self._admin() as conn, advisory_lock(conn, schema):

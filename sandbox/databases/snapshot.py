@@ -299,7 +299,7 @@ class SnapshotStrategy(SnapshotBaseline, SnapshotHousekeeping):
             self._replace_volume(ws, src, network)
 
     @_space("dropping a checkpoint")
-    def drop_checkpoint(self, ws: str, label: str) -> None:
+    def drop_checkpoint(self, ws: str, label: str, *, wait: bool = True) -> None:
         validate_name(ws)
         self._check_label(label)
         src = self._ckpt_dir(ws) / label
@@ -309,9 +309,10 @@ class SnapshotStrategy(SnapshotBaseline, SnapshotHousekeeping):
                                  hint=f"see `sandbox db checkpoints {ws}`")
             # btrfs frees a deleted snapshot's blocks in the background; waiting for that takes
             # as long as the data the workspace changed (a second for a reset 1 GB database).
-            # Wait only when the space is needed now: a pool past its warning level.
+            # Wait when asked (a person dropping a checkpoint wants the space back) or when the
+            # space is needed now (a pool past its warning level); pruning asks not to.
             used = disk_usage(self.pool)
-            if used is None or not used[1] or 100.0 * used[0] / used[1] >= POOL_WARN_PERCENT:
+            if wait or used is None or not used[1] or 100.0 * used[0] / used[1] >= POOL_WARN_PERCENT:
                 self.storage.delete(src)
                 self.storage.reclaim()
             else:

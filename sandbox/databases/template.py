@@ -444,7 +444,7 @@ class TemplateStrategy(SharedServerStrategy):
                         comment=meta_comment(self.ctx.project_id, "workspace", ws, created_at=now(),
                                              restored_from=label))
 
-    def drop_checkpoint(self, ws: str, label: str) -> None:
+    def drop_checkpoint(self, ws: str, label: str, *, wait: bool = True) -> None:
         check_label(label)
         ckpt = self._checkpoint_db(ws, label)
         with self._admin() as conn, advisory_lock(conn, self.db_name(ws)), \

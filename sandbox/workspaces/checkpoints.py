@@ -98,5 +98,5 @@ def prune_auto(p: Project, name: str) -> None:
                    key=lambda c: (c.created_at, c.label))
     for old in autos[:-AUTO_CHECKPOINTS]:
         p.progress(f"{name}: dropping the oldest automatic checkpoint {old.label}")
-        p.db.drop_checkpoint(name, old.label)
+        p.db.drop_checkpoint(name, old.label, wait=False)   # off the critical path: btrfs frees it later
 
