@@ -134,9 +134,12 @@ class Sandbox:
         if self._tool is None:
             from .migrations.alembic import AlembicTool
             mc = self.config.migrations
+            from .migrations.discover import LAYOUT_FILE
             self._tool = AlembicTool(mc.config, runner=self.runner, version_table=mc.version_table,
                                      version_table_schema=mc.version_table_schema,
-                                     cache_dir=self.config.state_dir / "cache" / "offline-sql")
+                                     cache_dir=self.config.state_dir / "cache" / "offline-sql",
+                                     app=mc.app, wrap=mc.wrap, layout_file=self.config.state_dir / LAYOUT_FILE,
+                                     main_root=self.root)
         return self._tool
 
     @property
@@ -379,7 +382,8 @@ class Sandbox:
         if not self.git.has_commits():
             raise UsageError("the repository has no commits yet: commit something first")
         if not cfg_path.exists():
-            mig = migrations or "alembic.ini"
+            from .migrations.discover import find_configs
+            mig = migrations or next(iter(find_configs(self.root)), "alembic.ini")
             seed = '"db/seed.sql"'
             text = config_mod.DEFAULT_TOML.format(runtime=runtime or "docker", strategy=strategy or "auto",
                                                   migrations=mig, seed=seed)
@@ -403,11 +407,15 @@ class Sandbox:
             self.git.ensure_excluded(env_file)
         self._registry = Registry(self.config.state_dir, create=True)
         self.registry.set_meta("project_id", self.config.project_id)
+        from .migrations.discover import discover
+        found = discover(self.tool, self.root, env=self.base_env())
+        self.progress(found.summary() if found else f"no {self.config.migrations.config}: no migrations to gate")
         self.build_baseline()
         return {"config": str(cfg_path), "wrote_config": wrote, "strategy": self.db.name,
                 "state_dir": str(self.config.state_dir), "env_file": env_file,
                 "baseline_head": self.registry.get_meta("baseline_head"),
-                "baseline_verified": self.registry.get_meta("baseline_verified") == "1"}
+                "baseline_verified": self.registry.get_meta("baseline_verified") == "1",
+                "migrations": found.to_json() if found else None}
 
     # -- baseline ------------------------------------------------------------------------------
     def _populate(self, tree: Path) -> Callable[[ConnInfo], None]:

@@ -140,6 +140,11 @@ def init(
         _print_json(res)
     else:
         verified = " (verified in its alembic_version)" if res.get("baseline_verified") and res["baseline_head"] else ""
+        if res.get("migrations"):
+            out.print(f"migrations: {res['migrations']['config']}: script location {res['migrations']['script_location']}, "
+                      f"version locations {', '.join(res['migrations']['version_locations'])}, "
+                      f"{res['migrations']['revisions']} revision(s), head(s) {', '.join(res['migrations']['heads']) or '-'}; "
+                      f"interpreter {res['migrations']['interpreter']}")
         out.print(f"initialised: strategy {res['strategy']}, baseline at "
                   f"{res['baseline_head'] or '(no migrations)'}{verified}; config {res['config']}")
 

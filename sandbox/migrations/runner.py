@@ -16,6 +16,26 @@ The URL is given to ``env.py`` as ``sqlalchemy.url`` (and as ``DATABASE_URL`` in
 environment). Its driver is the one the project's config names (``postgresql+asyncpg://…``),
 else one the interpreter has: an async ``env.py`` gets asyncpg or psycopg, a sync one psycopg
 or psycopg2.
+
+Layouts alembic itself resolves: ``script_location`` as a path or in package form
+(``package:path``), ``version_locations``, and the Flask-Migrate layout (an ``alembic.ini``
+without ``script_location`` beside its ``env.py``, which Flask-Migrate's own ``Config`` points at
+its folder). ``describe`` asks alembic, after ``env.py`` ran (offline, under the same wrapper),
+where the revisions are: ``env.py`` may choose its version locations at run time.
+
+Wrappers (``[migrations] app`` / ``wrap`` in sandbox.toml, sent as ``app`` / ``wrap``): every
+action, offline SQL included, runs inside them.
+
+- ``app = "module:factory"`` (or ``"module:app"``): the Flask application, whose app context is
+  pushed around alembic. A Flask-Migrate ``env.py`` with no ``app`` finds the application as
+  ``flask db upgrade`` does (``FLASK_APP``, ``.flaskenv``/``.env``, ``wsgi.py``/``app.py``).
+- ``wrap = "module:callable"``: ``callable()`` returning a context manager (a
+  ``@contextmanager`` with no arguments), or ``callable(run)`` that must call ``run()`` (the
+  alembic command) and return its result, in its own event loop, thread or context; a coroutine
+  it returns is run with ``asyncio.run``.
+- ``wrap = "anyio-worker"``: alembic runs in an AnyIO worker thread of an AnyIO event loop
+  (``env.py`` calls ``anyio.from_thread.run``); ``wrap = "asyncio-thread"``: in a thread while an
+  asyncio loop runs in the main one (``env.py`` schedules onto the running loop).
 """
 
 import os
@@ -40,15 +60,26 @@ def _has(module):
         return False
 
 
-def _env_is_async(cfg):
+def _env_text(cfg):
+    """The text of env.py (empty when it cannot be found or read)."""
     try:
-        location = cfg.get_main_option("script_location") or ""
-        path = os.path.join(location.replace("%(here)s", os.getcwd()), "env.py")
+        from alembic.script import ScriptDirectory
+
+        path = os.path.join(ScriptDirectory.from_config(cfg).dir, "env.py")
         with open(path, encoding="utf-8", errors="replace") as fh:
-            text = fh.read()
-    except OSError:
-        return False
+            return fh.read()
+    except Exception:  # noqa: BLE001 - no env.py to read: no hint from it
+        return ""
+
+
+def _env_is_async(cfg):
+    text = _env_text(cfg)
     return "async_engine_from_config" in text or "create_async_engine" in text
+
+
+def _is_flask(cfg):
+    text = _env_text(cfg)
+    return "flask_migrate" in text or ("current_app" in text and "flask" in text)
 
 
 def _driver_url(cfg, url):
@@ -74,19 +105,169 @@ def _config(path, buffer):
     from alembic.config import Config
 
     if path.endswith(".toml"):
-        return Config(toml_file=path, output_buffer=buffer)
-    return Config(file_=path, output_buffer=buffer)
+        cfg = Config(toml_file=path, output_buffer=buffer)
+    else:
+        cfg = Config(file_=path, output_buffer=buffer)
+    if not cfg.get_main_option("script_location"):
+        # Flask-Migrate's layout: its alembic.ini has no script_location, its own Config points
+        # alembic at the folder that holds the ini (and env.py); do what it does
+        here = os.path.dirname(os.path.abspath(path))
+        if os.path.isfile(os.path.join(here, "env.py")):
+            cfg.set_main_option("script_location", here.replace("%", "%%"))
+    return cfg
 
 
-def run(req):
+def _root(req):
+    """The checkout's root as this process sees it (the request gives it relative to the cwd)."""
+    return os.path.normpath(os.path.join(os.getcwd(), req.get("root") or "."))
+
+
+def _resolve(spec):
+    """``module.path:attr.attr`` -> the object (imported with the checkout's root on sys.path)."""
+    module, _, attr = spec.partition(":")
+    obj = importlib.import_module(module.strip())
+    for part in [a for a in attr.strip().split(".") if a]:
+        obj = getattr(obj, part)
+    return obj
+
+
+def _flask_app(req, cfg):
+    """The Flask application whose context env.py needs, or None when it needs none."""
+    spec = req.get("app")
+    if not spec and not _is_flask(cfg):
+        return None
+    root, cwd = _root(req), os.getcwd()
+    os.chdir(root)      # FLASK_APP, .flaskenv and the app's own relative paths are the root's
+    try:
+        if spec:
+            obj = _resolve(spec)
+            return obj if hasattr(obj, "app_context") else obj()
+        from flask.cli import ScriptInfo, load_dotenv
+
+        load_dotenv()   # .flaskenv/.env, without overriding what sandbox set (DATABASE_URL)
+        return ScriptInfo().load_app()
+    finally:
+        os.chdir(cwd)
+
+
+def _in_app(req, cfg, work):
+    app = _flask_app(req, cfg)
+    if app is None:
+        return work()
+    with app.app_context():
+        return work()
+
+
+def _required_params(fn):
+    import inspect
+
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return 1
+    return sum(1 for p in sig.parameters.values()
+               if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD))
+
+
+def _wrapped(spec, work):
+    """``work()`` inside the project's wrapper (see the module's docstring)."""
+    box = {}
+
+    def run():
+        box["result"] = work()
+        return box["result"]
+
+    if not spec:
+        return run()
+    if spec == "anyio-worker":
+        import anyio
+        import anyio.to_thread
+
+        async def main():
+            return await anyio.to_thread.run_sync(run)
+
+        anyio.run(main)
+    elif spec == "asyncio-thread":
+        import asyncio
+
+        async def main():
+            return await asyncio.get_running_loop().run_in_executor(None, run)
+
+        asyncio.run(main())
+    else:
+        import asyncio
+
+        wrapper = _resolve(spec)
+        if _required_params(wrapper) == 0:
+            manager = wrapper()
+            if hasattr(manager, "__enter__"):
+                with manager:
+                    run()
+            elif hasattr(manager, "__aenter__"):
+                async def main():
+                    async with manager:
+                        return await asyncio.get_running_loop().run_in_executor(None, run)
+
+                asyncio.run(main())
+            else:
+                raise TypeError(f"[migrations] wrap = {spec!r}: calling it with no argument gave "
+                                f"{type(manager).__name__}, not a context manager")
+        else:
+            outcome = wrapper(run)
+            if asyncio.iscoroutine(outcome):
+                asyncio.run(outcome)
+    if "result" not in box:
+        raise RuntimeError(f"[migrations] wrap = {spec!r} returned without running alembic")
+    return box["result"]
+
+
+def _describe(cfg, req):
+    """Where alembic finds the revisions, after env.py ran (offline, with no database)."""
+    import alembic
+    from alembic.runtime.environment import EnvironmentContext
+    from alembic.script import ScriptDirectory
+
+    script = ScriptDirectory.from_config(cfg)
+    env_error = None
+    if req.get("run_env", True):
+        try:
+            with EnvironmentContext(cfg, script, as_sql=True, fn=lambda rev, context: [],
+                                    starting_rev=None, destination_rev="heads"):
+                script.run_env()
+        except BaseException as exc:  # noqa: BLE001 - reported: the static answer still stands
+            env_error = f"{type(exc).__name__}: {str(exc).strip()[:500]}"
+    root = _root(req)
+    revisions, locations = {}, []
+    for each in (script, ScriptDirectory.from_config(cfg)):
+        for loc in getattr(each, "_version_locations", None) or [os.path.join(each.dir, "versions")]:
+            loc = os.path.abspath(str(loc))
+            if loc not in locations:
+                locations.append(loc)
+        for rev in each.walk_revisions():
+            down = rev.down_revision
+            downs = [] if down is None else [down] if isinstance(down, str) else list(down)
+            deps = rev.dependencies
+            deps = [] if deps is None else [deps] if isinstance(deps, str) else list(deps)
+            revisions[rev.revision] = {"down": downs, "depends_on": deps,
+                                       "path": os.path.relpath(os.path.abspath(rev.path), root)}
+
+    def rel(path):
+        return os.path.relpath(os.path.abspath(str(path)), root)
+
+    return {"describe": {
+        "script_location": rel(script.dir), "version_locations": [rel(p) for p in locations],
+        "configured": cfg.get_main_option("script_location"), "revisions": revisions,
+        "env_error": env_error, "alembic": getattr(alembic, "__version__", "?"), "python": sys.executable,
+        "flask": bool(_is_flask(cfg)),
+    }}
+
+
+def _act(cfg, req, buffer):
     from alembic import command
 
-    buffer = io.StringIO()
-    cfg = _config(req["config"], buffer)
-    url = os.environ.get("SANDBOX_DATABASE_URL") if req.get("url_from_env") else req.get("url")
-    if url:
-        cfg.set_main_option("sqlalchemy.url", _driver_url(cfg, url).replace("%", "%%"))
     action = req["action"]
+    if action == "describe":
+        return _describe(cfg, req)
     if action == "upgrade":
         command.upgrade(cfg, req["target"])
         return {}
@@ -109,6 +290,18 @@ def run(req):
     raise ValueError(f"unknown action {action!r}")
 
 
+def run(req):
+    buffer = io.StringIO()
+    root = _root(req)
+    if root not in sys.path:    # the project's modules (app factory, wrapper) import from its root
+        sys.path.insert(1, root)
+    cfg = _config(req["config"], buffer)
+    url = os.environ.get("SANDBOX_DATABASE_URL") if req.get("url_from_env") else req.get("url")
+    if url:
+        cfg.set_main_option("sqlalchemy.url", _driver_url(cfg, url).replace("%", "%%"))
+    return _wrapped(req.get("wrap"), lambda: _in_app(req, cfg, lambda: _act(cfg, req, buffer)))
+
+
 def main():
     try:
         req = json.loads(sys.argv[1])
@@ -116,6 +309,9 @@ def main():
     except BaseException as exc:  # noqa: BLE001 - everything is reported to sandbox, which decides
         text = str(exc).strip() or type(exc).__name__
         result = {"ok": False, "error": f"{type(exc).__name__}: {text}", "type": type(exc).__name__}
+        missing = getattr(exc, "name", None) if isinstance(exc, ImportError) else None
+        if missing:
+            result["missing_module"] = str(missing)
     sys.stdout.flush()
     sys.stdout.write("\n" + MARK + " " + json.dumps(result) + "\n")
     sys.stdout.flush()
