@@ -33,7 +33,7 @@ from ..intents import STEPS, Operation
 from ..registry import IntentRecord, WorkspaceRecord, process_alive
 from ..worktrees import UNCOMMITTED, Unsaved, kind_of, what_of
 from .base import Revision
-from .findings import Finding, Report
+from .findings import Finding, Report, explain_destructive
 
 if TYPE_CHECKING:
     from ..api import Sandbox
@@ -922,6 +922,7 @@ class Coordinator:
                 if allow and f.severity == "error":
                     f = f.with_(severity="warning", suppressed=f"--allow-destructive: {allow}")
                     allowed.append(f)
+                f = explain_destructive(f, rec.name if rec is not None else None)
             out.append(f)
         report.findings = out
         return allowed

@@ -1,0 +1,139 @@
+"""Real projects, round two (issue #19): layouts that need alembic's own resolution or a wrapper.
+
+Each project is a copy of a fixture in tests/fixtures/real/ (see its NOTICE.md), committed to a
+fresh git repository with only `sandbox.toml` written by the user, then driven through the CLI:
+
+* flask_microblog: miguelgrinberg/microblog, the Flask-Migrate layout (`migrations/alembic.ini`
+  without `script_location`; env.py takes the URL and metadata from `flask.current_app`). The
+  application is found as `flask db upgrade` finds it (`.flaskenv`'s FLASK_APP).
+
+init reports the real head and where alembic found the revisions; then up a b, an additive
+revision committed in a and merged, a destructive one in b blocked (its finding names both escape
+hatches), rebase, reset, and the project's own models queried inside workspace a.
+
+The CI checks the issue lists (no Docker needed) are in tests/integration/test_discover.py.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from .conftest import cli, git
+from .test_real_projects import (RealProject, Revision, _revision_file, alembic_version, columns, commit_inside,
+                                 db_url, down_revision, execute, findings, query, real_repo, workspaces)
+
+__all__ = ["real_repo"]   # the fixture, shared with test_real_projects
+
+MICROBLOG_HEAD = "834b1a697901"
+MICROBLOG = RealProject(
+    fixture="flask_microblog",
+    # what a user of microblog writes: its image, the Flask-Migrate config, a log to stdout (the
+    # app otherwise writes logs/ into the checkout when not in debug mode)
+    toml='''[workspace]
+runtime = "docker"
+dockerfile = "Dockerfile"
+
+[workspace.env]
+LOG_TO_STDOUT = "1"
+
+[database]
+seed = []
+
+[migrations]
+config = "migrations/alembic.ini"
+''',
+    versions="migrations/versions",
+    head=MICROBLOG_HEAD,
+    tables=("user", "post", "message", "notification", "task"),
+    additive=Revision(
+        "5a1c2e3d4f60_user_nickname.py", "5a1c2e3d4f60", MICROBLOG_HEAD,
+        _revision_file("5a1c2e3d4f60", MICROBLOG_HEAD, "user nickname", "",
+                       "op.add_column('user', sa.Column('nickname', sa.String(length=64), nullable=True))",
+                       "op.drop_column('user', 'nickname')")),
+    add_column=("user", "nickname"),
+    destructive=Revision(
+        "9e8d7c6b5a40_drop_post_language.py", "9e8d7c6b5a40", MICROBLOG_HEAD,
+        _revision_file("9e8d7c6b5a40", MICROBLOG_HEAD, "drop post language", "",
+                       "op.drop_column('post', 'language')",
+                       "op.add_column('post', sa.Column('language', sa.String(length=5), nullable=True))")),
+    drop_column=("post", "language"),
+    # the project's own models, in its own application context, against the workspace's database
+    tests=("python -c \"import sqlalchemy as sa; from app import create_app, db; from app.models import User; "
+           "app = create_app(); app.app_context().push(); "
+           "u = User(username='ws', email='ws@example.com'); u.set_password('pw'); db.session.add(u); "
+           "db.session.commit(); "
+           "print('users:', db.session.scalar(sa.select(sa.func.count()).select_from(User)))\""),
+    env_names={},
+)
+
+
+@pytest.mark.docker
+@pytest.mark.parametrize("project", [pytest.param(MICROBLOG, id="flask_microblog")])
+def test_real_project_round_two(real_repo, project: RealProject) -> None:  # type: ignore[no-untyped-def]
+    repo = real_repo(project.fixture, project.toml)
+
+    # init asks alembic where the revisions are, and says so: config, script location, head, count
+    init = cli(repo, "init", "--json", timeout=900)
+    res = json.loads(init.stdout)
+    found = res["migrations"]
+    assert found["heads"] == [project.head], found
+    assert found["revisions"] == len(list((repo / project.versions).glob("*.py"))), found
+    assert found["version_locations"] == [project.versions], found
+    assert res["baseline_head"] == project.head and res["baseline_verified"], res
+    assert git(repo, "status", "--porcelain") == "", "init left main's checkout dirty"
+    # doctor agrees with init
+    doctor = json.loads(cli(repo, "doctor", "--json", check=None).stdout)
+    checks = doctor["checks"] if isinstance(doctor, dict) else doctor
+    mig = [c for c in checks if c["name"] == "migrations"]
+    assert mig and mig[0]["ok"] and project.head in mig[0]["detail"], mig
+
+    up = json.loads(cli(repo, "up", "a", "b", "--json", timeout=600).stdout)
+    assert [r["ok"] for r in up] == [True, True], up
+    ls = workspaces(repo)
+    for n in ("a", "b"):
+        assert ls[n]["migrations"]["head"] == project.head, ls[n]
+    checkout = {n: Path(ls[n]["path"]) for n in ("a", "b")}
+    urls = {n: db_url(repo, n) for n in ("a", "b")}
+    for url in urls.values():
+        assert alembic_version(url) == [project.head]
+        tables = {r[0] for r in query(url, "SELECT tablename::text FROM pg_tables WHERE schemaname = 'public'")}
+        assert set(project.tables) <= tables, tables
+
+    # a: an additive revision, merged
+    commit_inside(repo, "a", checkout["a"], project.additive, project.versions)
+    merged = json.loads(cli(repo, "merge", "a", "--json", timeout=600).stdout)
+    assert merged["ok"] is True, merged
+    assert merged["revisions"] == [project.additive.rev], merged
+
+    # b: a destructive revision, blocked; the finding says what breaks and names both escape hatches
+    commit_inside(repo, "b", checkout["b"], project.destructive, project.versions)
+    main_after_a = git(repo, "rev-parse", "HEAD").strip()
+    blocked = cli(repo, "merge", "b", "--json", check=1, timeout=600)
+    destructive = [f for f in findings(blocked) if f["kind"] == "destructive" and f["severity"] == "error"]
+    assert destructive, blocked.stdout
+    message = destructive[0]["message"]
+    assert "--allow-destructive" in message and "sandbox: allow" in message, message
+    assert git(repo, "rev-parse", "HEAD").strip() == main_after_a
+
+    # rebase moves b's revision onto main's head and re-applies it
+    cli(repo, "migrate", "rebase", "b", timeout=600)
+    b_file = checkout["b"] / project.versions / project.destructive.file
+    assert down_revision(b_file.read_text()) == project.additive.rev
+    assert alembic_version(urls["b"]) == [project.destructive.rev]
+    table, column = project.drop_column
+    assert column not in columns(urls["b"], table)
+
+    # reset: b's database is the baseline again (main's head)
+    execute(urls["b"], "CREATE TABLE scratch_before_reset (id int)")
+    cli(repo, "db", "reset", "b", timeout=600)
+    url_b = db_url(repo, "b")
+    assert alembic_version(url_b) == [project.additive.rev]
+    assert column in columns(url_b, table)
+
+    # the project's own code, in workspace a, against a's database
+    out = cli(repo, "exec", "a", "--", "sh", "-c", project.tests, check=None, timeout=600)
+    assert out.returncode == 0, f"{out.stdout}\n{out.stderr}"
+    assert "users: 1" in out.stdout, out.stdout
