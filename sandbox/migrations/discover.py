@@ -192,6 +192,10 @@ def discover(tool: Any, tree: Path, *, env: dict[str, str] | None = None) -> Dis
     try:
         described = tool.describe(tree, env=env)
     except SandboxError as exc:
+        if static_error is not None:
+            raise MigrationError(f"{static_error.message}; and alembic, asked in the project's environment "
+                                 f"({interpreter_of(tool, tree)}), could not resolve it either: {exc.message}",
+                                 hint=static_error.hint or exc.hint) from exc
         raise MigrationError(f"alembic could not resolve {config_path} in the project's environment "
                              f"({interpreter_of(tool, tree)}): {exc.message}",
                              hint=exc.hint or (static_error.hint if static_error else None)
