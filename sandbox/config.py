@@ -347,7 +347,9 @@ def _object_ref(value: str) -> str | None:
 def _wrap(value: str) -> str | None:
     if value in WRAP_BUILTINS or _OBJECT_REF.fullmatch(value):
         return None
-    return f'must be "module:callable" or one of {", ".join(WRAP_BUILTINS)}'
+    if value.startswith("advanced-alchemy:") and _OBJECT_REF.fullmatch(value[len("advanced-alchemy:"):]):
+        return None
+    return f'must be "module:callable", "advanced-alchemy:module:config" or one of {", ".join(WRAP_BUILTINS)}'
 
 
 def _bin_dir(value: str) -> str | None:

@@ -33,6 +33,9 @@ action, offline SQL included, runs inside them.
   ``@contextmanager`` with no arguments), or ``callable(run)`` that must call ``run()`` (the
   alembic command) and return its result, in its own event loop, thread or context; a coroutine
   it returns is run with ``asyncio.run``.
+- ``wrap = "advanced-alchemy:module:config"``: the alembic Config that advanced-alchemy's CLI
+  (``app database upgrade``) builds from the project's SQLAlchemy config object, for env.py files
+  that read ``config.db_url``/``config.engine`` (Litestar and advanced-alchemy templates).
 - ``wrap = "anyio-worker"``: alembic runs in an AnyIO worker thread of an AnyIO event loop
   (``env.py`` calls ``anyio.from_thread.run``); ``wrap = "asyncio-thread"``: in a thread while an
   asyncio loop runs in the main one (``env.py`` schedules onto the running loop).
@@ -295,11 +298,40 @@ def run(req):
     root = _root(req)
     if root not in sys.path:    # the project's modules (app factory, wrapper) import from its root
         sys.path.insert(1, root)
-    cfg = _config(req["config"], buffer)
-    url = os.environ.get("SANDBOX_DATABASE_URL") if req.get("url_from_env") else req.get("url")
-    if url:
-        cfg.set_main_option("sqlalchemy.url", _driver_url(cfg, url).replace("%", "%%"))
-    return _wrapped(req.get("wrap"), lambda: _in_app(req, cfg, lambda: _act(cfg, req, buffer)))
+    wrap = req.get("wrap") or None
+    if wrap and wrap.startswith(ADVANCED_ALCHEMY):
+        cfg = _advanced_alchemy_config(req, wrap[len(ADVANCED_ALCHEMY):], buffer)
+        wrap = None
+    else:
+        cfg = _config(req["config"], buffer)
+        url = os.environ.get("SANDBOX_DATABASE_URL") if req.get("url_from_env") else req.get("url")
+        if url:
+            cfg.set_main_option("sqlalchemy.url", _driver_url(cfg, url).replace("%", "%%"))
+    return _wrapped(wrap, lambda: _in_app(req, cfg, lambda: _act(cfg, req, buffer)))
+
+
+ADVANCED_ALCHEMY = "advanced-alchemy:"
+
+
+def _advanced_alchemy_config(req, spec, buffer):
+    """The alembic Config that advanced-alchemy's CLI (``app database upgrade``) builds from the
+    project's SQLAlchemy config object: its env.py reads ``config.db_url``/``config.engine``, which a
+    plain alembic Config lacks. The URL is the project's own (its settings read DATABASE_URL)."""
+    from advanced_alchemy.alembic.commands import AlembicCommands
+
+    root, cwd = _root(req), os.getcwd()
+    os.chdir(root)      # the SQLAlchemy config's script paths are the project's, from its root
+    try:
+        target = _resolve(spec)
+        commands = AlembicCommands(sqlalchemy_config=target)
+        cfg = commands.config
+        location = cfg.get_main_option("script_location")
+        if location and not os.path.isabs(location) and ":" not in location:
+            cfg.set_main_option("script_location", os.path.join(root, location).replace("%", "%%"))
+    finally:
+        os.chdir(cwd)
+    cfg.output_buffer = buffer
+    return cfg
 
 
 def main():
