@@ -125,10 +125,40 @@ def _root(req):
     return os.path.normpath(os.path.join(os.getcwd(), req.get("root") or "."))
 
 
-def _resolve(spec):
-    """``module.path:attr.attr`` -> the object (imported with the checkout's root on sys.path)."""
+_SKIP_DIRS = {".git", ".sandbox", ".venv", "venv", "node_modules", "__pycache__", "site-packages", ".tox"}
+
+
+def _find_package_parent(root, top):
+    """The folder under ``root`` (at most 3 levels down: ``src/``, ``src/py/``) holding package
+    ``top``: where a developer's editable install would put it on sys.path."""
+    level = [root]
+    for _ in range(4):
+        for folder in level:
+            if os.path.isfile(os.path.join(folder, top, "__init__.py")):
+                return folder
+        nxt = []
+        for folder in level:
+            try:
+                names = sorted(os.listdir(folder))
+            except OSError:
+                continue
+            nxt += [os.path.join(folder, n) for n in names
+                    if n not in _SKIP_DIRS and not n.startswith(".") and os.path.isdir(os.path.join(folder, n))]
+        level = nxt[:200]
+    return None
+
+
+def _resolve(spec, root=None):
+    """``module.path:attr.attr`` -> the object (imported with the checkout's root on sys.path, or
+    the folder of the checkout that holds the module's package: a src layout)."""
     module, _, attr = spec.partition(":")
-    obj = importlib.import_module(module.strip())
+    module = module.strip()
+    top = module.split(".")[0]
+    if root and importlib.util.find_spec(top) is None:
+        parent = _find_package_parent(root, top)
+        if parent and parent not in sys.path:
+            sys.path.insert(1, parent)
+    obj = importlib.import_module(module)
     for part in [a for a in attr.strip().split(".") if a]:
         obj = getattr(obj, part)
     return obj
@@ -143,7 +173,7 @@ def _flask_app(req, cfg):
     os.chdir(root)      # FLASK_APP, .flaskenv and the app's own relative paths are the root's
     try:
         if spec:
-            obj = _resolve(spec)
+            obj = _resolve(spec, root)
             return obj if hasattr(obj, "app_context") else obj()
         from flask.cli import ScriptInfo, load_dotenv
 
@@ -170,6 +200,9 @@ def _required_params(fn):
         return 1
     return sum(1 for p in sig.parameters.values()
                if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD))
+
+
+_WRAP_ROOT = []
 
 
 def _wrapped(spec, work):
@@ -200,7 +233,7 @@ def _wrapped(spec, work):
     else:
         import asyncio
 
-        wrapper = _resolve(spec)
+        wrapper = _resolve(spec, _WRAP_ROOT[0] if _WRAP_ROOT else None)
         if _required_params(wrapper) == 0:
             manager = wrapper()
             if hasattr(manager, "__enter__"):
@@ -298,6 +331,7 @@ def run(req):
     root = _root(req)
     if root not in sys.path:    # the project's modules (app factory, wrapper) import from its root
         sys.path.insert(1, root)
+    _WRAP_ROOT[:] = [root]
     wrap = req.get("wrap") or None
     if wrap and wrap.startswith(ADVANCED_ALCHEMY):
         cfg = _advanced_alchemy_config(req, wrap[len(ADVANCED_ALCHEMY):], buffer)
@@ -322,7 +356,7 @@ def _advanced_alchemy_config(req, spec, buffer):
     root, cwd = _root(req), os.getcwd()
     os.chdir(root)      # the SQLAlchemy config's script paths are the project's, from its root
     try:
-        target = _resolve(spec)
+        target = _resolve(spec, root)
         commands = AlembicCommands(sqlalchemy_config=target)
         cfg = commands.config
         location = cfg.get_main_option("script_location")
