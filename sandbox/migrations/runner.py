@@ -264,6 +264,13 @@ def _describe(cfg, req):
     from alembic.script import ScriptDirectory
 
     script = ScriptDirectory.from_config(cfg)
+
+    def locations(each):
+        each.__dict__.pop("_version_locations", None)     # memoized by alembic: env.py may change it
+        found = getattr(each, "_version_locations", None) or [os.path.join(each.dir, "versions")]
+        return [os.path.abspath(str(loc)) for loc in found]
+
+    before = locations(script)
     env_error = None
     if req.get("run_env", True):
         try:
@@ -272,26 +279,24 @@ def _describe(cfg, req):
                 script.run_env()
         except BaseException as exc:  # noqa: BLE001 - reported: the static answer still stands
             env_error = f"{type(exc).__name__}: {str(exc).strip()[:500]}"
+    # env.py may set context.script.version_locations, or the config's option, at run time
+    chosen = script if locations(script) != before else ScriptDirectory.from_config(cfg)
     root = _root(req)
-    revisions, locations = {}, []
-    for each in (script, ScriptDirectory.from_config(cfg)):
-        for loc in getattr(each, "_version_locations", None) or [os.path.join(each.dir, "versions")]:
-            loc = os.path.abspath(str(loc))
-            if loc not in locations:
-                locations.append(loc)
-        for rev in each.walk_revisions():
-            down = rev.down_revision
-            downs = [] if down is None else [down] if isinstance(down, str) else list(down)
-            deps = rev.dependencies
-            deps = [] if deps is None else [deps] if isinstance(deps, str) else list(deps)
-            revisions[rev.revision] = {"down": downs, "depends_on": deps,
-                                       "path": os.path.relpath(os.path.abspath(rev.path), root)}
+    revisions = {}
+    for rev in chosen.walk_revisions():
+        down = rev.down_revision
+        downs = [] if down is None else [down] if isinstance(down, str) else list(down)
+        deps = rev.dependencies
+        deps = [] if deps is None else [deps] if isinstance(deps, str) else list(deps)
+        revisions[rev.revision] = {"down": downs, "depends_on": deps,
+                                   "path": os.path.relpath(os.path.abspath(rev.path), root)}
+    found_locations = locations(chosen)
 
     def rel(path):
         return os.path.relpath(os.path.abspath(str(path)), root)
 
     return {"describe": {
-        "script_location": rel(script.dir), "version_locations": [rel(p) for p in locations],
+        "script_location": rel(script.dir), "version_locations": [rel(p) for p in found_locations],
         "configured": cfg.get_main_option("script_location"), "revisions": revisions,
         "env_error": env_error, "alembic": getattr(alembic, "__version__", "?"), "python": sys.executable,
         "flask": bool(_is_flask(cfg)),
@@ -338,10 +343,20 @@ def run(req):
         wrap = None
     else:
         cfg = _config(req["config"], buffer)
+        _prepend_sys_path(cfg)
         url = os.environ.get("SANDBOX_DATABASE_URL") if req.get("url_from_env") else req.get("url")
         if url:
             cfg.set_main_option("sqlalchemy.url", _driver_url(cfg, url).replace("%", "%%"))
     return _wrapped(wrap, lambda: _in_app(req, cfg, lambda: _act(cfg, req, buffer)))
+
+
+def _prepend_sys_path(cfg):
+    """``prepend_sys_path``, as the alembic command line applies it (relative to the cwd)."""
+    import re
+
+    value = cfg.get_main_option("prepend_sys_path") or ""
+    paths = [p for p in re.split(r"[\s,]+|" + re.escape(os.pathsep), value) if p]
+    sys.path[:0] = [os.path.abspath(p) for p in paths if os.path.abspath(p) not in sys.path]
 
 
 ADVANCED_ALCHEMY = "advanced-alchemy:"

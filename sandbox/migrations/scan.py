@@ -78,12 +78,13 @@ def _package_dir(tree: Path, here: Path, value: str) -> Path:
     """The folder of ``package:path`` inside the checkout, found where the project's interpreter
     would import ``package`` from (the config's folder, the root, ``src/``). The package is not
     imported: only ``sandbox init``/``doctor`` ask alembic, in the project's environment."""
-    package, _, sub = value.strip().partition(":")
+    package, *subs = value.strip().split(":")          # alembic: every further ":" is a path separator
     parts = package.split(".")
+    rest = [part.strip() for sub in subs for part in sub.strip().split("/") if part.strip()]
     for base in dict.fromkeys((here, tree, tree / "src", here / "src")):
         candidate = base.joinpath(*parts)
         if candidate.is_dir():
-            return (candidate / sub.strip()).resolve() if sub.strip() else candidate.resolve()
+            return candidate.joinpath(*rest).resolve()
     raise MigrationError(f"script_location {value!r}: package {package!r} is not a folder of the checkout "
                          "(looked beside the alembic config, at the root and under src/)",
                          hint="`sandbox init` asks alembic where it is, in the project's environment; if the "

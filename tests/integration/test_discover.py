@@ -76,28 +76,30 @@ def tool_for(root: Path, config: str, **migrations: str) -> AlembicTool:
 
 # -- layouts ------------------------------------------------------------------------------------------
 def test_package_form_with_version_locations_chosen_in_env_py(tmp_path: Path) -> None:
-    """script_location = "pkg.db:migrations"; env.py adds a version location at run time. init's
-    discovery finds both; the static reading alone would miss the second."""
+    """Prefect's pattern: ``script_location = pkg:server:database:_migrations`` (every ":" a path
+    separator), and env.py choosing ``context.script.version_locations`` (a folder per dialect) at
+    run time. init's discovery finds them; the static reading alone sees two histories."""
     pkg = tmp_path / "src" / "pkg"
     write(pkg / "__init__.py", "")
-    write(pkg / "db" / "__init__.py", "")
-    mig = pkg / "db" / "migrations"
+    mig = pkg / "server" / "database" / "_migrations"
     write(mig / "env.py", OFFLINE_ENV.format(
-        prelude="import os\nconfig.set_main_option('version_locations', ' '.join(["
-                "os.path.join(os.path.dirname(__file__), 'versions'), "
-                "os.path.join(os.path.dirname(__file__), 'extra')]))\n"
-                "config.set_main_option('version_path_separator', 'space')",
+        prelude="import os\ncontext.script.version_locations = "
+                "[os.path.join(os.path.dirname(__file__), 'versions', 'postgresql')]",
         call="run()"))
-    revision(mig / "versions", "aaa000000001", None)
-    revision(mig / "extra", "bbb000000002", "aaa000000001")
-    write(tmp_path / "alembic.ini", "[alembic]\nscript_location = pkg.db:migrations\nprepend_sys_path = src\n")
+    revision(mig / "versions" / "postgresql", "aaa000000001", None)
+    revision(mig / "versions" / "postgresql", "bbb000000002", "aaa000000001")
+    revision(mig / "versions" / "sqlite", "9990000000aa", None)
+    write(tmp_path / "alembic.ini", "[alembic]\nscript_location = pkg:server:database:_migrations\n"
+                                    "prepend_sys_path = src\n")
     tool = tool_for(tmp_path, "alembic.ini")
-    assert tool.heads(tmp_path) == ["aaa000000001"]          # static: versions/ only
+    assert tool.layout(tmp_path).script_location == mig.resolve()   # type: ignore[union-attr]
+    # static: every folder under versions/ is read, so the sqlite history makes a second head
+    assert tool.heads(tmp_path) == ["9990000000aa", "bbb000000002"]
     found = discover(tool, tmp_path)
     assert found is not None
     assert found.layout == "package"
-    assert found.script_location == "src/pkg/db/migrations"
-    assert set(found.version_locations) == {"src/pkg/db/migrations/versions", "src/pkg/db/migrations/extra"}
+    assert found.script_location == "src/pkg/server/database/_migrations"
+    assert found.version_locations == ("src/pkg/server/database/_migrations/versions/postgresql",)
     assert found.heads == ("bbb000000002",) and found.revisions == 2
     assert tool.heads(tmp_path) == ["bbb000000002"]          # what alembic said, applied from now on
     checks = migrations_checks(tool, tmp_path)                # doctor agrees with init
