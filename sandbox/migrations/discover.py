@@ -21,17 +21,25 @@ import configparser
 import json
 import os
 import tomllib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from ..checks import Check
 from ..errors import MigrationError, SandboxError
 from .base import Revision
 from .scan import AlembicLayout, heads_of, read_inside
 
-__all__ = ["Discovery", "LAYOUT_FILE", "discover", "find_configs", "recorded_layout", "failure_hint",
-           "migrations_checks"]
+__all__ = [
+    "LAYOUT_FILE",
+    "Discovery",
+    "discover",
+    "failure_hint",
+    "find_configs",
+    "migrations_checks",
+    "recorded_layout",
+]
 
 LAYOUT_FILE = "alembic-layout.json"
 _SKIP = {".git", ".sandbox", ".venv", "venv", "node_modules", "__pycache__", ".tox", ".mypy_cache", "site-packages"}
@@ -79,9 +87,7 @@ def find_configs(root: Path) -> list[str]:
             if depth < _MAX_DEPTH else []
         for name in sorted(filenames):
             path = Path(dirpath) / name
-            if name.endswith(".ini") and "alembic" in name and _has_alembic_section(root, path):
-                found.append((depth, str(rel / name)))
-            elif name == "pyproject.toml" and _has_tool_alembic(root, path):
+            if name.endswith(".ini") and "alembic" in name and _has_alembic_section(root, path) or name == "pyproject.toml" and _has_tool_alembic(root, path):
                 found.append((depth, str(rel / name)))
     return [p for _, p in sorted(found)]
 
@@ -268,12 +274,12 @@ def failure_hint(tree: Path, main_root: Path | None, parsed: dict[str, Any], *, 
     if kind == "RuntimeError" and "application context" in error and not app:
         return ("env.py needs a Flask app context: set [migrations] app = \"module:create_app\" in sandbox.toml "
                 "(see README, \"Running alembic inside the project's wrapper\")")
-    if kind.endswith("NoEventLoopError") or "AnyIO worker thread" in error or "event loop" in error:
-        if not wrap:
-            return ("env.py must run inside an event loop or worker thread: set [migrations] wrap = "
-                    "\"anyio-worker\" (or \"asyncio-thread\", or \"module:callable\") in sandbox.toml")
+    if (kind.endswith("NoEventLoopError") or "AnyIO worker thread" in error or "event loop" in error) and not wrap:
+        return ("env.py must run inside an event loop or worker thread: set [migrations] wrap = "
+                "\"anyio-worker\" (or \"asyncio-thread\", or \"module:callable\") in sandbox.toml")
     if kind == "AttributeError" and "'Config' object" in error and not wrap:
-        return ("env.py expects its own CLI's alembic Config: set [migrations] wrap = \"module:callable\" to the "
+        return ("env.py expects its own CLI's alembic Config: set [migrations] wrap = "
+                "\"advanced-alchemy:module:config\" (the project's SQLAlchemy config object), or \"module:callable\" to the "
                 "project's function that runs alembic (see README, \"Running alembic inside the project's wrapper\")")
     return None
 

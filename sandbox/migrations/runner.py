@@ -49,9 +49,9 @@ import sys
 if sys.path and os.path.abspath(sys.path[0] or ".") == os.path.dirname(os.path.abspath(__file__)):
     sys.path[0] = os.getcwd()
 
-import importlib.util  # noqa: E402
-import io  # noqa: E402
-import json  # noqa: E402
+import importlib.util
+import io
+import json
 
 MARK = "@@sandbox-result@@"
 
@@ -202,7 +202,7 @@ def _required_params(fn):
                if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD))
 
 
-_WRAP_ROOT = []
+_WRAP_ROOT = []  # type: ignore[var-annotated]  # the checkout root of the current request
 
 
 def _wrapped(spec, work):

@@ -22,8 +22,20 @@ from pathlib import Path
 import pytest
 
 from .conftest import cli, git
-from .test_real_projects import (RealProject, Revision, _revision_file, columns, commit_inside,
-                                 db_url, down_revision, execute, findings, query, real_repo, workspaces)
+from .test_real_projects import (
+    RealProject,
+    Revision,
+    _revision_file,
+    columns,
+    commit_inside,
+    db_url,
+    down_revision,
+    execute,
+    findings,
+    query,
+    real_repo,
+    workspaces,
+)
 
 __all__ = ["real_repo"]   # the fixture, shared with test_real_projects
 

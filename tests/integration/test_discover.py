@@ -18,7 +18,12 @@ import pytest
 from sandbox.config import parse
 from sandbox.errors import MigrationError, WorkspaceError
 from sandbox.migrations.alembic import AlembicTool
-from sandbox.migrations.discover import discover, failure_hint, find_configs, migrations_checks
+from sandbox.migrations.discover import (
+    discover,
+    failure_hint,
+    find_configs,
+    migrations_checks,
+)
 from sandbox.project import HostProjectRunner, _host_python
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -140,7 +145,7 @@ def test_unresolvable_alembic_ini_fails_init_with_exit_1(tmp_path: Path, ini: st
     subprocess.run(["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@example.com",
                     "commit", "-q", "-m", "x"], check=True)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    res = subprocess.run([sys.executable, "-m", "sandbox", "--project", str(repo), "init"], capture_output=True,
+    res = subprocess.run([sys.executable, "-m", "sandbox", "--project", str(repo), "init"], check=False, capture_output=True,
                          text=True, env=env, timeout=300)
     out = res.stdout + res.stderr
     assert res.returncode == 1, out
