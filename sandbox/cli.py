@@ -219,6 +219,14 @@ def exec(name: str, cmd: Annotated[list[str], typer.Argument(help="The command, 
     raise typer.Exit(code)
 
 
+@app.command(name="git", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def git_(name: str, args: Annotated[list[str], typer.Argument(help="git's arguments, after --.")]) -> None:
+    """Run git inside the workspace (its container: the checkout's files are its user's), e.g. to
+    commit from the host without weakening git's ownership check."""
+    code = _run(lambda: _sandbox().exec(name, ["git", *args]))
+    raise typer.Exit(code)
+
+
 @app.command()
 def shell(name: str) -> None:
     """An interactive shell in the workspace."""
