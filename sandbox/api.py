@@ -407,6 +407,9 @@ class Sandbox:
             self.git.ensure_excluded(env_file)
         self._registry = Registry(self.config.state_dir, create=True)
         self.registry.set_meta("project_id", self.config.project_id)
+        if self.config.workspace.runtime == "docker":
+            from .runtime.images import precedence
+            self.progress(precedence(self.config))
         from .migrations.discover import discover
         found = discover(self.tool, self.root, env=self.base_env())
         self.progress(found.summary() if found else f"no {self.config.migrations.config}: no migrations to gate")

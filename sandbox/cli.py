@@ -299,10 +299,25 @@ def storage_grow(
 @app.command()
 def deinit(
     force: Annotated[bool, typer.Option("--force", help="Also remove workspaces holding uncommitted or unmerged work.")] = False,
+    keep_images: Annotated[bool, typer.Option("--keep-images", help="Keep the project images sandbox built.")] = False,
 ) -> None:
-    """Remove every workspace, the baseline, servers, storage pool and .sandbox/ (sandbox.toml and branches stay)."""
-    res = _run(lambda: _sandbox().deinit(force=force))
-    out.print(f"removed {len(res['removed_workspaces'])} workspace(s) and all of sandbox's state")
+    """Remove every workspace, the baseline, servers, storage pool, .sandbox/ and the project images
+    sandbox built (sandbox.toml and branches stay)."""
+    def go() -> Any:
+        sb = _sandbox()
+        project_id = sb.config.project_id
+        res = sb.deinit(force=force)
+        if not keep_images:
+            from .runtime.images import remove_project_images
+            try:
+                res["removed_images"] = remove_project_images(project_id)
+            except SandboxError as exc:
+                _progress(f"warning: the project's images were kept: {exc}")
+        return res
+    res = _run(go)
+    images = res.get("removed_images") or []
+    out.print(f"removed {len(res['removed_workspaces'])} workspace(s) and all of sandbox's state"
+              + (f", and {len(images)} project image tag(s)" if images else ""))
 
 
 @app.command()

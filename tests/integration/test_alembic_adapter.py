@@ -92,8 +92,12 @@ def test_is_a_migration_tool(tool: AlembicTool) -> None:
 def test_available(tool: AlembicTool, project: Path, tmp_path: Path) -> None:
     assert tool.available(project)
     assert not tool.available(tmp_path)
+    # issue #19: a config that exists but cannot be resolved is never "no migrations": every use
+    # of it fails with the reason
     (tmp_path / "alembic.ini").write_text("[alembic]\nsqlalchemy.url = x\n")
-    assert not tool.available(tmp_path)
+    assert tool.available(tmp_path)
+    with pytest.raises(MigrationError, match="no script_location"):
+        tool.revisions(tmp_path)
 
 
 def test_linear_history(tool: AlembicTool, project: Path) -> None:
