@@ -314,6 +314,13 @@ class Sandbox:
                         "SANDBOX_PORTS": f"{ports[0]}-{ports[-1]}" if ports else ""})
         return env
 
+    def recopy(self, rec: WorkspaceRecord) -> list[str]:
+        """``[workspace] copy`` again (``sync``, ``rebase``): git-ignored files the install generated
+        in main's checkout since the workspace was made. A file the workspace has is kept."""
+        owner = unprivileged_ids() if rec.runtime == "docker" else None
+        return self.git.copy_ignored(Path(rec.path), self.config.workspace.copy, owner=owner,
+                                     warn=lambda msg: self.progress(f"{rec.name}: {msg}"))
+
     def spec(self, rec: WorkspaceRecord, db: ConnInfo | None = None) -> WorkspaceSpec:
         ws = self.config.workspace
         env = {**self._git_identity(), **self.environment(rec, container=rec.runtime == "docker", db=db)}

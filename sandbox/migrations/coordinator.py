@@ -1168,6 +1168,7 @@ class Coordinator:
             op.step("rewritten", dirty=bool(old), old=old)
             if old is None and not merged:
                 return {"name": name, "rebased": False, "message": f"{name}: already on main's head"}
+            self.sb.recopy(rec)           # generated, git-ignored files the database step may import
             cp = self._rebuild_db(rec, _save_point("pre-rebase"), op)
         _, heads = self._main()
         msg = f"{name}: " + (f"root moved from {old} onto {heads[0]}" if old else "main merged in")
@@ -1183,6 +1184,7 @@ class Coordinator:
             op.step("rewritten", dirty=bool(old), old=old)
             cp = None
             if merged or old:
+                self.sb.recopy(rec)
                 if old:
                     cp = self._rebuild_db(rec, _save_point("pre-sync"), op)
                 elif rec.strategy:
