@@ -1169,7 +1169,16 @@ class Coordinator:
             if old is None and not merged:
                 return {"name": name, "rebased": False, "message": f"{name}: already on main's head"}
             self.sb.recopy(rec)           # generated, git-ignored files the database step may import
-            cp = self._rebuild_db(rec, _save_point("pre-rebase"), op)
+            try:
+                cp = self._rebuild_db(rec, _save_point("pre-rebase"), op)
+            except MigrationError as exc:
+                # the files are rebased and committed: the workspace stays usable, and only its
+                # database step is left, which `sandbox db reset` redoes once the cause is fixed
+                op.done()
+                raise MigrationError(f"{name}: rebased onto main's head (its files are committed), but its database "
+                                     f"could not be rebuilt: {exc.message}",
+                                     hint=(exc.hint + "; then " if exc.hint else "fix the cause, then ")
+                                     + f"`sandbox db reset {name}`") from exc
         _, heads = self._main()
         msg = f"{name}: " + (f"root moved from {old} onto {heads[0]}" if old else "main merged in")
         msg += "; database reset to the baseline and upgraded" + (f" (previous data in checkpoint {cp})" if cp else "")
