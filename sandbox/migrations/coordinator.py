@@ -1194,12 +1194,19 @@ class Coordinator:
             cp = None
             if merged or old:
                 self.sb.recopy(rec)
-                if old:
-                    cp = self._rebuild_db(rec, _save_point("pre-sync"), op)
-                elif rec.strategy:
-                    # nothing of ours to move: bring the database forward in place, keeping its data
-                    self._upgrade_workspace(rec, self.sb.db.info(name, rec.data.get("network")))
-                    op.step("upgraded")
+                try:
+                    if old:
+                        cp = self._rebuild_db(rec, _save_point("pre-sync"), op)
+                    elif rec.strategy:
+                        # nothing of ours to move: bring the database forward in place, keeping its data
+                        self._upgrade_workspace(rec, self.sb.db.info(name, rec.data.get("network")))
+                        op.step("upgraded")
+                except MigrationError as exc:
+                    op.done()       # as in rebase: the files are synced, the workspace stays usable
+                    raise MigrationError(f"{name}: main merged in (its files are committed), but its database "
+                                         f"could not be brought to the new head: {exc.message}",
+                                         hint=(exc.hint + "; then " if exc.hint else "fix the cause, then ")
+                                         + f"`sandbox db reset {name}`") from exc
         parts = [f"{name}: " + ("main merged in" if merged else "already up to date with main")]
         if old:
             parts.append(f"migration root moved from {old} onto main's head")
