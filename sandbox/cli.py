@@ -193,6 +193,9 @@ def ls_(json_: JsonOpt = False) -> None:
                       r["container"]["status"], r["database"]["strategy"] or "-", mig,
                       f"{r['ports'][0]}-{r['ports'][1]}" if r["ports"] else "-")
     out.print(table)
+    for r in rows:          # the reasons the table cut short, in full
+        if r.get("cause") and len(r["cause"]) > 60:
+            out.print(f"{r['name']}: {r['cause']}", markup=False, soft_wrap=True)
     problem = rows[0].get("health", {}).get("baseline_problem")
     if problem:
         err.print(f"warning: {problem}", markup=False)
