@@ -419,7 +419,8 @@ class Sandbox:
             self.progress(precedence(self.config))
         from .migrations.discover import discover
         found = discover(self.tool, self.root, env=self.base_env())
-        self.progress(found.summary() if found else f"no {self.config.migrations.config}: no migrations to gate")
+        if found is None:
+            self.progress(f"no {self.config.migrations.config} and no other alembic config: no migrations to gate")
         self.build_baseline()
         return {"config": str(cfg_path), "wrote_config": wrote, "strategy": self.db.name,
                 "state_dir": str(self.config.state_dir), "env_file": env_file,

@@ -140,11 +140,15 @@ def init(
         _print_json(res)
     else:
         verified = " (verified in its alembic_version)" if res.get("baseline_verified") and res["baseline_head"] else ""
-        if res.get("migrations"):
-            out.print(f"migrations: {res['migrations']['config']}: script location {res['migrations']['script_location']}, "
-                      f"version locations {', '.join(res['migrations']['version_locations'])}, "
-                      f"{res['migrations']['revisions']} revision(s), head(s) {', '.join(res['migrations']['heads']) or '-'}; "
-                      f"interpreter {res['migrations']['interpreter']}")
+        found = res.get("migrations")
+        if found:
+            out.print(f"migrations: {found['config']} ({found['layout']} layout): script location "
+                      f"{found['script_location']}, version locations {', '.join(found['version_locations'])}, "
+                      f"{found['revisions']} revision(s), head(s) {', '.join(found['heads']) or '-'}; "
+                      f"interpreter {found['interpreter']}", markup=False)
+            if found.get("env_error"):
+                err.print(f"warning: env.py failed when run offline ({found['env_error']}); the locations above "
+                          "are alembic's without it", markup=False)
         out.print(f"initialised: strategy {res['strategy']}, baseline at "
                   f"{res['baseline_head'] or '(no migrations)'}{verified}; config {res['config']}")
 

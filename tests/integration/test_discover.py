@@ -130,14 +130,16 @@ def test_flask_migrate_layout_is_found_and_needs_no_script_location(tmp_path: Pa
     assert "CREATE TABLE t_ccc000000001" in sql
 
 
-@pytest.mark.parametrize("ini, reason", [
-    ("[alembic]\nscript_location = nosuchpkg:migrations\n", "nosuchpkg"),
-    ("[alembic]\n", "no script_location"),
-    ("[loggers]\nkeys = root\n", "no [alembic] section"),
+@pytest.mark.parametrize("where, ini, reason", [
+    ("alembic.ini", "[alembic]\nscript_location = nosuchpkg:migrations\n", "nosuchpkg"),
+    ("alembic.ini", "[alembic]\n", "no script_location"),
+    ("alembic.ini", "[loggers]\nkeys = root\n", "no [alembic] section"),
+    # Flask-Migrate's place, while sandbox.toml names the default: never "no migrations"
+    ("migrations/alembic.ini", "[alembic]\n", 'set [migrations] config = "migrations/alembic.ini"'),
 ])
-def test_unresolvable_alembic_ini_fails_init_with_exit_1(tmp_path: Path, ini: str, reason: str) -> None:
+def test_unresolvable_alembic_ini_fails_init_with_exit_1(tmp_path: Path, where: str, ini: str, reason: str) -> None:
     repo = tmp_path / "repo"
-    write(repo / "alembic.ini", ini)
+    write(repo / where, ini)
     write(repo / "sandbox.toml", f'[workspace]\nruntime = "none"\n\n[database]\nseed = []\n\n'
                                  f'[migrations]\npython = "{sys.executable}"\n')
     subprocess.run(["git", "init", "-q", "-b", "main", str(repo)], check=True)
