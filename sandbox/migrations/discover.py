@@ -35,6 +35,7 @@ __all__ = [
     "LAYOUT_FILE",
     "Discovery",
     "discover",
+    "failure_cause",
     "failure_hint",
     "find_configs",
     "migrations_checks",
@@ -256,6 +257,36 @@ def _module_files(module: str) -> Iterable[str]:
     yield "/".join(parts) + "/__init__.py"
 
 
+# Modules whose RuntimeError means "no application context": Flask's proxies (flask.globals before
+# Flask 2.2, werkzeug.local's LocalProxy since) raise it when current_app/g/request are unbound.
+_APP_CONTEXT_MODULES = ("flask", "werkzeug.local")
+# Exceptions that mean "not inside an event loop / worker thread", and the modules whose RuntimeError
+# means the same (anyio.from_thread before NoEventLoopError existed; sniffio finds no async library).
+_EVENT_LOOP_TYPES = ("anyio._core._exceptions.NoEventLoopError", "sniffio._impl.AsyncLibraryNotFoundError")
+_EVENT_LOOP_MODULES = ("anyio", "sniffio", "asyncio")
+
+
+def _within(module: str, packages: Iterable[str]) -> bool:
+    return any(module == p or module.startswith(p + ".") for p in packages)
+
+
+def failure_cause(parsed: dict[str, Any]) -> str | None:
+    """Why the project's code failed under alembic, from the runner's typed facts (the exception's
+    classes, the module that raised it, the class that lacked an attribute), never from its
+    message: ``app-context``, ``event-loop``, ``foreign-config`` or None."""
+    types = [str(t) for t in parsed.get("types") or ()]
+    raised_in = str(parsed.get("raised_in") or "")
+    runtime = "builtins.RuntimeError" in types
+    if any(t in _EVENT_LOOP_TYPES or t.endswith(".NoEventLoopError") for t in types) or (
+            runtime and _within(raised_in, _EVENT_LOOP_MODULES)):
+        return "event-loop"
+    if runtime and _within(raised_in, _APP_CONTEXT_MODULES):
+        return "app-context"
+    if "builtins.AttributeError" in types and str(parsed.get("attribute_of") or "") == "alembic.config.Config":
+        return "foreign-config"
+    return None
+
+
 def failure_hint(tree: Path, main_root: Path | None, parsed: dict[str, Any], *, app: str | None,
                  wrap: str | None) -> str | None:
     """A hint for a failure of the project's code under alembic, from the runner's typed fields."""
@@ -269,15 +300,14 @@ def failure_hint(tree: Path, main_root: Path | None, parsed: dict[str, Any], *, 
                     return (f"{rel} exists in main's checkout but not in {tree}: it is not committed (generated "
                             f"by the install?): add \"{rel}\" to [workspace] copy in sandbox.toml (copied on up, "
                             "sync and rebase)")
-    kind = str(parsed.get("type") or "")
-    error = str(parsed.get("error") or "")
-    if kind == "RuntimeError" and "application context" in error and not app:
+    cause = failure_cause(parsed)
+    if cause == "app-context" and not app:
         return ("env.py needs a Flask app context: set [migrations] app = \"module:create_app\" in sandbox.toml "
                 "(see README, \"Running alembic inside the project's wrapper\")")
-    if (kind.endswith("NoEventLoopError") or "AnyIO worker thread" in error or "event loop" in error) and not wrap:
+    if cause == "event-loop" and not wrap:
         return ("env.py must run inside an event loop or worker thread: set [migrations] wrap = "
                 "\"anyio-worker\" (or \"asyncio-thread\", or \"module:callable\") in sandbox.toml")
-    if kind == "AttributeError" and "'Config' object" in error and not wrap:
+    if cause == "foreign-config" and not wrap:
         return ("env.py expects its own CLI's alembic Config: set [migrations] wrap = "
                 "\"advanced-alchemy:module:config\" (the project's SQLAlchemy config object), or \"module:callable\" to the "
                 "project's function that runs alembic (see README, \"Running alembic inside the project's wrapper\")")

@@ -383,16 +383,39 @@ def _advanced_alchemy_config(req, spec, buffer):
     return cfg
 
 
+def _qualified(cls):
+    return f"{getattr(cls, '__module__', '')}.{getattr(cls, '__qualname__', cls.__name__)}"
+
+
+def _facts(exc):
+    """What sandbox decides a hint from, typed rather than read from the message: the exception's
+    classes (qualified), the module whose code raised it, the module an ImportError could not
+    find, and for an AttributeError the class of the object that lacked the attribute."""
+    facts = {"type": type(exc).__name__, "types": [_qualified(c) for c in type(exc).__mro__]}
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    if tb is not None:
+        facts["raised_in"] = str(tb.tb_frame.f_globals.get("__name__") or "")
+    missing = getattr(exc, "name", None) if isinstance(exc, ImportError) else None
+    if missing:
+        facts["missing_module"] = str(missing)
+    if isinstance(exc, AttributeError):
+        obj, name = getattr(exc, "obj", None), getattr(exc, "name", None)   # Python 3.10+
+        if obj is not None:
+            facts["attribute_of"] = _qualified(type(obj))
+        if name:
+            facts["attribute"] = str(name)
+    return facts
+
+
 def main():
     try:
         req = json.loads(sys.argv[1])
         result = {"ok": True, **run(req)}
     except BaseException as exc:  # noqa: BLE001 - everything is reported to sandbox, which decides
         text = str(exc).strip() or type(exc).__name__
-        result = {"ok": False, "error": f"{type(exc).__name__}: {text}", "type": type(exc).__name__}
-        missing = getattr(exc, "name", None) if isinstance(exc, ImportError) else None
-        if missing:
-            result["missing_module"] = str(missing)
+        result = {"ok": False, "error": f"{type(exc).__name__}: {text}", **_facts(exc)}
     sys.stdout.flush()
     sys.stdout.write("\n" + MARK + " " + json.dumps(result) + "\n")
     sys.stdout.flush()

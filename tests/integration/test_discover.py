@@ -20,6 +20,7 @@ from sandbox.errors import MigrationError, WorkspaceError
 from sandbox.migrations.alembic import AlembicTool
 from sandbox.migrations.discover import (
     discover,
+    failure_cause,
     failure_hint,
     find_configs,
     migrations_checks,
@@ -230,6 +231,36 @@ def test_app_context_for_env_py(tmp_path: Path) -> None:
         tool_for(tmp_path, "alembic.ini").offline_sql(tmp_path, "eee000000001")
     tool = tool_for(tmp_path, "alembic.ini", app="myapp:create_app")
     assert "CREATE TABLE t_eee000000001" in tool.offline_sql(tmp_path, "eee000000001")
+
+
+def test_env_py_expecting_its_own_clis_config_is_told_the_wrap(tmp_path: Path) -> None:
+    """env.py reads config.db_url (advanced-alchemy's Config): the runner reports the AttributeError's
+    object class, and the hint comes from that type, not from the message."""
+    write(tmp_path / "alembic.ini", "[alembic]\nscript_location = migrations\n")
+    write(tmp_path / "migrations" / "env.py", OFFLINE_ENV.format(prelude="url = config.db_url", call="run()"))
+    revision(tmp_path / "migrations" / "versions", "aaa000000009", None)
+    with pytest.raises(MigrationError) as info:
+        tool_for(tmp_path, "alembic.ini").offline_sql(tmp_path, "aaa000000009")
+    assert "advanced-alchemy:module:config" in str(info.value)
+
+
+def test_failure_causes_are_typed_not_read_from_the_message() -> None:
+    flask_old = {"types": ["builtins.RuntimeError", "builtins.Exception"], "raised_in": "flask.globals"}
+    flask_new = {"types": ["builtins.RuntimeError", "builtins.Exception"], "raised_in": "werkzeug.local"}
+    anyio_4 = {"types": ["anyio._core._exceptions.NoEventLoopError", "builtins.RuntimeError"],
+               "raised_in": "anyio.from_thread"}
+    anyio_3 = {"types": ["builtins.RuntimeError"], "raised_in": "anyio.from_thread"}
+    config = {"types": ["builtins.AttributeError"], "attribute_of": "alembic.config.Config", "attribute": "db_url"}
+    assert [failure_cause(f) for f in (flask_old, flask_new, anyio_4, anyio_3, config)] == [
+        "app-context", "app-context", "event-loop", "event-loop", "foreign-config"]
+    # the same words raised by the project's own code, or another object lacking an attribute: no guess
+    own = {"types": ["builtins.RuntimeError"], "raised_in": "env_py",
+           "error": "RuntimeError: Working outside of application context (AnyIO worker thread)"}
+    other = {"types": ["builtins.AttributeError"], "attribute_of": "myapp.Settings",
+             "error": "AttributeError: 'Config' object has no attribute 'db_url'"}
+    assert failure_cause(own) is None and failure_cause(other) is None
+    assert failure_hint(Path("/nonexistent"), None, flask_new, app=None, wrap=None) is not None
+    assert failure_hint(Path("/nonexistent"), None, flask_new, app="m:create_app", wrap=None) is None
 
 
 # -- interpreters and generated files ------------------------------------------------------------------
