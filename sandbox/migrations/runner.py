@@ -14,8 +14,8 @@ Actions: ``upgrade`` / ``downgrade`` (``target``), ``sql`` (offline SQL from ``d
 
 The URL is given to ``env.py`` as ``sqlalchemy.url`` (and as ``DATABASE_URL`` in the
 environment). Its driver is the one the project's config names (``postgresql+asyncpg://…``),
-else one the interpreter has: an async ``env.py`` gets asyncpg or psycopg, a sync one psycopg
-or psycopg2.
+else one the interpreter has and its SQLAlchemy has a dialect for: an async ``env.py`` gets asyncpg
+or psycopg, a sync one psycopg or psycopg2.
 
 Layouts alembic itself resolves: ``script_location`` as a path or in package form
 (``package:path``), ``version_locations``, and the Flask-Migrate layout (an ``alembic.ini``
@@ -100,7 +100,9 @@ def _driver_url(cfg, url):
         driver = ex_scheme.partition("+")[2]
     if driver is None:
         candidates = ("asyncpg", "psycopg") if _env_is_async(cfg) else ("psycopg", "psycopg2", "asyncpg")
-        driver = next((d for d in candidates if _has(d)), None)
+        # a driver the interpreter has AND its SQLAlchemy has a dialect for (SQLAlchemy 1.4 has none
+        # for psycopg 3, which an image may still hold)
+        driver = next((d for d in candidates if _has(d) and _has(f"sqlalchemy.dialects.postgresql.{d}")), None)
     return f"postgresql+{driver}://{rest}" if driver else f"postgresql://{rest}"
 
 

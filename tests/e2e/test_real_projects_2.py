@@ -6,6 +6,11 @@ fresh git repository with only `sandbox.toml` written by the user, then driven t
 * flask_microblog: miguelgrinberg/microblog, the Flask-Migrate layout (`migrations/alembic.ini`
   without `script_location`; env.py takes the URL and metadata from `flask.current_app`). The
   application is found as `flask db upgrade` finds it (`.flaskenv`'s FLASK_APP).
+* litestar_fullstack: litestar-org/litestar-fullstack, an env.py that runs only under
+  advanced-alchemy's CLI (`wrap = "advanced-alchemy:app.config:alchemy"`).
+* ziggurat_foundations: ergo/ziggurat_foundations, a package-form `script_location`
+  (`ziggurat_foundations:migrations`, which alembic resolves by importing the package) and a
+  version table named in env.py.
 
 init reports the real head and where alembic found the revisions; then up a b, an additive
 revision committed in a and merged, a destructive one in b blocked (its finding names both escape
@@ -125,7 +130,52 @@ wrap = "advanced-alchemy:app.config:alchemy"
     env_names={},
 )
 
-VERSION_TABLE = {"litestar_fullstack": "ddl_version"}
+ZIGGURAT_HEAD = "613e7c11dead"
+ZIGGURAT = RealProject(
+    fixture="ziggurat_foundations",
+    # alembic.ini says script_location = ziggurat_foundations:migrations (package form: alembic imports
+    # the package to find the folder); env.py names its own version table
+    toml='''[workspace]
+runtime = "docker"
+dockerfile = "Dockerfile"
+
+[database]
+seed = []
+
+[migrations]
+config = "alembic.ini"
+version_table = "alembic_ziggurat_foundations_version"
+''',
+    versions="ziggurat_foundations/migrations/versions",
+    head=ZIGGURAT_HEAD,
+    tables=("users", "groups", "resources", "users_groups", "users_permissions", "external_identities"),
+    additive=Revision(
+        "4d2e6f8a0b13_group_color.py", "4d2e6f8a0b13", ZIGGURAT_HEAD,
+        _revision_file("4d2e6f8a0b13", ZIGGURAT_HEAD, "group color", "",
+                       "op.add_column('groups', sa.Column('color', sa.Unicode(16), nullable=True))",
+                       "op.drop_column('groups', 'color')")),
+    add_column=("groups", "color"),
+    destructive=Revision(
+        "8a1c3e5b7d92_drop_group_description.py", "8a1c3e5b7d92", ZIGGURAT_HEAD,
+        _revision_file("8a1c3e5b7d92", ZIGGURAT_HEAD, "drop group description", "",
+                       "op.drop_column('groups', 'description')",
+                       "op.add_column('groups', sa.Column('description', sa.Text(), nullable=True))")),
+    drop_column=("groups", "description"),
+    # the project's own models (its test suite's concrete classes) and its UserService, against a's
+    # database (DATABASE_URL, as its tests take DB_STRING)
+    tests=("python -c \"import os, sqlalchemy as sa; from sqlalchemy.orm import sessionmaker; "
+           "from ziggurat_foundations.tests.conftest import User; "
+           "from ziggurat_foundations.models.services.user import UserService; "
+           "s = sessionmaker(bind=sa.create_engine(os.environ['DATABASE_URL']))(); "
+           "u = User(user_name='ws', email='ws@example.com'); UserService.set_password(u, 'pw'); "
+           "s.add(u); s.commit(); "
+           "print('users:', s.query(User).count(), UserService.by_user_name('ws', db_session=s).user_name)\""),
+    env_names={},
+)
+
+VERSION_TABLE = {"litestar_fullstack": "ddl_version", "ziggurat_foundations": "alembic_ziggurat_foundations_version"}
+EXPECTED_OUTPUT = {"flask_microblog": "users: 1", "litestar_fullstack": "tags: 1",
+                   "ziggurat_foundations": "users: 1 ws"}
 
 
 def version_of(project: RealProject, url: str) -> list[str]:
@@ -135,7 +185,8 @@ def version_of(project: RealProject, url: str) -> list[str]:
 
 @pytest.mark.docker
 @pytest.mark.parametrize("project", [pytest.param(MICROBLOG, id="flask_microblog"),
-                                     pytest.param(LITESTAR, id="litestar_fullstack")])
+                                     pytest.param(LITESTAR, id="litestar_fullstack"),
+                                     pytest.param(ZIGGURAT, id="ziggurat_foundations")])
 def test_real_project_round_two(real_repo, project: RealProject) -> None:  # type: ignore[no-untyped-def]
     repo = real_repo(project.fixture, project.toml)
 
@@ -201,4 +252,4 @@ def test_real_project_round_two(real_repo, project: RealProject) -> None:  # typ
     # the project's own code, in workspace a, against a's database
     out = cli(repo, "exec", "a", "--", "sh", "-c", project.tests, check=None, timeout=600)
     assert out.returncode == 0, f"{out.stdout}\n{out.stderr}"
-    assert ("users: 1" if project is MICROBLOG else "tags: 1") in out.stdout, out.stdout
+    assert EXPECTED_OUTPUT[project.fixture] in out.stdout, out.stdout
