@@ -115,16 +115,22 @@ def main(argv: list[str]) -> None:
 
         # the replay alone (library): a fresh clone, upgrade to the new revision, catalog diffs
         sb = C.open_sandbox(project)
-        coord = sb.coordinator()
-        rec = sb.record("w")
-        main_revs, _ = coord._main()
-        new_revs = coord.new_revisions(rec, main_revs)
-        replay = []
+        from sandbox.migrations.context import GateContext
         from sandbox.migrations.findings import Report
-        rendered = coord._static(rec, new_revs, Report(workspace="w"))     # cached offline SQL
+        from sandbox.migrations.gate.clock import GateClock
+        from sandbox.migrations.gate.replay import replay as replay_gate
+        from sandbox.migrations.gate.static import static
+        ctx = GateContext.from_sandbox(sb)
+        rec = sb.record("w")
+        main_revs, _ = ctx.trees.main()
+        new_revs = ctx.trees.new_revisions(rec, main_revs)
+        replay = []
+        clock = GateClock(ctx.config.migrations.gate_timeout)
+        rendered = static(ctx, clock, rec, new_revs, Report(workspace="w"))     # cached offline SQL
         for _ in range(args.n):
             t0 = time.perf_counter()
-            coord._dynamic(rec, new_revs, Report(workspace="w"), offline=rendered)
+            replay_gate(ctx, GateClock(ctx.config.migrations.gate_timeout), rec, new_revs, Report(workspace="w"),
+                        offline=rendered)
             replay.append(time.perf_counter() - t0)
 
         rows = [

@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
 
 SECTION = "migrations"
-CHECK_IMPORTS = ("import sandbox.cli, sandbox.migrations.coordinator, sandbox.migrations.lint, "
+CHECK_IMPORTS = ("import sandbox.cli, sandbox.migrations.gate, sandbox.migrations.lint, "
                  "sandbox.migrations.alembic, sandbox.migrations.catalog, alembic.command, sqlalchemy, psycopg, "
                  "sandbox.databases.factory, sandbox.databases.snapshot")
 

@@ -32,6 +32,7 @@ class OwnedResource:
     id: str              # the backend's own handle (container id, database name, path)
     workspace: str | None
     detail: str = ""
+    transient: bool = False   # debris of an operation (a scratch copy, a half-built baseline, no label)
 
     def to_json(self) -> dict[str, object]:
         return {"kind": self.kind, "id": self.id, "workspace": self.workspace, "detail": self.detail}

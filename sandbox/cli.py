@@ -15,11 +15,13 @@ from typing import Annotated, Any, Callable, NoReturn, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from .api import Sandbox
 from .errors import SandboxError, UsageError
 from .migrations.findings import describe_evidence
+from .results import Event, EventKind
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -63,15 +65,16 @@ class EnvFormat(str, Enum):
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 
 
-def _progress(msg: str) -> None:
-    if ": warning: " in msg or msg.startswith("warning: "):   # shown even with --quiet
-        err.print(msg, markup=False, highlight=False)
+def _render_event(event: Event) -> None:
+    """Warnings are shown even with --quiet; progress is dimmed."""
+    if event.kind is EventKind.WARNING:
+        err.print(event.text(), markup=False, highlight=False)
     elif not state.quiet:
-        err.print(f"[dim]· {msg}[/dim]", markup=True, highlight=False)
+        err.print(f"[dim]· {escape(event.text())}[/dim]", markup=True, highlight=False)
 
 
 def _sandbox() -> Sandbox:
-    return Sandbox.open(state.project, progress=_progress)
+    return Sandbox.open(state.project, events=_render_event)
 
 
 def _print_json(data: Any) -> None:
@@ -122,7 +125,7 @@ def init(
     """Write sandbox.toml if absent, create .sandbox/ and build the baseline database."""
     def go() -> Any:
         from . import config as config_mod
-        from .worktrees import find_project_root
+        from .git import find_project_root
         start = (state.project or Path.cwd()).resolve()
         root = find_project_root(start)
         if root is None:
@@ -130,11 +133,11 @@ def init(
         if migrations is not None:
             config_mod._check_inside(root, "migrations", "config", migrations, "--migrations")
         if (root / config_mod.CONFIG_FILE).exists():
-            sb = Sandbox(config_mod.load(root), progress=_progress)
+            sb = Sandbox(config_mod.load(root), events=_render_event)
         else:
-            sb = Sandbox(config_mod.parse(root, {}), progress=_progress)
+            sb = Sandbox(config_mod.parse(root, {}), events=_render_event)
         return sb.init(strategy=strategy.value if strategy else None,
-                       runtime=runtime.value if runtime else None, migrations=migrations)
+                       runtime=runtime.value if runtime else None, migrations=migrations).to_json()
     res = _run(go)
     if json_:
         _print_json(res)
@@ -146,9 +149,6 @@ def init(
                       f"{found['script_location']}, version locations {', '.join(found['version_locations'])}, "
                       f"{found['revisions']} revision(s), head(s) {', '.join(found['heads']) or '-'}; "
                       f"interpreter {found['interpreter']}", markup=False)
-            if found.get("env_error"):
-                err.print(f"warning: env.py failed when run offline ({found['env_error']}); the locations above "
-                          "are alembic's without it", markup=False)
         out.print(f"initialised: strategy {res['strategy']}, baseline at "
                   f"{res['baseline_head'] or '(no migrations)'}{verified}; config {res['config']}")
 
@@ -178,7 +178,7 @@ def up(
 @app.command("ls")
 def ls_(json_: JsonOpt = False) -> None:
     """Every workspace and its state."""
-    rows = _run(lambda: _sandbox().ls())
+    rows = [r.to_json() for r in _run(lambda: _sandbox().ls())]
     if json_:
         _print_json(rows)
         return
@@ -230,7 +230,7 @@ def exec(name: str, cmd: Annotated[list[str], typer.Argument(help="The command, 
 def git_(name: str, args: Annotated[list[str], typer.Argument(help="git's arguments, after --.")]) -> None:
     """Run git inside the workspace (its container: the checkout's files are its user's), e.g. to
     commit from the host without weakening git's ownership check."""
-    code = _run(lambda: _sandbox().exec(name, ["git", *args]))
+    code = _run(lambda: _sandbox().git_command(name, args))
     raise typer.Exit(code)
 
 
@@ -254,7 +254,7 @@ def rm(
     delete_branch: Annotated[bool, typer.Option("--delete-branch", help="Also delete the branch.")] = False,
 ) -> None:
     """Remove the workspace's container, database and worktree (refuses to lose work unless --force)."""
-    res = _run(lambda: _sandbox().rm(name, force=force, delete_branch=delete_branch))
+    res = _run(lambda: _sandbox().rm(name, force=force, delete_branch=delete_branch)).to_json()
     out.print(f"{name}: removed" + (" (branch deleted)" if res["branch_deleted"] else " (branch kept)"))
 
 
@@ -288,7 +288,7 @@ def storage_init(
     size: Annotated[Optional[str], typer.Option("--size", help="Size of the pool image, e.g. 20G.")] = None,
 ) -> None:
     """Make a loop-mounted btrfs pool for snapshot clones when .sandbox is not on copy-on-write storage (root)."""
-    res = _run(lambda: _sandbox().storage_init(size))
+    res = _run(lambda: _sandbox().storage_init(size)).to_json()
     verb = "created" if res["created"] else "already on copy-on-write storage"
     out.print(f"{res['pool']}: {verb} ({res['kind']})", markup=False)
 
@@ -298,7 +298,7 @@ def storage_grow(
     size: Annotated[str, typer.Argument(help="The pool's new size, e.g. 40G, or +10G to add 10G.")],
 ) -> None:
     """Grow the loop-mounted copy-on-write pool (image file, loop device, btrfs; needs root)."""
-    res = _run(lambda: _sandbox().storage_grow(size))
+    res = _run(lambda: _sandbox().storage_grow(size)).to_json()
     out.print(f"{res['pool']}: grown from {res['old_size'] // 1024 ** 2}M to {res['new_size'] // 1024 ** 2}M",
               markup=False)
 
@@ -310,18 +310,7 @@ def deinit(
 ) -> None:
     """Remove every workspace, the baseline, servers, storage pool, .sandbox/ and the project images
     sandbox built (sandbox.toml and branches stay)."""
-    def go() -> Any:
-        sb = _sandbox()
-        project_id = sb.config.project_id
-        res = sb.deinit(force=force)
-        if not keep_images:
-            from .runtime.images import remove_project_images
-            try:
-                res["removed_images"] = remove_project_images(project_id)
-            except SandboxError as exc:
-                _progress(f"warning: the project's images were kept: {exc}")
-        return res
-    res = _run(go)
+    res = _run(lambda: _sandbox().deinit(force=force, keep_images=keep_images)).to_json()
     images = res.get("removed_images") or []
     out.print(f"removed {len(res['removed_workspaces'])} workspace(s) and all of sandbox's state"
               + (f", and {len(images)} project image tag(s)" if images else ""))
@@ -335,7 +324,8 @@ def doctor(
 ) -> None:
     """Check Docker, Postgres, copy-on-write storage, git and config, and say what to do about each."""
     from .doctor import run_checks_standalone
-    checks = _run(lambda: run_checks_standalone(state.project, _progress, repair=repair))
+    checks = _run(lambda: run_checks_standalone(lambda: Sandbox.open(state.project, events=_render_event),
+                                                repair=repair))
     if json_:
         _print_json({"ok": all(c.ok for c in checks if c.required), "checks": [c.to_json() for c in checks]})
     else:
@@ -389,7 +379,7 @@ def db_drop_checkpoint(name: str, label: str) -> None:
 @db_app.command("checkpoints")
 def db_checkpoints(name: str, json_: JsonOpt = False) -> None:
     """List the workspace's checkpoints."""
-    rows = _run(lambda: _sandbox().db_checkpoints(name))
+    rows = [c.to_json() for c in _run(lambda: _sandbox().db_checkpoints(name))]
     if json_:
         _print_json(rows)
         return
@@ -409,7 +399,7 @@ def db_baseline(
     import_: Annotated[Optional[Path], typer.Option("--import", help="Load a pg_dump file (plain or custom).")] = None,
 ) -> None:
     """Rebuild the baseline from main, or load a dump into it."""
-    res = _run(lambda: _sandbox().db_baseline(refresh=refresh, import_file=import_))
+    res = _run(lambda: _sandbox().db_baseline(refresh=refresh, import_file=import_)).to_json()
     out.print(f"baseline ({res['strategy']}) at {res['baseline_head'] or '(no migration head)'}")
 
 
@@ -450,7 +440,7 @@ def _render_report(report: Any, json_: bool) -> None:
 @migrate_app.command("status")
 def migrate_status(json_: JsonOpt = False) -> None:
     """Per workspace: its new revisions, main's head, how far behind it is, conflicts."""
-    data = _run(lambda: _sandbox().migrate_status())
+    data = _run(lambda: _sandbox().migrate_status()).to_json()
     if json_:
         _print_json(data)
         return
@@ -500,7 +490,7 @@ def migrate_lint(
 @migrate_app.command("rebase")
 def migrate_rebase(name: str) -> None:
     """Move the workspace's new revisions onto main's current head and re-apply them to its database."""
-    res = _run(lambda: _sandbox().migrate_rebase(name))
+    res = _run(lambda: _sandbox().migrate_rebase(name)).to_json()
     out.print(res.get("message", "rebased"), markup=False)
 
 
@@ -522,7 +512,7 @@ def merge(
 @app.command()
 def sync(name: str) -> None:
     """Bring main's new commits and migrations into the workspace and its database."""
-    res = _run(lambda: _sandbox().sync(name))
+    res = _run(lambda: _sandbox().sync(name)).to_json()
     out.print(res.get("message", "synced"), markup=False)
 
 

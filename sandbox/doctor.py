@@ -2,27 +2,25 @@
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from .checks import Check
 from .errors import RegistryDamaged, SandboxError, ServiceUnavailable, UsageError
+from .git import version as git_version
 
 if TYPE_CHECKING:
-    from .api import Sandbox
+    from .core import Project as Sandbox
 
 
 def _git_check() -> Check:
-    git = shutil.which("git")
-    if not git:
+    ver = git_version()
+    if ver is None:
         return Check("git", False, "git is not installed", "apt-get install git")
-    ver = subprocess.run([git, "--version"], capture_output=True, text=True).stdout.strip()
     return Check("git", True, ver)
 
 
-def _registry_check(sb: "Sandbox", repair: bool) -> tuple[Check | None, bool]:
+def _registry_check(sb: Sandbox, repair: bool) -> tuple[Check | None, bool]:
     """The registry's health (restored from its backup first with ``repair``); (check, usable)."""
     from .registry import repair as repair_registry
     state = sb.config.state_dir
@@ -50,7 +48,7 @@ def _registry_check(sb: "Sandbox", repair: bool) -> tuple[Check | None, bool]:
     return Check("registry", True, detail), True
 
 
-def run_checks(sb: "Sandbox", *, repair: bool = False) -> list[Check]:
+def run_checks(sb: Sandbox, *, repair: bool = False) -> list[Check]:
     checks = [_git_check(), Check("config", True, f"{sb.config.config_file} is valid"
                                   if sb.config.config_file and sb.config.config_file.exists()
                                   else "no sandbox.toml: defaults (run `sandbox init`)")]
@@ -83,7 +81,7 @@ def run_checks(sb: "Sandbox", *, repair: bool = False) -> list[Check]:
     return checks
 
 
-def _state_checks(sb: "Sandbox") -> list[Check]:
+def _state_checks(sb: Sandbox) -> list[Check]:
     """Unfinished operations, the baseline against main's head, and each workspace's health."""
     from .health import baseline_state, check_all
     from .intents import Recovery, pending
@@ -123,7 +121,7 @@ def _state_checks(sb: "Sandbox") -> list[Check]:
     return checks
 
 
-def _isolation_check(sb: "Sandbox") -> Check:
+def _isolation_check(sb: Sandbox) -> Check:
     """Whether the untrusted-workspace rule can hold (it cannot without containers)."""
     if sb.config.workspace.runtime == "none":
         return Check("isolation", True, "runtime \"none\": workspace code runs as you, on the host "
@@ -133,7 +131,7 @@ def _isolation_check(sb: "Sandbox") -> Check:
     return Check("isolation", True, "runtime \"docker\": workspace code runs in containers, never on the host")
 
 
-def _baseline_probe(sb: "Sandbox") -> Check:
+def _baseline_probe(sb: Sandbox) -> Check:
     """The verification ``init`` makes: the baseline's version table is at main's head."""
     if not sb.tool.available(sb.root):
         return Check("baseline migrations", True, "no migrations to verify", required=False)
@@ -153,12 +151,10 @@ def _baseline_probe(sb: "Sandbox") -> Check:
                  f"`sandbox db baseline --refresh`; if that fails the same way, {misdirected_hint('')}")
 
 
-def run_checks_standalone(project: Path | None, progress: Callable[[str], None], *,
-                          repair: bool = False) -> list[Check]:
+def run_checks_standalone(open_project: Callable[[], "Sandbox"], *, repair: bool = False) -> list[Check]:
     """Doctor works outside a project too: then only git and the engines are checked."""
-    from .api import Sandbox
     try:
-        sb = Sandbox.open(project, progress=progress)
+        sb = open_project()
     except SandboxError as exc:
         checks = [_git_check(), Check("project", False, str(exc), "run inside a git checkout, then `sandbox init`")]
         try:

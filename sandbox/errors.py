@@ -18,9 +18,7 @@ catches that one type, prints its message on one line and exits with its
     ├── DatabaseError            exit 1  a database operation failed
     │   └── CheckpointExists             a checkpoint label is taken (pass --force to replace it)
     ├── MigrationError           exit 1  the migration tool or coordinator failed
-    │   ├── MigrationsMisdirected        alembic ran, but the target's version table does not show it
-    │   ├── MigrationConflict            revisions do not sit on main's head
-    │   └── GateFailed                   the merge gate found errors (carries the report)
+    │   └── MigrationsMisdirected        alembic ran, but the target's version table does not show it
     └── ServiceUnavailable       exit 3  Docker, Postgres or copy-on-write storage is missing
         ├── RegistryDamaged              the registry is missing, emptied or corrupt (restore it)
         ├── RegistryBusy                 another process held the registry's lock too long
@@ -32,7 +30,6 @@ are raised and chained with ``raise ... from exc``.
 
 from __future__ import annotations
 
-from typing import Any
 
 
 class SandboxError(Exception):
@@ -173,24 +170,6 @@ class MigrationsMisdirected(MigrationError):
         super().__init__(message, hint=hint)
         self.found = list(found or [])
         self.expected = list(expected or [])
-
-
-class MigrationConflict(MigrationError):
-    """Raised when a workspace's revisions do not sit on main's current head."""
-
-    def __init__(self, workspace: str | None, base_head: str | None, root: str | None, message: str) -> None:
-        super().__init__(message, hint=f"run `sandbox migrate rebase {workspace}`" if workspace else None)
-        self.workspace = workspace
-        self.base_head = base_head
-        self.root = root
-
-
-class GateFailed(MigrationError):
-    """Raised when the merge gate finds errors; ``report`` holds the findings."""
-
-    def __init__(self, message: str, report: Any) -> None:
-        super().__init__(message)
-        self.report = report
 
 
 class ServiceUnavailable(SandboxError):

@@ -25,31 +25,51 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from .errors import SandboxError, ServiceUnavailable
+from .host import process_alive
+from .results import GcAction
+from .workspaces.remove import teardown
 
 if TYPE_CHECKING:
-    from .api import GcAction, Sandbox
+    from .core import Project as Sandbox
     from .registry import Registry, WorkspaceRecord
 
-# database objects that only exist while an operation runs; left behind, they are a crash's debris
-TRANSIENT = {"scratch", "baseline-building", "unlabelled", "stale", "interrupted"}
-
-
 def collect(sb: "Sandbox", *, dry_run: bool = False, trust: bool = False) -> list["GcAction"]:
-    from .api import GcAction
-    from .registry import process_alive
-
-    actions: list[GcAction] = []
+    """Compare what exists with the registry and repair it; every action taken (or, with
+    ``dry_run``, that would be taken)."""
     reg = sb.registry
     reg.verify()                       # again, right before acting on it
     if trust and reg.restored and not dry_run:
         reg.trust()
-    restored = reg.restored
-    keep_why = (f"the registry was restored from its backup ({restored}) and may miss it: kept "
-                "(check, then `sandbox gc --trust-registry`)") if restored else ""
+    gc = _Collector(sb, dry_run)
+    gc.operations()
+    if not (sb.config.state_dir / "registry.db").exists():
+        return gc.actions              # an interrupted deinit was finished: nothing is left to collect
+    gc.half_done_rows()
+    if gc.restored:
+        _adopt(sb, dry_run, gc.act)
+    names = gc.known()
+    gc.runtime_objects(names)
+    gc.database_objects(names)
+    gc.worktrees(names)
+    gc.ports(names)
+    return gc.actions
 
-    def act(action: GcAction, fn: Callable[[], object] | None) -> None:
-        actions.append(action)
-        if dry_run or fn is None:
+
+class _Collector:
+    """One ``gc`` run: the actions found so far, and how to act on them."""
+
+    def __init__(self, sb: "Sandbox", dry_run: bool) -> None:
+        self.sb = sb
+        self.reg = sb.registry
+        self.dry_run = dry_run
+        self.actions: list[GcAction] = []
+        self.restored = self.reg.restored
+        self.keep_why = (f"the registry was restored from its backup ({self.restored}) and may miss it: "
+                         "kept (check, then `sandbox gc --trust-registry`)") if self.restored else ""
+
+    def act(self, action: "GcAction", fn: Callable[[], object] | None) -> None:
+        self.actions.append(action)
+        if self.dry_run or fn is None:
             return
         try:
             fn()
@@ -57,134 +77,141 @@ def collect(sb: "Sandbox", *, dry_run: bool = False, trust: bool = False) -> lis
         except SandboxError as exc:
             action.detail = (action.detail + "; " if action.detail else "") + f"failed: {exc}"
 
-    def orphan(action: GcAction, fn: Callable[[], object]) -> None:
+    def orphan(self, action: "GcAction", fn: Callable[[], object]) -> None:
         """Remove what the registry does not know, unless the registry may be missing it."""
-        if restored:
-            action.action, action.detail = "kept", keep_why
-            actions.append(action)
+        if self.restored:
+            action.action, action.detail = "kept", self.keep_why
+            self.actions.append(action)
         else:
-            act(action, fn)
+            self.act(action, fn)
 
-    project = sb.config.project_id
-
-    # 1. operations left unfinished (their intents), then half-done registry rows without one
-    for r in sb.recover(everything=True, dry_run=dry_run):
-        it = r.intent
-        actions.append(GcAction("operation", f"{it.op}#{it.id}", it.workspace, r.action,
-                               f"`{it.op}` interrupted at step {it.step}: {r.detail}", done=r.done))
-    if not (sb.config.state_dir / "registry.db").exists():
-        return actions                 # an interrupted deinit was finished: nothing is left to collect
-    for rec in reg.all():
-        if rec.state == "creating" and not process_alive(rec.pid):
-            action, detail, fn = settle_creating(sb, rec)
-            act(GcAction("workspace", rec.name, rec.name, action, detail), fn)
-        elif rec.state == "removing" and not process_alive(rec.pid):
-            act(GcAction("workspace", rec.name, rec.name, "remove", "interrupted while removing: finished"),
-                partial(_rollback, sb, rec, keep_branch=True))
-        elif rec.state in ("ready", "stopped") and not Path(rec.path).exists():
-            act(GcAction("workspace", rec.name, rec.name, "mark-broken", f"worktree {rec.path} is missing"),
-                partial(reg.set_state, rec.name, "broken", "worktree missing"))
-
-    if restored:
-        _adopt(sb, dry_run, act)
-
-    def known() -> set[str]:
-        # rows rolled back above are gone unless this is a dry run
-        names = {r.name for r in reg.all()}
-        if dry_run:
-            names -= {a.id for a in actions if a.kind == "workspace" and a.action == "remove"}
+    def known(self) -> set[str]:
+        """The registered workspaces (rows rolled back above are gone unless this is a dry run)."""
+        names = {r.name for r in self.reg.all()}
+        if self.dry_run:
+            names -= {a.id for a in self.actions if a.kind == "workspace" and a.action == "remove"}
         return names
 
-    names = known()
+    def operations(self) -> None:
+        """1a. operations left unfinished (their intents)."""
+        for r in self.sb.recover(everything=True, dry_run=self.dry_run):
+            it = r.intent
+            self.actions.append(GcAction("operation", f"{it.op}#{it.id}", it.workspace, r.action,
+                                         f"`{it.op}` interrupted at step {it.step}: {r.detail}", done=r.done))
 
-    # 2. runtime objects (containers, networks)
-    try:
-        runtime = sb.runtime_for(sb.config.workspace.runtime)
-        for res in runtime.owned(project):
-            if res.workspace not in names:
-                orphan(GcAction(res.kind, res.id, res.workspace, "remove", res.detail or "not in the registry"),
-                       partial(runtime.remove_owned, res))
-    except ServiceUnavailable as exc:
-        actions.append(GcAction("runtime", sb.config.workspace.runtime, None, "skipped", str(exc)))
-    if sb.config.workspace.runtime == "docker":
-        _run_containers(act, sb.config.project_id)
+    def half_done_rows(self) -> None:
+        """1b. registry rows left half-done without an intent (their process is gone)."""
+        for rec in self.reg.all():
+            if rec.state == "creating" and not process_alive(rec.pid, rec.pid_start):
+                action, detail, fn = settle_creating(self.sb, rec)
+                self.act(GcAction("workspace", rec.name, rec.name, action, detail), fn)
+            elif rec.state == "removing" and not process_alive(rec.pid, rec.pid_start):
+                self.act(GcAction("workspace", rec.name, rec.name, "remove",
+                                  "interrupted while removing: finished"),
+                         partial(_rollback, self.sb, rec, keep_branch=True))
+            elif rec.state in ("ready", "stopped") and not Path(rec.path).exists():
+                self.act(GcAction("workspace", rec.name, rec.name, "mark-broken",
+                                  f"worktree {rec.path} is missing"),
+                         partial(self.reg.set_state, rec.name, "broken", "worktree missing"))
 
-    # 3. databases, roles, schemas, clusters, snapshots. Transient copies (a gate's scratch
-    #    clone, a baseline being built, a copy still without its label) are only collected
-    #    while no merge or baseline build runs, i.e. when nobody can be using them.
-    try:
-        db = sb.db
-        with contextlib.ExitStack() as held:
-            quiet = True
-            for lock in ("merge", "baseline"):
-                try:
-                    held.enter_context(reg.lock(lock, blocking=False))
-                except SandboxError:
-                    quiet = False
-            for res in db.owned():
-                unknown = res.workspace is not None and res.workspace not in names
-                transient = res.workspace is None and (
-                    res.kind == "leftover" or res.detail.split(" ")[0] in TRANSIENT)
-                if unknown:
-                    orphan(GcAction(res.kind, res.id, res.workspace, "remove", res.detail or "not in the registry"),
-                           partial(db.remove_owned, res))
-                elif transient and quiet:
-                    act(GcAction(res.kind, res.id, res.workspace, "remove", res.detail or "not in the registry"),
-                        partial(db.remove_owned, res))
-    except ServiceUnavailable as exc:
-        actions.append(GcAction("database", "server", None, "skipped", str(exc)))
+    def runtime_objects(self, names: set[str]) -> None:
+        """2. runtime objects (containers, networks), and project code containers nobody runs."""
+        sb = self.sb
+        try:
+            runtime = sb.runtime_for(sb.config.workspace.runtime)
+            for res in runtime.owned(sb.config.project_id):
+                if res.workspace not in names:
+                    self.orphan(GcAction(res.kind, res.id, res.workspace, "remove",
+                                         res.detail or "not in the registry"),
+                                partial(runtime.remove_owned, res))
+        except ServiceUnavailable as exc:
+            self.actions.append(GcAction("runtime", sb.config.workspace.runtime, None, "skipped", str(exc)))
+        if sb.config.workspace.runtime == "docker":
+            _run_containers(self.act, sb.config.project_id)
 
-    # 4. worktrees nobody owns
-    wt_dir = sb.config.worktrees_dir
-    paths = {Path(r.path).resolve() for r in reg.all() if r.name in names}
-    for path, branch in sb.git.registered().items():
-        if path.is_relative_to(wt_dir) and path not in paths:
-            dirty = sb.git.dirty(path)
-            if dirty:
-                actions.append(GcAction("worktree", str(path), branch, "kept",
-                                        f"not in the registry but has {len(dirty)} uncommitted change(s)"))
-            else:
-                orphan(GcAction("worktree", str(path), branch, "remove", "not in the registry (branch kept)"),
-                       partial(sb.git.remove, path))
-    for path in sb.repos.orphans(paths, wt_dir):
+    def database_objects(self, names: set[str]) -> None:
+        """3. databases, roles, schemas, clusters, snapshots. Transient copies (a gate's scratch
+        clone, a baseline being built, a copy still without its label) are only collected while
+        no merge or baseline build runs, i.e. when nobody can be using them."""
+        try:
+            db = self.sb.db
+            with contextlib.ExitStack() as held:
+                quiet = True
+                for lock in ("merge", "baseline"):
+                    try:
+                        held.enter_context(self.reg.lock(lock, blocking=False))
+                    except SandboxError:
+                        quiet = False
+                for res in db.owned():
+                    unknown = res.workspace is not None and res.workspace not in names
+                    transient = res.workspace is None and (res.kind == "leftover" or res.transient)
+                    if unknown or (transient and quiet):
+                        act = self.orphan if unknown else self.act
+                        act(GcAction(res.kind, res.id, res.workspace, "remove",
+                                     res.detail or "not in the registry"),
+                            partial(db.remove_owned, res))
+        except ServiceUnavailable as exc:
+            self.actions.append(GcAction("database", "server", None, "skipped", str(exc)))
+
+    def worktrees(self, names: set[str]) -> None:
+        """4. worktrees and workspace repositories nobody owns (kept when they hold work)."""
+        sb = self.sb
+        wt_dir = sb.config.worktrees_dir
+        paths = {Path(r.path).resolve() for r in self.reg.all() if r.name in names}
+        for path, branch in sb.git.registered().items():
+            if path.is_relative_to(wt_dir) and path not in paths:
+                dirty = sb.git.dirty(path)
+                if dirty:
+                    self.actions.append(GcAction("worktree", str(path), branch, "kept",
+                                                 f"not in the registry but has {len(dirty)} uncommitted change(s)"))
+                else:
+                    self.orphan(GcAction("worktree", str(path), branch, "remove",
+                                         "not in the registry (branch kept)"),
+                                partial(sb.git.remove, path))
+        for path in sb.repos.orphans(paths, wt_dir):
+            self._orphan_repo(path)
+        if not self.dry_run:
+            sb.git.prune()
+
+    def _orphan_repo(self, path: Path) -> None:
+        sb = self.sb
         if path.name.startswith(".new-"):
-            orphan(GcAction("worktree", str(path), None, "remove", "a half-made workspace repository"),
-                   partial(shutil.rmtree, path))
-            continue
+            self.orphan(GcAction("worktree", str(path), None, "remove", "a half-made workspace repository"),
+                        partial(shutil.rmtree, path))
+            return
         try:
             work = sb.repos.unsaved(path.name, path, path.name)
         except SandboxError as exc:
             work = [str(exc)]
         if work:
-            actions.append(GcAction("worktree", str(path), path.name, "kept",
-                                    f"not in the registry but holds work ({work[0]})"))
+            self.actions.append(GcAction("worktree", str(path), path.name, "kept",
+                                         f"not in the registry but holds work ({work[0]})"))
         else:
-            orphan(GcAction("worktree", str(path), path.name, "remove", "not in the registry (branch kept)"),
-                   partial(sb.repos.remove, path.name, path))
-    if not dry_run:
-        sb.git.prune()
+            self.orphan(GcAction("worktree", str(path), path.name, "remove", "not in the registry (branch kept)"),
+                        partial(sb.repos.remove, path.name, path))
 
-    # 5. ports
-    for owner, ports in reg.port_owners().items():
-        shared = owner.startswith("_") or owner == ".baseline"   # the baseline's and shared servers' ports
-        if owner.startswith(".scratch-") and not quiet_locks(reg):
-            continue
-        if owner not in names and not shared:
-            orphan(GcAction("ports", f"{ports[0]}-{ports[-1]}", owner, "release", "owner not in the registry"),
-                   partial(reg.release, owner))
-    return actions
+    def ports(self, names: set[str]) -> None:
+        """5. ports held by owners the registry does not know."""
+        for owner, ports in self.reg.port_owners().items():
+            shared = owner.startswith("_") or owner == ".baseline"   # the baseline's and shared servers' ports
+            if owner.startswith(".scratch-") and not quiet_locks(self.reg):
+                continue
+            if owner not in names and not shared:
+                self.orphan(GcAction("ports", f"{ports[0]}-{ports[-1]}", owner, "release",
+                                     "owner not in the registry"),
+                            partial(self.reg.release, owner))
 
 
 def _run_containers(act: Callable[..., None], project: str) -> None:
     """Containers that ran project code (``role=run``) whose starting process is gone: of any
     project on this engine, so those of a deinit'ed or deleted project are found too."""
-    from .api import GcAction
     from .project import LABEL_PROJECT_PATH, run_containers, run_owner_alive
     from .runtime.base import LABEL_PROJECT, LABEL_WORKSPACE
-    from .runtime.docker import _translated, shared_client
+    from .runtime.docker import shared_client
+    from .runtime.errors import translated
 
     try:
-        with _translated("listing run containers"):
+        with translated("listing run containers"):
             client = shared_client()
             found = run_containers(client)
     except SandboxError as exc:
@@ -205,8 +232,8 @@ def _run_containers(act: Callable[..., None], project: str) -> None:
 def _remove_container(container: object) -> None:
     import docker.errors
 
-    from .runtime.docker import _translated
-    with _translated(f"removing container {getattr(container, 'name', '?')}"):
+    from .runtime.errors import translated
+    with translated(f"removing container {getattr(container, 'name', '?')}"):
         try:
             container.remove(force=True)  # type: ignore[attr-defined]
         except docker.errors.NotFound:
@@ -215,7 +242,6 @@ def _remove_container(container: object) -> None:
 
 def _adopt(sb: "Sandbox", dry_run: bool, act: Callable[..., None]) -> None:
     """Worktrees of workspaces a restored registry does not know become ``broken`` records."""
-    from .api import GcAction
     from .names import validate_name
     from .registry import WorkspaceRecord
 
@@ -265,19 +291,8 @@ def settle_creating(sb: "Sandbox", rec: "WorkspaceRecord") -> tuple[str, str, Ca
 
 
 def _rollback(sb: "Sandbox", rec: "WorkspaceRecord", keep_branch: bool = False) -> None:
-    if rec.runtime != "none":
-        try:
-            sb.runtime_for(rec.runtime).remove(sb.config.project_id, rec.name)
-        except ServiceUnavailable:
-            pass
-    sb.db.drop(rec.name)
-    if sb.isolated(rec):
-        sb.repos.remove(rec.name, Path(rec.path))
-    else:
-        sb.git.remove(Path(rec.path))
-    if rec.branch_created and not keep_branch and not sb.git.unmerged(rec.branch):
-        sb.git.delete_branch(rec.branch)
-    sb.registry.delete(rec.name)
+    """The one teardown (``rm``'s); the branch goes only if creating it made it and it holds nothing unmerged."""
+    teardown(sb, rec, delete_branch=rec.branch_created and not keep_branch)
 
 
 def quiet_locks(reg: "Registry") -> bool:

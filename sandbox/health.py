@@ -14,30 +14,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .databases.base import ConnInfo
+from .databases.probe import answers
 from .errors import SandboxError
 from .intents import abandoned
 from .registry import IntentRecord, WorkspaceRecord
 
 if TYPE_CHECKING:
-    from .api import Sandbox
-
-CONNECT_TIMEOUT = 3          # seconds a health probe waits for a database
-
-
-def answers(info: ConnInfo, timeout: int = CONNECT_TIMEOUT) -> str | None:
-    """None when the database accepts its own credentials and runs a query; else why not (one line)."""
-    import psycopg
-    try:
-        with psycopg.connect(**info.kwargs(), connect_timeout=timeout, autocommit=True,
-                             application_name="sandbox-health") as conn:
-            conn.execute("SELECT 1")
-    except psycopg.Error as exc:
-        text = (str(exc).strip().splitlines() or [type(exc).__name__])[-1]
-        if info.password:
-            text = text.replace(info.password, "***")
-        return text[:200]
-    return None
-
+    from .core import Project as Sandbox
 
 @dataclass
 class BaselineState:

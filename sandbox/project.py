@@ -39,15 +39,10 @@ from .config import Config
 from .databases.base import ConnInfo
 from .errors import ServiceUnavailable, WorkspaceError
 from .runtime.base import LABEL_PROJECT, LABEL_ROLE, LABEL_WORKSPACE, unprivileged_ids
+from .runtime.labels import LABEL_OWNER_PID, LABEL_OWNER_START, LABEL_PROJECT_PATH, ROLE_RUN
 
 RUNNER_SCRIPT = Path(__file__).resolve().parent / "migrations" / "runner.py"
 RUNNER_IN_CONTAINER = "/opt/sandbox/runner.py"
-ROLE_RUN = "run"          # dev.sandbox.role of the throwaway containers and networks
-# Who started a run container: gc removes it once that process is gone (pid + start time, so a
-# reused pid does not keep it alive), whatever project it belongs to, even a deleted one.
-LABEL_OWNER_PID = "dev.sandbox.owner-pid"
-LABEL_OWNER_START = "dev.sandbox.owner-start"
-LABEL_PROJECT_PATH = "dev.sandbox.project-path"
 KILL_GRACE = 5            # seconds between the deadline's SIGTERM and its SIGKILL
 TIMED_OUT = (124, 137)    # timeout(1)'s codes: the deadline's SIGTERM worked, or SIGKILL was needed
 
@@ -170,10 +165,11 @@ class DockerProjectRunner:
     kind = "docker"
 
     def __init__(self, config: Config, image: Callable[[], str], *,
-                 progress: Callable[[str], None] | None = None) -> None:
+                 progress: Callable[[str], None] | None = None, warn: Callable[[str], None] | None = None) -> None:
         self.config = config
         self._image = image
         self.progress = progress or (lambda msg: None)
+        self.warn = warn or (lambda msg: self.progress(f"warning: {msg}"))
 
     def python(self, tree: Path) -> list[str]:
         return ["python3"]
@@ -204,20 +200,20 @@ class DockerProjectRunner:
                     "container, so nothing would keep that code to the target database",
                     hint="use [database] server = \"docker\", or accept the risk with "
                          "[migrations] allow_host_network = true in sandbox.toml")
-            self.progress("warning: the database is not in a container, so project code runs on the "
+            self.warn("the database is not in a container, so project code runs on the "
                           "host's network ([database] server = \"docker\" keeps it to the target database)")
             yield {"network_mode": "host"}, replace(db, container_host=None, container_port=None)
             return
         import docker.errors
 
-        from .runtime.docker import _translated
+        from .runtime.errors import translated
         client = self.client
         name = f"sandbox-{self.config.project_id}-run-{secrets.token_hex(4)}"
         labels = {LABEL_PROJECT: self.config.project_id, LABEL_WORKSPACE: workspace or "", LABEL_ROLE: ROLE_RUN}
-        with _translated(f"creating network {name}"):
+        with translated(f"creating network {name}"):
             net = client.networks.create(name, driver="bridge", internal=True, labels=labels)
         try:
-            with _translated(f"attaching the database to {name}"):
+            with translated(f"attaching the database to {name}"):
                 net.connect(db.container, aliases=["db"])
             try:
                 yield {"network": name}, replace(db, container_host="db", container_port=5432)
@@ -247,7 +243,7 @@ class DockerProjectRunner:
         import docker.errors
         import requests.exceptions
 
-        from .runtime.docker import BUILD_HINT, _translated
+        from .runtime.errors import BUILD_HINT, translated
         image = self._image()
         uid, gid = unprivileged_ids()
         ws = self.config.workspace
@@ -263,7 +259,7 @@ class DockerProjectRunner:
             labels = run_labels(self.config, workspace)
             container = None
             try:
-                with _translated(f"running {argv[0]} in {image}"):
+                with translated(f"running {argv[0]} in {image}"):
                     try:
                         container = self.client.containers.create(
                             image, wrapped, user=f"{uid}:{gid}", working_dir=str(cwd), environment=full,
@@ -272,7 +268,7 @@ class DockerProjectRunner:
                             init=True, **net)
                     except docker.errors.ImageNotFound as exc:
                         raise ServiceUnavailable(f"Docker image {image} is missing", hint=BUILD_HINT) from exc
-                with _translated(f"running {argv[0]} in {image}"):
+                with translated(f"running {argv[0]} in {image}"):
                     started = time.monotonic()
                     container.start()
                     try:
@@ -296,7 +292,7 @@ class DockerProjectRunner:
 
 def run_labels(config: Config, workspace: str | None) -> dict[str, str]:
     """Labels of a run container: its project (id and path) and the process that owns it."""
-    from .registry import process_start
+    from .host import process_start
     pid = os.getpid()
     return {LABEL_PROJECT: config.project_id, LABEL_WORKSPACE: workspace or "", LABEL_ROLE: ROLE_RUN,
             LABEL_PROJECT_PATH: str(config.root), LABEL_OWNER_PID: str(pid),
@@ -306,7 +302,7 @@ def run_labels(config: Config, workspace: str | None) -> dict[str, str]:
 def run_owner_alive(labels: Mapping[str, str]) -> bool:
     """Whether the process that started a run container still runs (pid reuse does not count).
     A container without owner labels (an older sandbox made it) has no known owner: dead."""
-    from .registry import process_alive
+    from .host import process_alive
     try:
         pid = int(labels.get(LABEL_OWNER_PID, ""))
     except ValueError:
@@ -324,8 +320,9 @@ def remove_run_containers(project: str) -> None:
     """Remove every run container of ``project``, running or not (``deinit``)."""
     import docker.errors
 
-    from .runtime.docker import _translated, shared_client
-    with _translated("removing the project's run containers"):
+    from .runtime.docker import shared_client
+    from .runtime.errors import translated
+    with translated("removing the project's run containers"):
         for c in run_containers(shared_client(), project):
             with contextlib.suppress(docker.errors.NotFound):
                 c.remove(force=True)
@@ -350,10 +347,11 @@ def _terminated_as_exit() -> Iterator[None]:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
-def make_runner(config: Config, runtime: str, *, progress: Callable[[str], None] | None = None) -> ProjectRunner:
+def make_runner(config: Config, runtime: str, *, progress: Callable[[str], None] | None = None,
+                warn: Callable[[str], None] | None = None) -> ProjectRunner:
     """The runner for ``runtime`` (``docker`` or ``none``)."""
     if runtime == "none":
         return HostProjectRunner(config)
     from .runtime.images import ProjectImage
     image = ProjectImage(config, progress=progress)
-    return DockerProjectRunner(config, image.tag, progress=progress)
+    return DockerProjectRunner(config, image.tag, progress=progress, warn=warn)

@@ -14,6 +14,16 @@
 # started as it is: sandbox's snapshot strategy starts clusters on cloned data directories, so
 # files owned by another uid are chowned to postgres and a stale postmaster.pid is removed.
 # Arguments starting with '-' (e.g. `-c fsync=off`) are passed through to postgres.
+#
+# `supervise postgres ARGS...` (sandbox's workspace clusters) keeps the container alive across a
+# swap of its data directory, so that `sandbox db reset` does not recreate the container:
+#   SIGUSR1          stop postgres at once (immediate shutdown), then start it again as soon as
+#                    $SANDBOX_HOLD (default /sandbox/.hold) does not exist. sandbox creates the
+#                    hold file, signals, waits for postmaster.pid to vanish, swaps the data
+#                    directory's volume on the host and removes the hold file.
+#   $SANDBOX_CTL     optional FIFO: each line written to it acts as a SIGUSR1.
+#   SIGINT, SIGTERM  forwarded to postgres (fast / smart shutdown); the container then exits.
+# If postgres exits on its own the container exits with its status, as without `supervise`.
 set -Eeuo pipefail
 
 log() { printf '%s [entrypoint] %s\n' "$(date -u '+%Y-%m-%d %H:%M:%S UTC')" "$*"; }
@@ -139,7 +149,52 @@ run_init_files() {
     done
 }
 
+supervise() {
+    local hold=${SANDBOX_HOLD:-/sandbox/.hold} pid= rc=0 restart= stop=
+    # (a signal while postgres is down, held, only lets the hold decide: nothing to stop)
+    trap '[[ -z $pid ]] || { restart=1; kill -QUIT "$pid" 2>/dev/null || true; }' USR1
+    trap 'stop=INT; [[ -z $pid ]] || kill -INT "$pid" 2>/dev/null || true' INT
+    trap 'stop=TERM; [[ -z $pid ]] || kill -TERM "$pid" 2>/dev/null || true' TERM
+    # $SANDBOX_CTL (a FIFO sandbox made in the mount): a line written to it is a SIGUSR1, so the
+    # host can ask for a restart without the Docker API.
+    local ctl=${SANDBOX_CTL:-} line
+    if [[ -n $ctl && -p $ctl ]]; then
+        ( while :; do if read -r line <"$ctl"; then kill -USR1 $$ 2>/dev/null || exit 0; fi; done ) &
+    fi
+    while :; do
+        while [[ -e $hold && -z $stop ]]; do sleep 0.005; done
+        [[ -n $stop ]] && exit 0
+        remove_stale_pid
+        "$@" &
+        pid=$!
+        while :; do
+            rc=0
+            wait "$pid" || rc=$?
+            kill -0 "$pid" 2>/dev/null || break     # `wait` returns early when a trapped signal arrives
+        done
+        pid=
+        [[ -n $stop ]] && exit 0
+        if [[ -n $restart ]]; then
+            restart=
+            continue
+        fi
+        exit "$rc"
+    done
+}
+
 main() {
+    if [[ ${1:-} == supervise ]]; then
+        shift
+        if [[ $(id -u) == 0 ]]; then
+            setup_env
+            prepare_dirs_as_root
+            exec setpriv --reuid=postgres --regid=postgres --init-groups "${BASH_SOURCE[0]}" supervise "$@"
+        fi
+        setup_env
+        [[ -n $DATABASE_ALREADY_EXISTS ]] || die "supervise needs an initialised cluster in $PGDATA"
+        unset POSTGRES_PASSWORD
+        supervise "$@"
+    fi
     if [[ ${1:-} == -* ]]; then
         set -- postgres "$@"
     fi

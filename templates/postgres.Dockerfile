@@ -27,6 +27,8 @@ COPY postgres-entrypoint.sh /usr/local/bin/docker-entrypoint.sh
 RUN chmod 0755 /usr/local/bin/docker-entrypoint.sh
 
 # No VOLUME: anonymous volumes would outlive containers where `gc` cannot see them; mount PGDATA.
+# The entrypoint knows `supervise` (a data directory swapped under a running container).
+LABEL dev.sandbox.supervise="1"
 STOPSIGNAL SIGINT
 EXPOSE 5432
 ENTRYPOINT ["docker-entrypoint.sh"]

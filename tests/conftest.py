@@ -7,6 +7,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -15,6 +16,12 @@ from typing import Iterator
 import pytest
 
 REQUIRE_SERVICES = os.environ.get("SANDBOX_REQUIRE_SERVICES") == "1"
+
+# The demo projects of the tests run alembic with "the project's interpreter": with runtime "none"
+# that is `python3` from PATH, as for a developer whose virtualenv is active. Make the test's own
+# virtualenv (which has alembic, SQLAlchemy and psycopg) that interpreter, so that a fresh machine
+# does not depend on what its system python happens to have installed.
+os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
 
 # Real projects used as fixtures carry their own test suites: those run inside the projects'
 # containers (tests/e2e/test_real_projects.py), never collected here.

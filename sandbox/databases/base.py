@@ -19,6 +19,15 @@ from urllib.parse import quote
 from ..checks import Check, OwnedResource
 from ..config import DatabaseConfig
 
+# kinds (in an object's metadata comment) of copies that only exist while an operation runs: a
+# gate's scratch clone, a baseline being built; an object without a label was never finished
+TRANSIENT_KINDS = frozenset({"scratch", "baseline-building", "unlabelled"})
+
+
+def is_transient(meta: Mapping[str, Any]) -> bool:
+    """Whether an object with this metadata is a crash's debris once no operation runs."""
+    return str(meta.get("kind", "unlabelled")) in TRANSIENT_KINDS
+
 Progress = Callable[[str], None]          # one human-readable step, e.g. "cloning baseline"
 
 
@@ -147,6 +156,11 @@ class Strategy(Protocol):
 
     def baseline(self) -> ConnInfo:
         """Read-only view of the baseline (for status and diffs); never written by workspaces."""
+
+    def test_env(self, ws: str, db: ConnInfo, *, container: bool = False) -> dict[str, str]:
+        """Variables that give the workspace's tests a role allowed to create databases
+        (``SANDBOX_TEST_DATABASE_URL``). Only a strategy with a cluster per workspace can do that
+        without weakening isolation; the others return an empty mapping."""
 
     def planned(self, ws: str, network: str | None = None) -> ConnInfo:
         """The connection info :meth:`create` will return, known before the database exists.

@@ -1,158 +1,46 @@
-"""One PostgreSQL cluster over a given data directory: on the host, or in Docker.
+"""One PostgreSQL cluster over a given data directory: on the host (:class:`LocalCluster`,
+here), or in Docker (:class:`~sandbox.databases.dockercluster.DockerCluster`).
 
 Both implement the :class:`~sandbox.databases.base.Server` protocol, plus what the
 snapshot strategy needs to build a baseline (``initdb``) and load dumps
-(``run_client``). A cluster's data directory is ``<volume>/data``; its volume
-(``datadir.parent``) also holds its log, so that deleting the volume removes all.
-
-Settings for sandboxes (:data:`SANDBOX_SETTINGS`) keep an idle cluster small
-(well under 64 MB of memory) and cheap to clone:
-
-* ``fsync=off``: these are disposable development databases. A host crash may
-  corrupt a *running* workspace cluster; the remedy is ``sandbox db reset`` (or a
-  restore from a checkpoint). Baselines and checkpoints are taken from stopped
-  clusters or atomic snapshots, and the pool is synced after a baseline is built,
-  so they survive host crashes. A crash of PostgreSQL itself (a SIGKILL, a
-  ``docker kill``, the OOM killer) loses nothing: ``synchronous_commit`` stays on,
-  so each commit's WAL is written to the kernel before the commit returns (with
-  ``fsync=off`` that is a ``write()``, not a flush: it costs next to nothing), and
-  the kernel keeps it when the processes die. With ``synchronous_commit=off`` the
-  last ~600 ms of commits lived only in shared memory and were lost.
-* ``full_page_writes`` stays on, so an atomic snapshot of a running cluster
-  recovers cleanly.
-* ``wal_level=minimal``, no WAL senders, ``wal_init_zero``/``wal_recycle`` off
-  (cheaper on copy-on-write filesystems), small WAL.
-* ``shared_buffers=16MB``, ``max_connections=20``, few background workers, no JIT,
-  autovacuum wakes every two minutes with one worker.
+(``run_client``). The settings every sandbox cluster runs with, and why, are in
+:mod:`sandbox.databases.pgserver`.
 """
+
 
 from __future__ import annotations
 
 import hashlib
-import importlib
 import os
 import pwd
 import signal
 import subprocess
-import sys
 import tempfile
-import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from ..checks import Check, OwnedResource
 from ..errors import DatabaseError, ServiceUnavailable
 from .base import ConnInfo
+from .dockercluster import DB_HARDENING, DockerCluster
+from .pgserver import (
+    _POLL,
+    PG_HBA,
+    PG_HBA_DOCKER,
+    PGDATA_IN_CONTAINER,
+    READY_TIMEOUT,
+    SANDBOX_SETTINGS,
+    _settings_args,
+    _tail,
+    find_bin_dir,
+    preload_client,
+    wait_ready,
+)
 
-SANDBOX_SETTINGS: dict[str, str] = {
-    "shared_buffers": "16MB",
-    "max_connections": "20",
-    "superuser_reserved_connections": "2",
-    "fsync": "off",
-    "synchronous_commit": "on",
-    "full_page_writes": "on",
-    "wal_level": "minimal",
-    "max_wal_senders": "0",
-    "wal_buffers": "1MB",
-    "wal_init_zero": "off",
-    "wal_recycle": "off",
-    "min_wal_size": "32MB",
-    "max_wal_size": "256MB",
-    "checkpoint_timeout": "15min",
-    "max_worker_processes": "4",
-    "max_parallel_workers": "2",
-    "max_parallel_workers_per_gather": "1",
-    "maintenance_work_mem": "32MB",
-    "autovacuum_naptime": "120s",
-    "autovacuum_max_workers": "1",
-    "jit": "off",
-    "huge_pages": "off",
-    "dynamic_shared_memory_type": "posix",
-    "logging_collector": "off",
-    "log_min_messages": "warning",
-    "password_encryption": "scram-sha-256",
-}
-
-# Written into every cluster we create: passwords everywhere, nothing trusted.
-PG_HBA = """\
-# written by sandbox: password (SCRAM) authentication only
-local   all   all                  scram-sha-256
-host    all   all   127.0.0.1/32   scram-sha-256
-host    all   all   ::1/128        scram-sha-256
-"""
-PG_HBA_DOCKER = PG_HBA + "host    all   all   0.0.0.0/0      scram-sha-256\n"
-
-READY_TIMEOUT = 60.0
-_POLL = 0.02
-_ALIVE_EVERY = 0.25      # seconds between checks that a starting server still lives
-PGDATA_IN_CONTAINER = "/sandbox/data"     # the volume is mounted at /sandbox
-
-
-def _settings_args(settings: Mapping[str, str]) -> list[str]:
-    args: list[str] = []
-    for k, v in settings.items():
-        args += ["-c", f"{k}={v}"]
-    return args
-
-
-def find_bin_dir(bin_dir: str | Path | None = None) -> Path | None:
-    """The directory holding ``initdb``/``postgres``: given, $SANDBOX_PG_BIN, Debian's, or PATH."""
-    candidates: list[str | None] = [str(bin_dir) if bin_dir else None, os.environ.get("SANDBOX_PG_BIN")]
-    debian = sorted(Path("/usr/lib/postgresql").glob("*/bin"),
-                    key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0, reverse=True)
-    candidates += [str(p) for p in debian]
-    for c in candidates:
-        if c and (Path(c) / "postgres").exists():
-            return Path(c)
-    for d in os.environ.get("PATH", "").split(os.pathsep):
-        if d and (Path(d) / "pg_ctl").exists():
-            return Path(d)
-    return None
-
-
-def preload_client() -> None:
-    """Import psycopg in the background (~0.15 s of CPU): call it before waiting on a server
-    or a container to start, so the import overlaps that wait instead of following it."""
-    if "psycopg" not in sys.modules:
-        threading.Thread(target=importlib.import_module, args=("psycopg",), name="sandbox-psycopg",
-                         daemon=True).start()
-
-
-def wait_ready(conn: ConnInfo, *, timeout: float = READY_TIMEOUT,
-               alive: Callable[[], bool] | None = None, log: Callable[[], str] | None = None) -> None:
-    """Poll until ``conn`` accepts connections (bounded), or the server died."""
-    import psycopg   # here, not at module level: it loads while the server starts
-
-    deadline = time.monotonic() + timeout
-    last: Exception | None = None
-    next_alive_check = time.monotonic() + _ALIVE_EVERY
-    while time.monotonic() < deadline:
-        try:
-            with psycopg.connect(**conn.kwargs(), connect_timeout=2, autocommit=True) as c:
-                c.execute("SELECT 1")
-            return
-        except psycopg.OperationalError as exc:
-            last = exc
-        now = time.monotonic()
-        if alive is not None and now >= next_alive_check:   # ``alive`` may be an API call: not every poll
-            next_alive_check = now + _ALIVE_EVERY
-            if not alive():
-                tail = log() if log else ""
-                raise DatabaseError(f"PostgreSQL on port {conn.port} exited while starting"
-                                    + (f": {tail}" if tail else "")) from last
-        time.sleep(_POLL)
-    raise DatabaseError(f"PostgreSQL on port {conn.port} did not accept connections within "
-                        f"{timeout:.0f}s") from last
-
-
-def _tail(path: Path, lines: int = 3) -> str:
-    try:
-        text = path.read_text(errors="replace").strip().splitlines()
-    except OSError:
-        return ""
-    return " | ".join(text[-lines:])
+__all__ = ["LocalCluster", "DockerCluster", "DB_HARDENING", "SANDBOX_SETTINGS", "PG_HBA", "PG_HBA_DOCKER",
+           "PGDATA_IN_CONTAINER", "READY_TIMEOUT", "find_bin_dir", "preload_client", "wait_ready"]
 
 
 class LocalCluster:
@@ -415,313 +303,3 @@ class LocalCluster:
         if hint:
             checks.append(Check("postgres data access", False, hint.split(":")[0], hint))
         return checks
-
-
-# Database containers are hardened like workspace containers: every capability dropped except
-# what the entrypoint needs to hand the data directory to `postgres` and drop to it (chown,
-# reading files it does not own, setuid/setgid), no privilege gain, and bounded memory and pids.
-DB_HARDENING: dict[str, Any] = {
-    "cap_drop": ["ALL"],
-    "cap_add": ["CHOWN", "DAC_OVERRIDE", "FOWNER", "SETUID", "SETGID"],
-    "security_opt": ["no-new-privileges"],
-    "pids_limit": 512,
-    "mem_limit": "1g",
-}
-
-
-class DockerCluster:
-    """A cluster run by the ``sandbox/postgres`` image over a bind-mounted data directory.
-
-    The volume (``datadir.parent``) is mounted at ``/sandbox`` and ``PGDATA`` is
-    ``/sandbox/data``; the port is published on 127.0.0.1 only. A container made for a
-    workspace is created on that workspace's ``network`` with the alias ``db`` (no separate
-    connect call); :meth:`attach` connects an existing container to another network.
-    """
-
-    kind = "docker"
-
-    def __init__(self, datadir: Path, port: int, *, image: str, container_name: str,
-                 labels: Mapping[str, str], docker_factory: Callable[[], Any], password: str,
-                 superuser: str = "postgres", settings: Mapping[str, str] | None = None,
-                 network: str | None = None) -> None:
-        if Path(datadir).name != "data":
-            raise ValueError("DockerCluster expects datadir = <volume>/data")
-        self.datadir = Path(datadir)
-        self.port = port
-        self.image = image
-        self.container_name = container_name
-        self.labels = {**labels, "dev.sandbox.role": "database"}
-        self._docker_factory = docker_factory
-        self._client: Any = None
-        self.superuser = superuser
-        self._password = password
-        self.settings = {**SANDBOX_SETTINGS, **(settings or {}), "listen_addresses": "*"}
-        self.network = network
-        self._attached: set[str] = set()      # networks this object knows the container is on
-
-    def __repr__(self) -> str:
-        return f"DockerCluster(container={self.container_name!r}, port={self.port})"
-
-    @property
-    def docker(self) -> Any:
-        if self._client is None:
-            try:
-                self._client = self._docker_factory()
-            except ServiceUnavailable:
-                raise
-            except Exception as exc:
-                raise ServiceUnavailable(f"Docker engine not reachable: {exc}",
-                                         hint="start Docker or use server = \"local\"") from exc
-        return self._client
-
-    def _container(self) -> Any | None:
-        import docker.errors
-
-        try:
-            return self.docker.containers.get(self.container_name)
-        except docker.errors.NotFound:
-            return None
-        except docker.errors.DockerException as exc:
-            raise ServiceUnavailable(f"Docker: {exc}") from exc
-
-    def _create(self, env: Mapping[str, str], *, as_root: bool = False) -> Any:
-        """The container. Only the first start of a new cluster (``initdb``, which hands the
-        data directory to ``postgres``) runs the entrypoint as root; every later one runs as the
-        image's ``postgres`` user from the start."""
-        import docker.errors
-
-        net: dict[str, Any] = {}
-        if self.network:
-            self._ensure_network()
-            net = {"network": self.network, "networking_config": {
-                self.network: self.docker.api.create_endpoint_config(aliases=["db"])}}
-        try:
-            container = self.docker.containers.create(
-                self.image, command=["postgres", *_settings_args(self.settings)],
-                name=self.container_name, labels=dict(self.labels),
-                environment={"PGDATA": PGDATA_IN_CONTAINER, **env},
-                volumes={str(self.datadir.parent.absolute()): {"bind": "/sandbox", "mode": "rw"}},
-                ports={"5432/tcp": ("127.0.0.1", self.port)},
-                shm_size="64m", stop_signal="SIGINT", **DB_HARDENING, **net,
-                **({} if as_root else {"user": "postgres"}))
-        except docker.errors.ImageNotFound as exc:
-            raise ServiceUnavailable(f"Docker image {self.image} is missing",
-                                     hint="run scripts/build-images") from exc
-        except docker.errors.DockerException as exc:
-            raise DatabaseError(f"cannot create container {self.container_name}: {exc}") from exc
-        if self.network:
-            self._attached.add(self.network)
-        return container
-
-    def _ensure_network(self) -> None:
-        """The network the container is made on exists (a workspace's is made by its runtime; the
-        shared server's own network, which keeps it off Docker's default bridge, is made here)."""
-        import docker.errors
-
-        assert self.network
-        try:
-            if any(n.name == self.network for n in self.docker.networks.list(names=[self.network])):
-                return
-            self.docker.networks.create(self.network, driver="bridge",
-                                        labels={**self.labels, "dev.sandbox.role": "database-network"})
-        except docker.errors.APIError:
-            if not any(n.name == self.network for n in self.docker.networks.list(names=[self.network])):
-                raise DatabaseError(f"cannot create network {self.network}") from None
-        except docker.errors.DockerException as exc:
-            raise ServiceUnavailable(f"Docker: {exc}") from exc
-
-    def initdb(self) -> None:
-        """Let the image's entrypoint create the cluster (its first start), then stop it."""
-        self.datadir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        old = self._container()
-        if old is not None:
-            old.remove(force=True)
-        # The password goes through a 0600 file in the volume (read by the entrypoint as root),
-        # never through the container's environment or command line.
-        pwfile = self.datadir.parent / ".initdb-password"
-        fd = os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(self._password)
-        container = self._create(as_root=True, env={"POSTGRES_USER": self.superuser, "POSTGRES_DB": "postgres",
-                                  "POSTGRES_PASSWORD_FILE": f"/sandbox/{pwfile.name}"})
-        import docker.errors
-        try:
-            try:
-                container.start()
-            except docker.errors.DockerException as exc:   # e.g. its port taken meanwhile
-                raise DatabaseError(f"cannot start container {self.container_name}: {exc}") from exc
-            self._wait(container)
-            (self.datadir / "pg_hba.conf").write_text(PG_HBA_DOCKER)
-        finally:
-            pwfile.unlink(missing_ok=True)
-            self._remove(container)
-
-    def _remove(self, container: Any) -> None:
-        import docker.errors
-
-        self._attached.clear()
-        try:
-            container.stop(timeout=60)
-            container.remove(force=True)
-        except docker.errors.NotFound:
-            pass
-        except docker.errors.DockerException as exc:
-            raise DatabaseError(f"cannot remove container {self.container_name}: {exc}") from exc
-
-    def _wait(self, container: Any, timeout: float = READY_TIMEOUT) -> None:
-        def alive() -> bool:
-            container.reload()
-            return bool(container.status in ("created", "running", "restarting"))
-
-        def log() -> str:
-            try:
-                return " | ".join(container.logs(tail=3).decode(errors="replace").strip().splitlines())
-            except Exception:  # noqa: BLE001 - diagnostics only
-                return ""
-
-        wait_ready(self.admin(), timeout=timeout, alive=alive, log=log)
-
-    def is_running(self) -> bool:
-        c = self._container()
-        return c is not None and c.status == "running"
-
-    def ensure_running(self, timeout: float = READY_TIMEOUT) -> None:
-        import docker.errors
-
-        if not (self.datadir / "PG_VERSION").exists():
-            raise DatabaseError(f"no PostgreSQL cluster in {self.datadir}")
-        container = self._container() or self._create({})
-        try:
-            if container.status != "running":
-                preload_client()
-                container.start()
-        except docker.errors.DockerException as exc:
-            raise DatabaseError(f"cannot start container {self.container_name}: {exc}") from exc
-        self._wait(container, timeout)
-
-    def admin(self) -> ConnInfo:
-        return ConnInfo(host="127.0.0.1", port=self.port, user=self.superuser,
-                        password=self._password, dbname="postgres", container=self.container_name)
-
-    def address(self, network: str | None) -> tuple[str, int] | None:
-        """Host and port of the server as seen from ``network`` (once attached to it)."""
-        return ("db", 5432) if network else None
-
-    def attach(self, network: str | None) -> tuple[str, int] | None:
-        import docker.errors
-
-        if not network:
-            return None
-        if network in self._attached:
-            return self.address(network)
-        container = self._container()
-        if container is None:
-            raise DatabaseError(f"container {self.container_name} does not exist")
-        try:
-            net = self.docker.networks.get(network)
-            container.reload()
-            if network not in container.attrs["NetworkSettings"]["Networks"]:
-                net.connect(container, aliases=["db"])
-        except docker.errors.DockerException as exc:
-            raise DatabaseError(f"cannot attach {self.container_name} to network {network}: {exc}") from exc
-        self._attached.add(network)
-        return self.address(network)
-
-    def stop(self, mode: str = "fast", timeout: float = 60.0) -> None:
-        """Stop the server and remove its container (the data directory stays)."""
-        container = self._container()
-        if container is None:
-            return
-        if mode == "immediate":
-            self._attached.clear()
-            container.remove(force=True)
-        else:
-            self._remove(container)
-        self._remove_own_network()
-
-    def _remove_own_network(self) -> None:
-        """The shared server's own network goes with its container (a workspace's stays)."""
-        import docker.errors
-
-        if not self.network:
-            return
-        try:
-            for n in self.docker.networks.list(names=[self.network]):
-                if n.name == self.network and (n.attrs.get("Labels") or {}).get("dev.sandbox.role") == \
-                        "database-network":
-                    n.remove()
-        except docker.errors.DockerException:
-            pass      # still in use, or already gone: gc and deinit see it again
-
-    def run_client(self, tool: str, args: list[str], *, dbname: str, input_file: Path | None = None,
-                   options: str | None = None, timeout: float | None = None) -> str:
-        """Run ``tool`` inside the container; ``input_file`` becomes its standard input
-        (copied into the mounted volume for the time of the call)."""
-        import docker.errors
-
-        container = self._container()
-        if container is None:
-            raise DatabaseError(f"container {self.container_name} is not running")
-        env = {"PGHOST": "127.0.0.1", "PGPORT": "5432", "PGUSER": self.superuser,
-               "PGPASSWORD": self._password, "PGDATABASE": dbname}
-        if options:
-            env["PGOPTIONS"] = options
-        argv = [tool, *args]
-        staged: Path | None = None
-        if input_file is not None:
-            staged = self.datadir.parent / f".input-{os.getpid()}-{time.monotonic_ns()}"
-            try:
-                subprocess.run(["cp", "--reflink=auto", "--", str(input_file), str(staged)],
-                               check=True, capture_output=True)
-                os.chmod(staged, 0o644)
-            except (OSError, subprocess.CalledProcessError) as exc:
-                staged.unlink(missing_ok=True)
-                raise DatabaseError(f"cannot read {input_file}") from exc
-            # A constant script; the file and the command are passed as arguments.
-            argv = ["sh", "-c", 'f="$1"; shift; exec "$@" < "$f"', "sh",
-                    f"/sandbox/{staged.name}", *argv]
-        try:
-            code, out = container.exec_run(argv, environment=env, demux=True, user="postgres")
-        except docker.errors.DockerException as exc:
-            raise DatabaseError(f"{tool} in {self.container_name} failed: {exc}") from exc
-        finally:
-            if staged is not None:
-                staged.unlink(missing_ok=True)
-        stdout, stderr = out if isinstance(out, tuple) else (out, None)
-        if code != 0:
-            lines = (stderr or stdout or b"").decode(errors="replace").strip().splitlines()
-            raise DatabaseError(f"{tool} failed: {lines[-1] if lines else f'exit {code}'}")
-        return (stdout or b"").decode(errors="replace")
-
-    def pids(self) -> list[int]:
-        container = self._container()
-        if container is None or container.status != "running":
-            return []
-        try:
-            top = container.top(ps_args="-o pid")
-            return [int(p[0]) for p in top.get("Processes") or []]
-        except Exception:  # noqa: BLE001 - diagnostics only
-            return []
-
-    def owned(self) -> list[OwnedResource]:
-        c = self._container()
-        if c is None:
-            return []
-        return [OwnedResource("container", c.name, self.labels.get("dev.sandbox.workspace") or None,
-                              f"postgres on 127.0.0.1:{self.port}")]
-
-    def remove_owned(self, resource: OwnedResource) -> None:
-        self.stop(mode="immediate")
-
-    def doctor(self) -> list[Check]:
-        import docker.errors
-
-        try:
-            self.docker.ping()
-        except (ServiceUnavailable, docker.errors.DockerException) as exc:
-            return [Check("docker", False, f"engine not reachable: {exc}", "start the Docker engine")]
-        try:
-            self.docker.images.get(self.image)
-        except docker.errors.ImageNotFound:
-            return [Check("postgres image", False, f"{self.image} is missing", "run scripts/build-images")]
-        return [Check("postgres image", True, self.image)]

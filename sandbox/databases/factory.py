@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import stat
 import threading
 from pathlib import Path
 from typing import Any, Callable
@@ -22,6 +21,7 @@ from ..errors import ServiceUnavailable
 from ..registry import Registry, RegistryPorts
 from ..runtime.base import LABEL_PROJECT, LABEL_ROLE, LABEL_WORKSPACE
 from .base import BackendContext, Server, Strategy
+from .storage import data_home, pool_path, pool_paths
 
 DB_PORT_OFFSET = 10000   # database ports live above the workspace blocks
 SHARED_SETTINGS = {"max_connections": "300", "superuser_reserved_connections": "5", "shared_buffers": "64MB"}
@@ -45,27 +45,6 @@ def docker_usable(image: str) -> tuple[bool, str]:
     except Exception:  # noqa: BLE001
         return False, f"image {image} is missing (scripts/build-images)"
     return True, "ok"
-
-
-def _traversable_by_others(path: Path) -> bool:
-    for p in [path, *path.parents]:
-        try:
-            mode = p.stat().st_mode
-        except FileNotFoundError:
-            continue
-        if not mode & stat.S_IXOTH:
-            return False
-    return True
-
-
-def data_home(config: Config, server: str) -> Path:
-    """Where clusters and pools live. Host clusters run as the ``postgres`` user when we are
-    root, so their directories must be reachable by it: a checkout under a private home
-    directory gets ``/var/lib/sandbox/<project>`` instead of ``.sandbox/``."""
-    state = config.state_dir
-    if server == "local" and os.geteuid() == 0 and not _traversable_by_others(state):
-        return Path("/var/lib/sandbox") / config.project_id
-    return state
 
 
 def resolve(config: Config, registry: Registry | None = None) -> tuple[str, str]:
@@ -96,7 +75,7 @@ def resolve(config: Config, registry: Registry | None = None) -> tuple[str, str]
             if server != "url":
                 from .storage import detect
                 # copy-on-write storage is there, or root can make a btrfs pool (make_strategy does)
-                if os.geteuid() == 0 or detect(data_home(config, server) / "pool").kind != "copy":
+                if os.geteuid() == 0 or detect(pool_path(config, server)).kind != "copy":
                     strategy = "snapshot"
     if registry is not None:
         registry.set_meta("db.strategy", strategy)
@@ -105,10 +84,9 @@ def resolve(config: Config, registry: Registry | None = None) -> tuple[str, str]
 
 
 def _context(config: Config, registry: Registry, progress: Callable[[str], None], server: str) -> BackendContext:
-    home = data_home(config, server)
     dbc: DatabaseConfig = config.database
-    if home != config.state_dir:
-        dbc = dataclasses.replace(dbc, pool=str(home / "pool"))
+    if data_home(config, server) != config.state_dir:
+        dbc = dataclasses.replace(dbc, pool=str(pool_path(config, server)))
     return BackendContext(project_id=config.project_id, state_dir=config.state_dir, config=dbc,
                           ports=RegistryPorts(registry, config.workspace.port_base + DB_PORT_OFFSET),
                           progress=progress, docker=_docker_factory,
@@ -117,7 +95,7 @@ def _context(config: Config, registry: Registry, progress: Callable[[str], None]
 
 def shared_server(config: Config, ctx: BackendContext, server: str) -> Server:
     """The one server of the template and schema strategies."""
-    from .pgadmin import SecretStore
+    from ..secretstore import SecretStore
     if server == "url":
         from .urlserver import UrlServer
         assert config.database.url
@@ -188,7 +166,7 @@ def make_strategy(config: Config, registry: Registry, *, progress: Callable[[str
     if strategy == "snapshot":
         from .snapshot import SnapshotStrategy
         from .storage import detect, provision_pool
-        pool = Path(config.root / ctx.config.pool)
+        pool = pool_path(config, server)
         st = detect(pool)
         if st.kind == "copy" and os.geteuid() == 0:
             progress(f"making a copy-on-write pool at {pool} ({ctx.config.pool_size}, loop-mounted btrfs)")
@@ -218,7 +196,7 @@ def doctor_checks(config: Config) -> list[Check]:
                         required=config.database.server == "local"))
     from .storage import detect
     server = config.database.server if config.database.server != "auto" else ("docker" if ok else "local")
-    pool = data_home(config, server) / "pool"
+    pool = pool_path(config, server)
     try:
         st = detect(pool) if pool.exists() else detect(config.state_dir) if config.state_dir.exists() else None
     except ServiceUnavailable:
@@ -238,7 +216,7 @@ def destroy_storage(config: Config, strategy: Any, home: Path) -> None:
     """Stop every cluster sandbox runs for this project and remove its data and pool."""
     from .cluster import LocalCluster
     from .storage import is_mountpoint, unmount_pool
-    pools = {Path(config.root / config.database.pool), home / "pool"}
+    pools = pool_paths(config) | {home / "pool"}
     for pool in pools:
         if not pool.exists():
             continue

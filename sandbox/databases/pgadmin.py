@@ -17,7 +17,6 @@ import hashlib
 import json
 import os
 import re
-import secrets as _secrets
 import shutil
 import subprocess
 import tempfile
@@ -25,7 +24,6 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -76,15 +74,6 @@ def label_key(ws: str, label: str) -> str:
     """A stable, collision-free identifier part for (workspace, label)."""
     digest = hashlib.sha1(f"{ws}\0{label}".encode()).hexdigest()[:8]
     return f"{name_key(ws)}-{label.lower()}-{digest}"
-
-
-def now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
-
-
-def new_password() -> str:
-    """A random password (URL-safe, so it survives DATABASE_URL without surprises)."""
-    return _secrets.token_urlsafe(24)
 
 
 # ---------------------------------------------------------------------------- metadata
@@ -239,56 +228,6 @@ def create_or_update_role(conn: psycopg.Connection[Any], role: str, password: st
         except psycopg.errors.DuplicateObject:      # created concurrently: take it over
             conn.execute(alter)
     conn.execute(sql.SQL("COMMENT ON ROLE {} IS {}").format(ident(role), sql.Literal(comment)))
-
-
-# ---------------------------------------------------------------------------- secrets
-
-class SecretStore:
-    """Passwords of the roles sandbox created, one 0600 JSON file each under ``state_dir/secrets``."""
-
-    def __init__(self, state_dir: Path) -> None:
-        self.dir = Path(state_dir) / "secrets"
-
-    def _path(self, name: str) -> Path:
-        if not re.fullmatch(r"[A-Za-z0-9._-]+", name) or name.startswith("."):
-            raise DatabaseError(f"invalid secret name {name!r}")
-        return self.dir / f"{name}.json"
-
-    def read(self, name: str) -> str | None:
-        try:
-            data = json.loads(self._path(name).read_text())
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError) as exc:
-            raise DatabaseError(f"cannot read the secret of {name!r}: {exc.__class__.__name__}") from exc
-        value = data.get("password") if isinstance(data, dict) else None
-        return value if isinstance(value, str) else None
-
-    def write(self, name: str, password: str) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True)
-        os.chmod(self.dir, 0o700)
-        path = self._path(name)
-        fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".tmp-", suffix=".json")
-        try:
-            os.fchmod(fd, 0o600)
-            with os.fdopen(fd, "w") as fh:
-                json.dump({"user": name, "password": password}, fh)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-
-    def delete(self, name: str) -> None:
-        self._path(name).unlink(missing_ok=True)
-
-    def get_or_create(self, name: str) -> tuple[str, bool]:
-        """The stored password, or a new one (stored). Returns (password, created)."""
-        existing = self.read(name)
-        if existing:
-            return existing, False
-        password = new_password()
-        self.write(name, password)
-        return password, True
 
 
 # ---------------------------------------------------------------------------- client tools

@@ -76,8 +76,9 @@ from psycopg import sql
 
 from ..checks import Check, OwnedResource
 from ..errors import DatabaseError, UsageError
+from ..host import now
 from ..names import pg_name, validate_name
-from .base import BackendContext, CheckpointInfo, ConnInfo, Server
+from .base import BackendContext, CheckpointInfo, ConnInfo, Server, is_transient
 from .shared import SharedServerStrategy
 from .pgadmin import (
     advisory_lock,
@@ -90,7 +91,6 @@ from .pgadmin import (
     ident,
     meta_comment,
     name_key,
-    now,
     parse_meta,
     prefix,
     rename_schema_sql,
@@ -549,7 +549,7 @@ class SchemaStrategy(SharedServerStrategy):
             for name, comment in rows:
                 meta = parse_meta(comment)
                 out.append(OwnedResource(kind=kind, id=name, workspace=meta.get("workspace"),
-                                         detail=str(meta.get("kind", "unlabelled"))))
+                                         detail=str(meta.get("kind", "unlabelled")), transient=is_transient(meta)))
         return out
 
     def remove_owned(self, resource: OwnedResource) -> None:

@@ -11,11 +11,16 @@ import psycopg
 from ..errors import DatabaseError
 from ..names import pg_name, validate_name
 from .base import BackendContext, ConnInfo, Server
-from .pgadmin import SecretStore, connect, exists, guard, hardened, name_key
+from ..secretstore import SecretStore
+from .pgadmin import connect, exists, guard, hardened, name_key
 
 
 class SharedServerStrategy:
     """Base of the strategies that put every workspace on one shared server."""
+
+    def test_env(self, ws: str, db: ConnInfo, *, container: bool = False) -> dict[str, str]:
+        """No test role: only a cluster per workspace may grant CREATEDB."""
+        return {}
 
     def __init__(self, ctx: BackendContext, server: Server) -> None:
         self.ctx = ctx

@@ -28,11 +28,13 @@ import ctypes.util
 import os
 import re
 import shutil
+import stat
 import subprocess
 import tempfile
 from pathlib import Path
 
 from ..checks import Check
+from ..config import Config
 from ..disk import is_disk_full, usage
 from ..errors import DatabaseError, DiskFull, ServiceUnavailable, UsageError
 
@@ -357,6 +359,39 @@ def detect(path: Path) -> Storage:
 
 def is_mountpoint(path: Path) -> bool:
     return os.path.ismount(path)
+
+
+def _traversable_by_others(path: Path) -> bool:
+    for p in [path, *path.parents]:
+        try:
+            mode = p.stat().st_mode
+        except FileNotFoundError:
+            continue
+        if not mode & stat.S_IXOTH:
+            return False
+    return True
+
+
+def data_home(config: Config, server: str) -> Path:
+    """Where clusters and pools live. Host clusters run as the ``postgres`` user when we are
+    root, so their directories must be reachable by it: a checkout under a private home
+    directory gets ``/var/lib/sandbox/<project>`` instead of ``.sandbox/``."""
+    state = config.state_dir
+    if server == "local" and os.geteuid() == 0 and not _traversable_by_others(state):
+        return Path("/var/lib/sandbox") / config.project_id
+    return state
+
+
+def pool_path(config: Config, server: str) -> Path:
+    """The one place the snapshot pool's path is computed: ``[database] pool`` (relative to the
+    repository) in the project's state, or ``pool`` in the data home the server needs elsewhere."""
+    home = data_home(config, server)
+    return home / "pool" if home != config.state_dir else config.root / config.database.pool
+
+
+def pool_paths(config: Config) -> set[Path]:
+    """Every place a pool of this project may be, whichever server made it (``deinit``)."""
+    return {pool_path(config, "docker"), pool_path(config, "local"), config.state_dir / "pool"}
 
 
 def provision_pool(pool_dir: Path, size: str | int = "20G", image: Path | None = None) -> Storage:

@@ -50,9 +50,10 @@ from psycopg import sql
 
 from ..checks import Check, OwnedResource
 from ..errors import DatabaseError, UsageError
+from ..host import now
 from ..intents import kill_point
 from ..names import pg_name, validate_name
-from .base import BackendContext, CheckpointInfo, ConnInfo, Server
+from .base import BackendContext, CheckpointInfo, ConnInfo, Server, is_transient
 from .shared import SharedServerStrategy
 from .pgadmin import (
     advisory_lock,
@@ -63,7 +64,6 @@ from .pgadmin import (
     label_key,
     meta_comment,
     name_key,
-    now,
     parse_meta,
     prefix,
     restore_dump,
@@ -510,9 +510,11 @@ class TemplateStrategy(SharedServerStrategy):
                         # a copy under its temporary name: debris of a killed operation unless one runs
                         if self._busy(conn, meta):
                             continue
-                        out.append(OwnedResource(kind=kind, id=name, workspace=None, detail=f"interrupted {detail}"))
+                        out.append(OwnedResource(kind=kind, id=name, workspace=None, detail=f"interrupted {detail}",
+                                                 transient=True))
                         continue
-                    out.append(OwnedResource(kind=kind, id=name, workspace=meta.get("workspace"), detail=detail))
+                    out.append(OwnedResource(kind=kind, id=name, workspace=meta.get("workspace"), detail=detail,
+                                             transient=is_transient(meta)))
         return out
 
     def _busy(self, conn: psycopg.Connection[Any], meta: dict[str, Any]) -> bool:

@@ -315,21 +315,12 @@ class AlembicTool:
 
     def current(self, db: ConnInfo) -> list[str]:
         """Revisions in the database's version table, sorted (empty when there is none)."""
-        import psycopg
-        from psycopg import sql
-
-        table = (sql.Identifier(self.version_table_schema, self.version_table) if self.version_table_schema
-                 else sql.Identifier(self.version_table))
+        from ..databases.versions import VersionTableUnreadable, read_versions
         try:
-            with psycopg.connect(**db.kwargs(), connect_timeout=10, autocommit=True) as conn:
-                try:
-                    rows = conn.execute(sql.SQL("SELECT version_num FROM {}").format(table)).fetchall()
-                except psycopg.errors.UndefinedTable:
-                    return []
-        except psycopg.Error as exc:
+            return read_versions(db, self.version_table, self.version_table_schema)
+        except VersionTableUnreadable as exc:
             raise DatabaseError(f"cannot read {self.version_table} in {db.dbname}: "
-                                f"{scrub_secrets(str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc))}") from exc
-        return sorted(str(r[0]) for r in rows)
+                                f"{scrub_secrets(exc.detail)}") from exc
 
 
 _DIGEST_SKIP = {".git", ".sandbox", ".venv", "venv", "node_modules", "__pycache__", ".mypy_cache", ".pytest_cache"}

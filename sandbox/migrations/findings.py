@@ -120,14 +120,28 @@ def default_severity(kind: Kind) -> Severity:
 
 @dataclass
 class Report:
-    """The result of a lint, a gate check or a merge."""
+    """The result of a lint, a gate check or a merge.
+
+    The optional fields are left out of :meth:`to_json` while unset (None): ``notes`` (what the
+    gate could not judge, or judged on something else), ``judged`` and ``branch`` (the commit the
+    gate judged, of which branch), ``trusted_changes`` (files the branch changes that main
+    trusts), ``allowed`` (what ``--allow-destructive`` let through), ``dry_run``, ``commit`` (main
+    after the merge) and ``baseline_error`` (merged, but the baseline did not follow).
+    """
 
     workspace: str | None = None
     base_head: str | None = None
     revisions: list[str] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
     merged: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] | None = None
+    judged: str | None = None
+    branch: str | None = None
+    trusted_changes: list[str] | None = None
+    allowed: list[str] | None = None
+    dry_run: bool | None = None
+    commit: str | None = None
+    baseline_error: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -136,11 +150,22 @@ class Report:
     def extend(self, findings: Sequence[Finding]) -> None:
         self.findings.extend(findings)
 
+    def note(self, *texts: str) -> list[str]:
+        """Add notes (none: only make sure the report has its ``notes`` list); the list."""
+        if self.notes is None:
+            self.notes = []
+        self.notes.extend(texts)
+        return self.notes
+
     def to_json(self) -> dict[str, Any]:
         d: dict[str, Any] = {"ok": self.ok, "workspace": self.workspace, "base_head": self.base_head,
                              "revisions": list(self.revisions),
                              "findings": [f.to_json() for f in self.findings]}
         if self.merged:
             d["merged"] = True
-        d.update(self.extra)
+        optional: dict[str, Any] = {
+            "judged": self.judged, "branch": self.branch, "notes": self.notes,
+            "trusted_changes": self.trusted_changes, "allowed": self.allowed, "dry_run": self.dry_run,
+            "baseline_error": self.baseline_error, "commit": self.commit}
+        d.update({k: (list(v) if isinstance(v, list) else v) for k, v in optional.items() if v is not None})
         return d

@@ -7,11 +7,7 @@ from pathlib import Path
 from typing import Callable, Mapping, Protocol, Sequence
 
 from ..checks import Check, OwnedResource
-
-# Labels every Docker object carries (contract).
-LABEL_PROJECT = "dev.sandbox.project"
-LABEL_WORKSPACE = "dev.sandbox.workspace"
-LABEL_ROLE = "dev.sandbox.role"
+from .labels import LABEL_PROJECT, LABEL_ROLE, LABEL_WORKSPACE  # noqa: F401  (re-exported)
 
 OutputSink = Callable[[str], None]   # receives output lines of hooks as they arrive
 

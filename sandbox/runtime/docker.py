@@ -25,7 +25,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
 from typing import Any
 
 import docker
@@ -35,7 +34,9 @@ import requests.exceptions
 
 from ..checks import Check, OwnedResource
 from ..errors import SandboxError, ServiceUnavailable, UsageError, WorkspaceError
-from .base import LABEL_PROJECT, LABEL_ROLE, LABEL_WORKSPACE, OutputSink, WorkspaceSpec
+from .base import OutputSink, WorkspaceSpec
+from .errors import BUILD_HINT, INSTALL_HINT, reason, translated
+from .labels import LABEL_PROJECT, LABEL_ROLE, LABEL_WORKSPACE, ROLE_NETWORK, ROLE_WORKSPACE
 from .subnets import SubnetPool
 
 __all__ = [
@@ -52,10 +53,6 @@ __all__ = [
 
 ClientFactory = Callable[[], docker.DockerClient]
 
-ROLE_WORKSPACE = "workspace"
-ROLE_NETWORK = "network"
-INSTALL_HINT = "run scripts/install-docker"
-BUILD_HINT = "run scripts/build-images"
 DEFAULT_IMAGES = ("sandbox/workspace:bookworm", "sandbox/postgres:15")
 
 # The container's main process: it only keeps the container alive; `exec` does the work.
@@ -84,7 +81,7 @@ def connect(client_factory: ClientFactory | None = None) -> docker.DockerClient:
             client = client_factory()
             client.ping()
     except (docker.errors.DockerException, requests.exceptions.RequestException, OSError) as exc:
-        raise ServiceUnavailable(f"Docker engine not reachable: {_reason(exc)}", hint=INSTALL_HINT) from exc
+        raise ServiceUnavailable(f"Docker engine not reachable: {reason(exc)}", hint=INSTALL_HINT) from exc
     return client
 
 
@@ -117,29 +114,6 @@ def shared_client() -> docker.DockerClient:
         if client is None:
             client = _shared[key] = connect()
         return client
-
-
-def _reason(exc: BaseException) -> str:
-    if isinstance(exc, docker.errors.APIError):
-        return str(exc.explanation or exc)
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
-@contextmanager
-def _translated(what: str) -> Iterator[None]:
-    """Re-raise docker SDK errors as sandbox errors, naming what was being done."""
-    try:
-        yield
-    except SandboxError:
-        raise
-    except docker.errors.APIError as exc:  # before RequestException: APIError is an HTTPError too
-        raise WorkspaceError(f"{what}: {_reason(exc)}") from exc
-    except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
-        raise ServiceUnavailable(f"{what}: Docker engine not reachable: {_reason(exc)}",
-                                 hint=INSTALL_HINT) from exc
-    except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
-        raise WorkspaceError(f"{what}: {_reason(exc)}") from exc
 
 
 def _with_safe_directory(env: Mapping[str, str]) -> dict[str, str]:
@@ -197,7 +171,7 @@ class DockerRuntime:
     def _container(self, project: str, name: str) -> Any | None:
         """The workspace's container, or None. Refuses a same-named container sandbox did not make."""
         cname = resource_name(project, name)
-        with _translated(f"looking up container {cname}"):
+        with translated(f"looking up container {cname}"):
             try:
                 container = self.client.containers.get(cname)
             except docker.errors.NotFound:
@@ -221,7 +195,7 @@ class DockerRuntime:
     def _ensure_network(self, project: str, name: str, extra_labels: Mapping[str, str] | None) -> str:
         """The workspace's bridge network, on a /28 of the subnet pool (see :mod:`.subnets`)."""
         netname = resource_name(project, name)
-        with _translated(f"creating network {netname}"):
+        with translated(f"creating network {netname}"):
             if self._networks(netname):
                 return netname
             labels = self._labels(project, name, ROLE_NETWORK, extra_labels)
@@ -239,7 +213,7 @@ class DockerRuntime:
                     except docker.errors.APIError as exc:
                         if self._networks(netname):   # another process created it meanwhile
                             return netname
-                        if "overlap" not in _reason(exc).lower():
+                        if "overlap" not in reason(exc).lower():
                             raise
                         # used by something sandbox's table does not know (another state folder,
                         # another tool): try the next subnet
@@ -278,7 +252,7 @@ class DockerRuntime:
             raise WorkspaceError(f"container {resource_name(spec.project, spec.name)} vanished "
                                  "while being created")
         if container.status != "running":
-            with _translated(f"starting container {container.name}"):
+            with translated(f"starting container {container.name}"):
                 container.start()
 
     def _create(self, spec: WorkspaceSpec, netname: str) -> bool:
@@ -321,7 +295,7 @@ class DockerRuntime:
             "mem_limit": spec.memory,
             "nano_cpus": self._nano_cpus(spec.cpus),
         }
-        with _translated(f"creating container {cname}"):
+        with translated(f"creating container {cname}"):
             try:
                 container = client.containers.create(**kwargs)
             except docker.errors.ImageNotFound as exc:
@@ -331,7 +305,7 @@ class DockerRuntime:
                     return False
                 raise
         try:
-            with _translated(f"starting container {cname}"):
+            with translated(f"starting container {cname}"):
                 container.start()
         except SandboxError:
             # Leave nothing half-made: a retry (maybe with other ports) creates it afresh.
@@ -364,7 +338,7 @@ class DockerRuntime:
         container = self._container(project, name)
         if container is None or container.status not in ("running", "restarting", "paused"):
             return
-        with _translated(f"stopping container {container.name}"):
+        with translated(f"stopping container {container.name}"):
             try:
                 container.stop(timeout=STOP_TIMEOUT)
             except docker.errors.NotFound:
@@ -374,12 +348,12 @@ class DockerRuntime:
         cname = resource_name(project, name)
         container = self._container(project, name)
         if container is not None:
-            with _translated(f"removing container {cname}"):
+            with translated(f"removing container {cname}"):
                 try:
                     container.remove(force=True, v=True)
                 except docker.errors.NotFound:
                     pass
-        with _translated(f"removing network {cname}"):
+        with translated(f"removing network {cname}"):
             for network in self._networks(cname):
                 labels = network.attrs.get("Labels") or {}
                 if labels.get(LABEL_PROJECT) == project:
@@ -405,6 +379,21 @@ class DockerRuntime:
         if container is None:
             return "none"
         return "running" if container.status == "running" else "exited"
+
+    def statuses(self, project: str) -> dict[str, str]:
+        """Every workspace container's status (``running`` or ``exited``) by workspace name, from
+        one list call filtered by the project's label (``ls`` of many workspaces); a workspace
+        without a container is absent (``none``)."""
+        with translated("listing the workspaces' containers"):
+            containers = self.client.containers.list(
+                all=True, ignore_removed=True,
+                filters={"label": [f"{LABEL_PROJECT}={project}", f"{LABEL_ROLE}={ROLE_WORKSPACE}"]})
+        out: dict[str, str] = {}
+        for c in containers:
+            ws = (c.labels or {}).get(LABEL_WORKSPACE)
+            if ws:
+                out[ws] = "running" if c.status == "running" else "exited"
+        return out
 
     def exec(self, spec: WorkspaceSpec, argv: Sequence[str], *, env: Mapping[str, str] | None = None,
              interactive: bool = False, output: OutputSink | None = None) -> int:
@@ -440,7 +429,7 @@ class DockerRuntime:
     def _exec_api(self, spec: WorkspaceSpec, cid: str, argv: Sequence[str], env: dict[str, str],
                   output: OutputSink | None) -> int:
         api = self.client.api
-        with _translated(f"running {argv[0]!r} in workspace {spec.name!r}"):
+        with translated(f"running {argv[0]!r} in workspace {spec.name!r}"):
             exec_id = api.exec_create(cid, list(argv), stdout=True, stderr=True, stdin=False, tty=False,
                                       environment=env or None, workdir=str(spec.worktree))["Id"]
             if output is not None:
@@ -461,7 +450,7 @@ class DockerRuntime:
 
     def owned(self, project: str) -> list[OwnedResource]:
         found: list[OwnedResource] = []
-        with _translated("listing sandbox's Docker objects"):
+        with translated("listing sandbox's Docker objects"):
             # ignore_removed: a container can vanish between the listing and its inspection (the
             # engine rolls back a create whose client was killed mid-request)
             containers = self.client.containers.list(
@@ -478,7 +467,7 @@ class DockerRuntime:
         return found
 
     def remove_owned(self, resource: OwnedResource) -> None:
-        with _translated(f"removing {resource.kind} {resource.detail or resource.id}"):
+        with translated(f"removing {resource.kind} {resource.detail or resource.id}"):
             if resource.kind == "container":
                 try:
                     self.client.containers.get(resource.id).remove(force=True, v=True)
@@ -497,8 +486,8 @@ class DockerRuntime:
             client = self.client
             version = client.version()
         except (SandboxError, docker.errors.DockerException, requests.exceptions.RequestException) as exc:
-            reason = exc.message if isinstance(exc, SandboxError) else _reason(exc)
-            checks = [Check("docker engine", False, reason, INSTALL_HINT)]
+            why = exc.message if isinstance(exc, SandboxError) else reason(exc)
+            checks = [Check("docker engine", False, why, INSTALL_HINT)]
             checks += [Check(f"image {tag}", False, "not checked: no Docker engine", BUILD_HINT)
                        for tag in self.images]
             return checks
@@ -512,7 +501,7 @@ class DockerRuntime:
             except docker.errors.ImageNotFound:
                 checks.append(Check(f"image {tag}", False, "missing", BUILD_HINT))
             except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
-                checks.append(Check(f"image {tag}", False, _reason(exc), BUILD_HINT))
+                checks.append(Check(f"image {tag}", False, reason(exc), BUILD_HINT))
         cli = shutil.which("docker")
         checks.append(Check("docker cli", cli is not None, cli or "missing: `sandbox shell` needs it",
                             None if cli else INSTALL_HINT, required=False))

@@ -19,7 +19,6 @@ them already (scripts/build-images installs them).
 
 from __future__ import annotations
 
-import fcntl
 import fnmatch
 import hashlib
 import json
@@ -31,6 +30,8 @@ from typing import Any, Callable
 
 from ..config import Config
 from ..errors import ConfigError, ServiceUnavailable, WorkspaceError
+from ..host import file_lock
+from .labels import LABEL_PROJECT
 
 _SKIP_DIRS = {".git", ".sandbox", ".venv", "node_modules", "__pycache__", ".mypy_cache", ".pytest_cache"}
 
@@ -164,13 +165,14 @@ class ProjectImage:
         refuse_heredocs(dockerfile)
         buildargs = self._buildargs()
         tag = f"sandbox-project/{self.config.project_id}:{inputs_hash(dockerfile, context, buildargs)}"
-        from .docker import BUILD_HINT, _translated, shared_client
+        from .docker import shared_client
+        from .errors import BUILD_HINT, translated
         import docker.errors
 
         client = shared_client()
 
         def built() -> bool:
-            with _translated("looking up the project's image"):
+            with translated("looking up the project's image"):
                 try:
                     client.images.get(tag)
                     return True
@@ -180,9 +182,8 @@ class ProjectImage:
         if built():
             return tag
         self.config.state_dir.mkdir(exist_ok=True)
-        fd = os.open(self.config.state_dir / "image-build.lock", os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)       # one build at a time; a waiter finds it built
+        # one build at a time; a waiter finds it built
+        with file_lock(self.config.state_dir / "image-build.lock", mode=0o644):
             if built():
                 return tag
             rel = os.path.relpath(dockerfile, context)
@@ -197,7 +198,7 @@ class ProjectImage:
                 context_tar: Any = docker_build.tar(context, exclude=exclude, dockerfile=(rel, None))
                 stream = client.api.build(fileobj=context_tar, custom_context=True, dockerfile=rel, tag=tag,
                                           rm=True, forcerm=True, buildargs=buildargs or None, decode=True,
-                                          labels={"dev.sandbox.project": self.config.project_id})
+                                          labels={LABEL_PROJECT: self.config.project_id})
                 for chunk in stream:
                     if "stream" in chunk:
                         for line in str(chunk["stream"]).splitlines():
@@ -217,8 +218,6 @@ class ProjectImage:
             log_file.parent.mkdir(parents=True, exist_ok=True)
             log_file.write_text("\n".join(log) + "\n")
             return tag
-        finally:
-            os.close(fd)
 
 
 def explicit_image(config: Config) -> bool:
@@ -277,12 +276,13 @@ def refuse_heredocs(dockerfile: Path) -> None:
 
 def remove_project_images(project_id: str) -> list[str]:
     """Remove the images sandbox built for the project (label ``dev.sandbox.project``); their tags."""
-    from .docker import _translated, shared_client
+    from .docker import shared_client
+    from .errors import translated
     import docker.errors
     removed: list[str] = []
-    with _translated("removing the project's images"):
+    with translated("removing the project's images"):
         client = shared_client()
-        for image in client.images.list(filters={"label": f"dev.sandbox.project={project_id}"}):
+        for image in client.images.list(filters={"label": f"{LABEL_PROJECT}={project_id}"}):
             tags = list(image.tags) or [str(image.id)]
             try:
                 client.images.remove(str(image.id), force=True)

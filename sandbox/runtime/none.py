@@ -31,6 +31,9 @@ class HostRuntime:
     def status(self, project: str, name: str) -> str:
         return "none"
 
+    def statuses(self, project: str) -> dict[str, str]:
+        return {}
+
     def exec(self, spec: WorkspaceSpec, argv: Sequence[str], *, env: Mapping[str, str] | None = None,
              interactive: bool = False, output: OutputSink | None = None) -> int:
         full_env = {**os.environ, **spec.env, **(env or {})}

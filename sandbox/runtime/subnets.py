@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 from ..errors import ConfigError, WorkspaceError
-from ..registry import _immediate, _sqlite, host_state_dir
+from ..host import host_state_dir
+from ..registry.database import immediate, open_sqlite
 
 PREFIX = 28
 DEFAULT_POOL = "10.213.0.0/16"
@@ -52,10 +53,10 @@ class SubnetPool:
     @contextlib.contextmanager
     def _db(self) -> Iterator[sqlite3.Connection]:
         self.dir.mkdir(parents=True, exist_ok=True)
-        with _sqlite(self.path) as conn:
+        with open_sqlite(self.path) as conn:
             conn.execute("CREATE TABLE IF NOT EXISTS subnets (subnet TEXT PRIMARY KEY, network TEXT NOT NULL UNIQUE, "
                          "at TEXT NOT NULL)")
-            with _immediate(conn):
+            with immediate(conn):
                 yield conn
 
     @contextlib.contextmanager

@@ -61,13 +61,15 @@ def btrfs_mount() -> Iterator[Path]:
         shutil.rmtree(base, ignore_errors=True)
 
 
-def make_strategy(mount: Path, key: str, server_kind: str = "local", docker: Any = None) -> SnapshotStrategy:
+def make_strategy(mount: Path, key: str, server_kind: str = "local", docker: Any = None,
+                  image: str | None = None) -> SnapshotStrategy:
     repo = mount / key / "repo"
     state = repo / ".sandbox"
     state.mkdir(parents=True, exist_ok=True)
     events: list[str] = []
     ctx = BackendContext(project_id="t0c0ffee", state_dir=state,
-                         config=DatabaseConfig(pool=".sandbox/pool", bin_dir=str(pg_bin_dir())),
+                         config=DatabaseConfig(pool=".sandbox/pool", bin_dir=str(pg_bin_dir()),
+                                               image=image or DatabaseConfig().image),
                          ports=FakePorts(), progress=events.append, docker=docker)
     storage = Storage("btrfs", state / "pool")
     s = SnapshotStrategy(ctx, storage, server_kind)
@@ -340,10 +342,12 @@ def test_crash_leftovers_are_owned_and_removed(strategy: SnapshotStrategy) -> No
     s.storage.clone(s.baseline_dir, s.pool / "baseline.new")
     s.storage.clone(s.baseline_dir, s.pool / "scratch" / "gate-dead01")
     a = s.create("crash-a")
-    s.storage.clone(s.pool / "ws" / "crash-a", s.pool / "ckpt" / "crash-a" / ".new-x")
+    s.storage.clone(s._ws_dir("crash-a"), s.pool / "ckpt" / "crash-a" / ".new-x")
+    # a reset killed after the swap: the old volume waits next to the new one
+    s.storage.clone(s.baseline_dir, s._ws_home("crash-a") / ".new-db")
     leftovers = {r.id for r in s.owned() if r.kind == "leftover"}
     assert leftovers == {str(ghost), str(s.pool / "baseline.new"), str(s.pool / "scratch" / "gate-dead01"),
-                         str(s.pool / "ckpt" / "crash-a" / ".new-x")}
+                         str(s.pool / "ckpt" / "crash-a" / ".new-x"), str(s._ws_home("crash-a") / ".new-db")}
     for r in s.owned():
         if r.kind == "leftover":
             s.remove_owned(r)
@@ -439,12 +443,12 @@ def test_doctor(strategy: SnapshotStrategy) -> None:
 def test_docker_server(btrfs_mount: Path, docker_client: Any) -> None:
     import docker.errors
 
-    image = DatabaseConfig().image
+    image = os.environ.get("SANDBOX_POSTGRES_IMAGE") or DatabaseConfig().image
     try:
-        docker_client.images.get(image)
+        supervises = docker_client.images.get(image).labels.get("dev.sandbox.supervise") == "1"
     except docker.errors.ImageNotFound:
         service_missing(f"image {image} is not built (scripts/build-images)")
-    s = make_strategy(btrfs_mount, "docker", server_kind="docker", docker=lambda: docker_client)
+    s = make_strategy(btrfs_mount, "docker", server_kind="docker", docker=lambda: docker_client, image=image)
     network = docker_client.networks.create("sbx-t0c0ffee-test-net", labels={"dev.sandbox.project": "t0c0ffee"})
     try:
         s.build_baseline(seed)
@@ -470,6 +474,25 @@ def test_docker_server(btrfs_mount: Path, docker_client: Any) -> None:
         q(a, "DROP TABLE only_a")
         s.restore("dk-a", "c1", network=network.name)
         assert q(a, "SELECT to_regclass('only_a') IS NOT NULL") == [(True,)]
+        # A supervised container outlives its data: reset and restore swap the volume under it.
+        after = docker_client.containers.get("sbx-t0c0ffee-db-dk-a")
+        assert (after.id == c.id) == supervises
+        assert network.name in after.attrs["NetworkSettings"]["Networks"]
+        q(a, "INSERT INTO items (name) VALUES ('extra')")
+        assert s.reset("dk-a", network=network.name) == a
+        assert q(a, "SELECT count(*), to_regclass('only_a') FROM items") == [(1000, None)]
+        assert (docker_client.containers.get("sbx-t0c0ffee-db-dk-a").id == c.id) == supervises
+        assert [r.kind for r in s.owned() if r.kind == "leftover"] == []
+        if supervises:
+            # a reset killed while PostgreSQL was held down: the next start lets it up again
+            (s._ws_home("dk-a") / ".hold").touch()
+            docker_client.containers.get("sbx-t0c0ffee-db-dk-a").kill(signal="SIGUSR1")
+            deadline = time.monotonic() + 30
+            while (s._ws_dir("dk-a") / "data" / "postmaster.pid").exists() and time.monotonic() < deadline:
+                time.sleep(0.01)
+            s.start("dk-a", network=network.name)
+            assert q(a, "SELECT count(*) FROM items") == [(1000,)]
+            assert not (s._ws_home("dk-a") / ".hold").exists()
     finally:
         for name in ("dk-a", "dk-b"):
             s.drop(name)

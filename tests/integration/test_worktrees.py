@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from sandbox.worktrees import Worktrees
+from sandbox.git import Worktrees
 
 ENV = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com",
        "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com", "PATH": "/usr/bin:/bin"}

@@ -124,20 +124,21 @@ def test_merge_refuses_when_the_branch_moved_after_the_gate_judged_it(
     someone's ``sandbox ls`` collects it. merge refuses instead of merging the new tip."""
     from sandbox import Sandbox
     from sandbox.errors import WorkspaceError
-    from sandbox.migrations.coordinator import Coordinator
+    from sandbox.migrations import gate
+    from sandbox.migrations.context import GateContext
 
     main_before = gp.main_sha()
     gp.put("y", "migrations/versions/y001_nick.py", revision_source("y001", "0001", INNOCENT), commit="y: nick")
-    original = Coordinator.check
+    original = gate.check
 
-    def check_then_move(self: Coordinator, name: str, **kw: Any) -> Any:
-        report = original(self, name, **kw)
+    def check_then_move(ctx: GateContext, name: str, **kw: Any) -> Any:
+        report = original(ctx, name, **kw)
         gp.put("y", "migrations/versions/y002_drop.py", revision_source("y002", "y001", DROP),
                commit="y: drop, while the gate ran")
         cli(gp.repo, "ls")                      # another agent's ls brings it into main's repository
         return report
 
-    monkeypatch.setattr(Coordinator, "check", check_then_move)
+    monkeypatch.setattr(gate, "check", check_then_move)
     cli(gp.repo, "ls")
     judged = gp.branch_sha("y")
     with pytest.raises(WorkspaceError, match="moved") as exc:

@@ -14,7 +14,7 @@ from sandbox.envfile import write_block
 from sandbox.errors import ConfigError, MigrationError
 from sandbox.migrations.scan import heads_of, read_layout, scan_revisions
 from sandbox.project import project_env
-from sandbox.worktrees import find_project_root
+from sandbox.git import find_project_root
 
 DB = ConnInfo(host="127.0.0.1", port=30001, user="ws_a", password="s3cret", dbname="app",
               container_host="db", container_port=5432)

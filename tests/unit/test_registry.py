@@ -82,3 +82,24 @@ def test_projects_on_one_host_never_share_a_port(tmp_path: Path) -> None:
     shutil.rmtree(tmp_path / "a")
     c = Registry(tmp_path / "c" / ".sandbox", host, create=True)
     assert c.allocate("ws", "db", 1, base=33000) == pa
+
+
+def test_a_registry_from_before_pid_start_is_upgraded_and_records_it(tmp_path: Path) -> None:
+    import os
+    import sqlite3
+
+    from sandbox.host import process_start
+    reg = Registry(tmp_path, create=True, timeout=5)
+    reg.insert(WorkspaceRecord(name="a", branch="a", path="/x", state="ready", runtime="none"))
+    with sqlite3.connect(tmp_path / "registry.db") as conn:   # as schema version 2 left it
+        conn.execute("ALTER TABLE workspaces DROP COLUMN pid_start")
+        conn.execute("PRAGMA user_version = 2")
+    reg = Registry(tmp_path, timeout=5)
+    rec = reg.get("a")
+    assert rec is not None and rec.pid_start is None
+    reg.set_state("a", "removing")
+    rec = reg.get("a")
+    assert rec is not None and (rec.pid, rec.pid_start) == (os.getpid(), process_start(os.getpid()))
+    reg.set_state("a", "ready")
+    rec = reg.get("a")
+    assert rec is not None and rec.pid is None and rec.pid_start is None

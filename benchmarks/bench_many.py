@@ -1,0 +1,92 @@
+"""Commands that read or remove every workspace, with many workspaces (issue 16).
+
+Grows one project to N workspaces (100 by default; ``up`` in batches of 8), then times the
+commands whose cost grows with the number of workspaces:
+
+* ``sandbox ls --json``: one container list call, repositories read in parallel, one git read
+  for every branch, health probed in parallel. Goal ≤ 1 s.
+* ``sandbox migrate status --json``: every branch read in one git call. Goal ≤ 1 s.
+* ``sandbox deinit --force``: workspaces torn down in parallel (a bounded pool). Goal ≤ 60 s.
+
+Before issue 16, with 120 Docker workspaces: ``ls --json`` 13.1 s, ``migrate status`` 6.0 s,
+``deinit --force`` 4 min 33 s (4 git subprocesses and 4 Docker API calls per workspace, one
+after another).
+
+Usage (as root, from the repository root)::
+
+    python benchmarks/bench_many.py                  # 100 Docker workspaces (~10 min)
+    python benchmarks/bench_many.py -n 20 --quick    # a smaller project
+    python benchmarks/bench_many.py --runtime none   # worktrees and databases only
+
+Nothing asserts timings; the table is printed and written to RESULTS.md (``<!-- many -->``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+import _common as C
+
+SECTION = "many"
+BATCH = 8
+
+
+def grow(project: C.Path, count: int) -> float:
+    """``sandbox up`` of ``count`` workspaces, in batches; the seconds it took."""
+    t0 = time.perf_counter()
+    names = [f"w{i:03d}" for i in range(count)]
+    for start in range(0, count, BATCH):
+        batch = names[start:start + BATCH]
+        C.log(f"up {batch[0]}..{batch[-1]}")
+        C.sandbox_cli(project, "up", *batch, timeout=1800)
+    return time.perf_counter() - t0
+
+
+def timed_cli(project: C.Path, *args: str) -> float:
+    t0 = time.perf_counter()
+    C.sandbox_cli(project, *args, timeout=3600)
+    return time.perf_counter() - t0
+
+
+def main(argv: list[str]) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("-n", "--workspaces", type=int, default=100)
+    ap.add_argument("--runs", type=int, default=3, help="runs of ls and migrate status (median)")
+    ap.add_argument("--runtime", default="docker", choices=("docker", "none"))
+    ap.add_argument("--quick", action="store_true", help="one run of each")
+    ap.add_argument("--no-write", action="store_true", help="print only")
+    args = ap.parse_args(argv)
+    runs = 1 if args.quick else args.runs
+    server = "docker" if args.runtime == "docker" else "local"
+    project = C.make_project("many", strategy="auto", server=server, runtime=args.runtime, port_base=42000)
+    try:
+        C.sandbox_cli(project, "init", timeout=900)
+        made = grow(project, args.workspaces)
+        ls = [timed_cli(project, "ls", "--json") for _ in range(runs)]
+        status = [timed_cli(project, "migrate", "status", "--json") for _ in range(runs)]
+        C.log("deinit --force")
+        deinit = timed_cli(project, "deinit", "--force")
+        n = args.workspaces
+        rows = [
+            [f"`up` of {n} workspaces, {BATCH} at a time", C.fmt_s(made), "", ""],
+            ["`ls --json`", C.fmt_s(C.median(ls)), "≤ 1 s", "met" if C.median(ls) <= 1 else "missed"],
+            ["`migrate status --json`", C.fmt_s(C.median(status)), "≤ 1 s",
+             "met" if C.median(status) <= 1 else "missed"],
+            ["`deinit --force`", C.fmt_s(deinit), "≤ 60 s", "met" if deinit <= 60 else "missed"],
+        ]
+        body = (f"## Many workspaces ({n}, runtime {args.runtime})\n\n"
+                + C.run_header("bench_many.py", argv)
+                + f"\nMedians of {runs} for `ls` and `migrate status`. Before issue 16 (120 Docker workspaces): "
+                  "`ls --json` 13.1 s, `migrate status` 6.0 s, `deinit --force` 4 min 33 s.\n\n"
+                + C.md_table(["what", "time", "goal", ""], rows) + "\n")
+        print(body)
+        if not args.no_write:
+            C.update_results(SECTION, body)
+    finally:
+        C.cleanup_project(project)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
