@@ -37,6 +37,9 @@ Layout
   output) -> int`` (for example ``lambda argv, out: runtime.exec(spec, argv, output=out)``);
   ``fast_forward(path, name, commit)`` for a ``runtime = "none"`` worktree.
 - :mod:`.files`: ``chown_tree``, ``copy_into`` (host file helpers for what git hands over).
+- :mod:`.user`: ``sandbox git NAME -- ARGS``, a person's git command: ``in_container(exec, args)``
+  inside a Docker workspace's container (through the runtime's exec), ``on_host(worktree, args)``
+  hardened in a ``runtime = "none"`` worktree.
 
 Deprecated, kept until their callers move to the typed answers (then removed with the
 ``sandbox/worktrees.py`` shim): ``Worktrees.dirty`` (lines), ``IsolatedRepos.unsaved`` (lines
