@@ -10,8 +10,8 @@ on the host, hardened as for any workspace (no hooks, no fsmonitor), with the ca
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 from ..errors import ServiceUnavailable, UsageError
 from .runner import argv, environment
