@@ -102,6 +102,10 @@ class Sandbox(Project):
         """Fast-forward the workspace's checkout to ``commit`` (made for it in main's repository)."""
         lifecycle.advance(self, rec, commit)
 
+    def recopy(self, rec: WorkspaceRecord) -> list[str]:
+        """``[workspace] copy`` again (``sync``, ``rebase``): generated, git-ignored files of main's checkout."""
+        return lifecycle.recopy(self, rec)
+
     def stop(self, name: str) -> None:
         """Stop the containers; keep everything."""
         lifecycle.stop(self, name)
@@ -116,9 +120,10 @@ class Sandbox(Project):
         """The one teardown (:func:`sandbox.workspaces.remove.teardown`)."""
         remove.teardown(self, rec, delete_branch=delete_branch, force=force)
 
-    def deinit(self, *, force: bool = False, resume: str | None = None) -> DeinitResult:
-        """Remove every workspace, the baseline, the servers, the storage pool and ``.sandbox/``."""
-        return remove.deinit(self, force=force, resume=resume)
+    def deinit(self, *, force: bool = False, resume: str | None = None, keep_images: bool = False) -> DeinitResult:
+        """Remove every workspace, the baseline, the servers, the storage pool, ``.sandbox/`` and the
+        project images sandbox built (unless ``keep_images``)."""
+        return remove.deinit(self, force=force, resume=resume, keep_images=keep_images)
 
     # -- reading ----------------------------------------------------------------------------------
     def ls(self) -> list[WorkspaceInfo]:
@@ -143,6 +148,10 @@ class Sandbox(Project):
              output: OutputSink | None = None, errors: OutputSink | None = None) -> int:
         """Run argv in the workspace and return its exit code (``output``/``errors``: where its streams go)."""
         return inspection.exec_in(self, name, argv, interactive=interactive, output=output, errors=errors)
+
+    def git_command(self, name: str, args: Sequence[str]) -> int:
+        """git ARGS in the workspace's checkout (inside its container for a Docker workspace); git's exit code."""
+        return inspection.git_in(self, name, args)
 
     def shell(self, name: str) -> int:
         return inspection.shell(self, name)

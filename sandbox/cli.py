@@ -143,6 +143,12 @@ def init(
         _print_json(res)
     else:
         verified = " (verified in its alembic_version)" if res.get("baseline_verified") and res["baseline_head"] else ""
+        found = res.get("migrations")
+        if found:
+            out.print(f"migrations: {found['config']} ({found['layout']} layout): script location "
+                      f"{found['script_location']}, version locations {', '.join(found['version_locations'])}, "
+                      f"{found['revisions']} revision(s), head(s) {', '.join(found['heads']) or '-'}; "
+                      f"interpreter {found['interpreter']}", markup=False)
         out.print(f"initialised: strategy {res['strategy']}, baseline at "
                   f"{res['baseline_head'] or '(no migrations)'}{verified}; config {res['config']}")
 
@@ -267,6 +273,9 @@ def ls_(json_: JsonOpt = False) -> None:
                       *([" ".join(f"{p['service']}:{p['target']}={p['host_port']}"
                                   for p in (r.get("compose") or {}).get("ports", [])) or "-"] if stacks else []))
     out.print(table)
+    for r in rows:          # the reasons the table cut short, in full
+        if r.get("cause") and len(r["cause"]) > 60:
+            out.print(f"{r['name']}: {r['cause']}", markup=False, soft_wrap=True)
     problem = rows[0].get("health", {}).get("baseline_problem")
     if problem:
         err.print(f"warning: {problem}", markup=False)
@@ -297,6 +306,14 @@ def exec(name: str, cmd: Annotated[list[str], typer.Argument(help="The command, 
 def compose(name: str, args: Annotated[list[str], typer.Argument(help="compose's arguments, after --.")]) -> None:
     """docker compose for the workspace's own stack ([compose] in sandbox.toml): ps, logs, exec…"""
     raise typer.Exit(_run(lambda: _sandbox().compose(name, args)))
+
+
+@app.command(name="git", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def git_(name: str, args: Annotated[list[str], typer.Argument(help="git's arguments, after --.")]) -> None:
+    """Run git inside the workspace (its container: the checkout's files are its user's), e.g. to
+    commit from the host without weakening git's ownership check."""
+    code = _run(lambda: _sandbox().git_command(name, args))
+    raise typer.Exit(code)
 
 
 @app.command()
@@ -371,10 +388,14 @@ def storage_grow(
 @app.command()
 def deinit(
     force: Annotated[bool, typer.Option("--force", help="Also remove workspaces holding uncommitted or unmerged work.")] = False,
+    keep_images: Annotated[bool, typer.Option("--keep-images", help="Keep the project images sandbox built.")] = False,
 ) -> None:
-    """Remove every workspace, the baseline, servers, storage pool and .sandbox/ (sandbox.toml and branches stay)."""
-    res = _run(lambda: _sandbox().deinit(force=force)).to_json()
-    out.print(f"removed {len(res['removed_workspaces'])} workspace(s) and all of sandbox's state")
+    """Remove every workspace, the baseline, servers, storage pool, .sandbox/ and the project images
+    sandbox built (sandbox.toml and branches stay)."""
+    res = _run(lambda: _sandbox().deinit(force=force, keep_images=keep_images)).to_json()
+    images = res.get("removed_images") or []
+    out.print(f"removed {len(res['removed_workspaces'])} workspace(s) and all of sandbox's state"
+              + (f", and {len(images)} project image tag(s)" if images else ""))
 
 
 @app.command()

@@ -76,6 +76,10 @@ class MigrationsConfig:
     auto_rebase: bool = False
     roundtrip: bool = False
     python: str | None = None          # runtime "none": the interpreter that runs alembic
+    # what alembic runs inside (sandbox/migrations/runner.py): the Flask app whose context env.py
+    # needs ("module:create_app"), and a wrapper ("module:callable", "anyio-worker", "asyncio-thread")
+    app: str | None = None
+    wrap: str | None = None
     version_table: str = "alembic_version"   # what sandbox reads to verify an upgrade
     version_table_schema: str | None = None
     run_timeout: str = "10m"           # deadline of each container that runs project code
@@ -347,6 +351,22 @@ def _python(value: str) -> str | None:
     return None
 
 
+_OBJECT_REF = re.compile(r"[A-Za-z_][\w]*(?:\.[A-Za-z_][\w]*)*(?::[A-Za-z_][\w]*(?:\.[A-Za-z_][\w]*)*)?")
+WRAP_BUILTINS = ("anyio-worker", "asyncio-thread")
+
+
+def _object_ref(value: str) -> str | None:
+    return None if _OBJECT_REF.fullmatch(value) else 'must be "module:attribute" (e.g. "app:create_app")'
+
+
+def _wrap(value: str) -> str | None:
+    if value in WRAP_BUILTINS or _OBJECT_REF.fullmatch(value):
+        return None
+    if value.startswith("advanced-alchemy:") and _OBJECT_REF.fullmatch(value[len("advanced-alchemy:"):]):
+        return None
+    return f'must be "module:callable", "advanced-alchemy:module:config" or one of {", ".join(WRAP_BUILTINS)}'
+
+
 def _bin_dir(value: str) -> str | None:
     if any(c in value for c in "\n\r\0") or not os.path.isabs(value):
         return 'must be an absolute directory such as "/usr/lib/postgresql/15/bin"'
@@ -390,6 +410,8 @@ _FORMS: dict[tuple[str, str], Any] = {
     ("migrations", "config"): _one_of_lines,
     ("migrations", "test"): _commands,
     ("migrations", "python"): _python,
+    ("migrations", "app"): _object_ref,
+    ("migrations", "wrap"): _wrap,
     ("migrations", "run_timeout"): _duration(1, 7 * 86_400),
     ("migrations", "statement_timeout"): _duration(0.1, 86_400),
     ("migrations", "gate_timeout"): _duration(1, 7 * 86_400),

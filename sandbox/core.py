@@ -106,10 +106,13 @@ class Project:
     def tool(self) -> MigrationTool:
         if self._tool is None:
             from .migrations.alembic import AlembicTool
+            from .migrations.discover import LAYOUT_FILE
             mc = self.config.migrations
             self._tool = AlembicTool(mc.config, runner=self.runner, version_table=mc.version_table,
                                      version_table_schema=mc.version_table_schema,
-                                     cache_dir=self.config.state_dir / "cache" / "offline-sql")
+                                     cache_dir=self.config.state_dir / "cache" / "offline-sql",
+                                     app=mc.app, wrap=mc.wrap, layout_file=self.config.state_dir / LAYOUT_FILE,
+                                     main_root=self.root)
         return self._tool
 
     @property

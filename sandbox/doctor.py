@@ -66,17 +66,8 @@ def run_checks(sb: Sandbox, *, repair: bool = False) -> list[Check]:
         checks += doctor_checks(sb.config)
     except SandboxError as exc:
         checks.append(Check("postgres", False, str(exc), "see `sandbox doctor` docs in README"))
-    if sb.tool.available(sb.root):
-        try:
-            heads = sb.tool.heads(sb.root)
-            ok = len(heads) <= 1
-            checks.append(Check("migrations", ok, f"alembic: {len(heads)} head(s) on main: {', '.join(heads) or '-'}",
-                                None if ok else "merge the heads on main (`alembic merge heads`)"))
-        except SandboxError as exc:
-            checks.append(Check("migrations", False, str(exc), "fix alembic.ini / the migrations folder"))
-    else:
-        checks.append(Check("migrations", True, f"no {sb.config.migrations.config}: migrations disabled",
-                            required=False))
+    from .migrations.discover import migrations_checks
+    checks += migrations_checks(sb.tool, sb.root)
     if registry is None:
         checks.append(Check("state", False, "not initialised", "run `sandbox init`", required=False))
     elif usable:

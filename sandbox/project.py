@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import threading
@@ -95,12 +96,28 @@ def _host_python(config: Config, tree: Path, workdir: Path) -> list[str]:
         if not p.is_absolute() and ("/" in configured or configured.startswith(".")):
             # relative to main's root (the trusted checkout), never to a workspace's files
             p = config.root / configured
+            if not (p.is_file() and os.access(p, os.X_OK)):
+                raise WorkspaceError(f"sandbox.toml: [migrations] python = {configured!r}: {p} is not an executable "
+                                     "file", hint="point it at the project's interpreter (e.g. \".venv/bin/python\")")
             return [str(p)]
+        if not shutil.which(configured):
+            raise WorkspaceError(f"sandbox.toml: [migrations] python = {configured!r}: not found on PATH",
+                                 hint="point it at the project's interpreter")
         return [configured]
-    for candidate in (workdir / ".venv" / "bin" / "python", tree / ".venv" / "bin" / "python",
-                      config.root / ".venv" / "bin" / "python"):
+    # A .venv is git-ignored: a fresh worktree has none, main's checkout has it (beside the same
+    # alembic config, or at the root). Main's is the project's own, trusted interpreter.
+    try:
+        main_workdir = config.root / Path(workdir).resolve().relative_to(Path(tree).resolve())
+    except ValueError:
+        main_workdir = config.root
+    for candidate in dict.fromkeys((workdir / ".venv" / "bin" / "python", tree / ".venv" / "bin" / "python",
+                                    main_workdir / ".venv" / "bin" / "python", config.root / ".venv" / "bin" / "python")):
         if candidate.is_file() and os.access(candidate, os.X_OK):
             return [str(candidate)]
+    if shutil.which("python3") is None:
+        raise WorkspaceError("no interpreter for the project: no .venv beside the alembic config or at the root "
+                             "(in the workspace or in main's checkout), and no python3 on PATH",
+                             hint="set [migrations] python in sandbox.toml to the project's interpreter")
     return ["python3"]
 
 

@@ -123,6 +123,7 @@ class GcResult(_Json):
 class DeinitResult(_Json):
     removed_workspaces: list[str]
     kept_branches: list[str]
+    removed_images: list[str] = field(default_factory=list)     # tags of the project images sandbox built
 
 
 @dataclass
@@ -134,6 +135,13 @@ class InitResult(_Json):
     env_file: str
     baseline_head: str | None
     baseline_verified: bool
+    # what init found (sandbox.migrations.discover.Discovery; this module imports nothing of sandbox)
+    migrations: Any = None
+
+    def to_json(self) -> dict[str, Any]:
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "migrations"}
+        data["migrations"] = self.migrations.to_json() if self.migrations is not None else None
+        return data
 
 
 @dataclass

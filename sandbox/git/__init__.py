@@ -41,6 +41,9 @@ Layout
   ``cat-file``), ``merge_pairs`` (every pair in one ``merge-tree --write-tree --stdin``),
   ``diffstats``, ``snapshot`` (a working tree as a throwaway commit, with sandbox's own index),
   ``grep_words`` and ``show_diff``.
+- :mod:`.user`: ``sandbox git NAME -- ARGS``, a person's git command: ``in_container(exec, args)``
+  inside a Docker workspace's container (through the runtime's exec), ``on_host(worktree, args)``
+  hardened in a ``runtime = "none"`` worktree.
 """
 
 from __future__ import annotations

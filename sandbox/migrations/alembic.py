@@ -88,24 +88,34 @@ class AlembicTool:
 
     def __init__(self, config_path: str = "alembic.ini", *, runner: Any = None,
                  version_table: str = "alembic_version", version_table_schema: str | None = None,
-                 cache_dir: Path | None = None) -> None:
+                 cache_dir: Path | None = None, app: str | None = None, wrap: str | None = None,
+                 layout_file: Path | None = None, main_root: Path | None = None) -> None:
         self.config_path = config_path
         self.runner = runner
         self.version_table = version_table
         self.version_table_schema = version_table_schema
         self.cache_dir = cache_dir
+        self.app = app                  # [migrations] app: the Flask app whose context env.py needs
+        self.wrap = wrap                # [migrations] wrap: what alembic runs inside
+        self.layout_file = layout_file  # where alembic said the revisions are (sandbox.migrations.discover)
+        self.main_root = main_root      # main's checkout: what a worktree may lack (generated files)
 
     # -- reading (static) --------------------------------------------------------------------
 
     def layout(self, tree: Path) -> AlembicLayout | None:
-        return read_layout(Path(tree), self.config_path)
+        """The tree's layout: where alembic itself said the revisions are when ``init`` asked it
+        (``layout_file``), else what the config says, read statically."""
+        from sandbox.migrations.discover import recorded_layout
+        recorded = recorded_layout(self.layout_file, Path(tree), self.config_path)
+        return recorded if recorded is not None else read_layout(Path(tree), self.config_path)
 
     def available(self, tree: Path) -> bool:
-        """True when ``<tree>/<config_path>`` exists and names a ``script_location``."""
+        """True when ``<tree>/<config_path>`` is an alembic config, even one that cannot be
+        resolved: then every use of it fails with the reason, never as "no migrations"."""
         try:
             return self.layout(tree) is not None
         except MigrationError:
-            return False
+            return (Path(tree) / self.config_path).is_file()
 
     def _require(self, tree: Path) -> AlembicLayout:
         layout = self.layout(tree)
@@ -151,13 +161,24 @@ class AlembicTool:
              target_name: str = "the workspace database", timeout: float | None = None) -> dict[str, Any]:
         if self.runner is None:
             raise MigrationError("no project runner: sandbox runs alembic only in the project's environment")
-        layout = self._require(tree)
+        try:
+            layout = self._require(tree)
+            ini, workdir = layout.ini, layout.workdir
+        except MigrationError:
+            if request.get("action") != "describe":
+                raise
+            # asking alembic is how a config sandbox cannot read statically gets resolved
+            ini = Path(tree).resolve() / self.config_path
+            workdir = ini.parent
         # The URL is the runner's view of the database: SANDBOX_DATABASE_URL, set by the runner.
-        req = {"config": layout.ini.name, "url_from_env": network, **request}
+        req = {"config": ini.name, "url_from_env": network,
+               "root": os.path.relpath(Path(tree).resolve(), workdir),
+               **({"app": self.app} if self.app else {}), **({"wrap": self.wrap} if self.wrap else {}),
+               **request}
         argv = [*self.runner.python(Path(tree)), self.runner.runner_script(), json.dumps(req)]
         # the gate bounds each run by what is left of its deadline; others keep the runner's default
         bound: dict[str, Any] = {"timeout": max(1.0, timeout)} if timeout is not None else {}
-        result = self.runner.run(Path(tree), argv, cwd=layout.workdir, env=env, db=db, workspace=workspace,
+        result = self.runner.run(Path(tree), argv, cwd=workdir, env=env, db=db, workspace=workspace,
                                  network=network, **bound)
         parsed: dict[str, Any] | None = None
         for line in reversed(result.stdout.splitlines()):
@@ -169,7 +190,8 @@ class AlembicTool:
                 break
         if parsed is None:
             tail = scrub_secrets(" | ".join(result.output.splitlines()[-4:]), db.url())
-            raise MigrationError(f"alembic {what} failed in {tree}: the project's interpreter exited "
+            raise MigrationError(f"alembic {what} failed in {tree}: the project's interpreter "
+                                 f"({' '.join(self.runner.python(Path(tree)))}) exited "
                                  f"{result.code} before alembic ran: {tail or 'no output'}",
                                  hint="does the project's image or interpreter have alembic installed? "
                                  "(see [workspace] dockerfile / [migrations] python)")
@@ -182,8 +204,22 @@ class AlembicTool:
                 raise MigrationsMisdirected(
                     f"{MISDIRECTED}{_which(target_name)}: env.py could not connect to it "
                     f"(alembic {what} in {tree}: {error.splitlines()[0]})", hint=misdirected_hint(self.config_path))
-            raise MigrationError(f"alembic {what} failed in {tree}: {error}")
+            raise MigrationError(f"alembic {what} failed in {tree}: {error}",
+                                 hint=self._failure_hint(Path(tree), parsed))
         return parsed
+
+    def _failure_hint(self, tree: Path, parsed: dict[str, Any]) -> str | None:
+        """What to do about a failure of the project's code: a missing module that main's checkout
+        has (a git-ignored, generated file), or an env.py that needs a wrapper."""
+        from sandbox.migrations.discover import failure_hint
+        return failure_hint(tree, self.main_root, parsed, app=self.app, wrap=self.wrap)
+
+    def describe(self, tree: Path, *, env: Mapping[str, str] | None = None) -> dict[str, Any]:
+        """Ask alembic, in the project's environment, where the revisions are (after env.py ran
+        offline, under the project's wrapper). No database is reachable."""
+        out = self._run(Path(tree), {"action": "describe"}, db=_PLACEHOLDER, env=env or {}, network=False,
+                        workspace=None, what="describe (where are the revisions?)")
+        return dict(out.get("describe") or {})
 
     def offline_sql(self, tree: Path, revision: str, *, env: Mapping[str, str] | None = None,
                     timeout: float | None = None) -> str:
@@ -236,17 +272,40 @@ class AlembicTool:
         expected = self.heads(tree) if target in ("head", "heads") else [target]
         self._run(Path(tree), {"action": "upgrade", "target": target}, db=db, env=env or {}, network=True,
                   workspace=workspace, what=f"upgrade to {target}", target_name=what, timeout=timeout)
-        return self.verify(db, expected, what=what)
+        return self.verify(db, expected, what=what, tree=Path(tree))
 
     def downgrade(self, tree: Path, db: ConnInfo, target: str, *, env: Mapping[str, str] | None = None,
                   workspace: str | None = None) -> list[str]:
         self._run(Path(tree), {"action": "downgrade", "target": target}, db=db, env=env or {}, network=True,
                   workspace=workspace, what=f"downgrade to {target}")
-        return self.verify(db, [] if target == "base" else [target], what="the workspace database")
+        return self.verify(db, [] if target == "base" else [target], what="the workspace database", tree=Path(tree))
 
-    def verify(self, db: ConnInfo, expected: list[str], *, what: str = "the workspace database") -> list[str]:
-        """The target database's version table must hold exactly ``expected``."""
+    def verify(self, db: ConnInfo, expected: list[str], *, what: str = "the workspace database",
+               tree: Path | None = None) -> list[str]:
+        """The target database's version table must hold exactly ``expected``.
+
+        Before blaming the URL, the revisions found are checked against sandbox's own view: a
+        database at revisions sandbox did not read means that view is wrong (the revisions were
+        read from the wrong place), not that the migrations went elsewhere."""
         found = self.current(db)
+        if sorted(found) != sorted(expected) and found and tree is not None:
+            try:
+                known = self.revisions(tree)
+                layout = self._require(tree)
+            except MigrationError:
+                known, layout = {}, None
+            unknown = [r for r in found if r not in known]
+            if unknown or (layout is not None and not set(expected) <= set(known)):
+                where = (", ".join(str(p) for p in layout.version_locations) if layout is not None
+                         else str(Path(tree) / self.config_path))
+                raise MigrationError(
+                    f"the migrations reached {what.removeprefix('the ')}: its {self.version_table} holds "
+                    f"{', '.join(found)}, but sandbox expected {', '.join(sorted(expected)) or 'nothing'}: sandbox's "
+                    f"view of the revisions is wrong ({', '.join(unknown) or 'its heads'} not among the "
+                    f"{len(known)} revision(s) it read from {where})",
+                    hint="run `sandbox doctor` to see where alembic finds them; a script_location in package form "
+                    "or version_locations chosen by env.py are asked of alembic at `sandbox init` "
+                    "(run it again, or `sandbox db baseline --refresh`, after changing them)")
         if sorted(found) != sorted(expected):
             raise MigrationsMisdirected(
                 f"{MISDIRECTED}{_which(what)}: its {self.version_table} holds "

@@ -95,6 +95,24 @@ def describe_evidence(ev: Mapping[str, Any]) -> str:
     return text
 
 
+def explain_destructive(finding: Finding, workspace: str | None) -> Finding:
+    """A blocking destructive finding, saying what would break now and naming both escape hatches.
+
+    The gate blocks a destructive change whether or not another workspace uses the object now:
+    deployed code, and every workspace made from main later, still run code written against the
+    old schema (docs/migration-rules.md, "Why destructive changes are always blocked")."""
+    if finding.kind != "destructive" or finding.severity != "error" or "--allow-destructive" in finding.message:
+        return finding
+    users = finding.affected_workspaces
+    now = (f"breaks now: workspace{'s' if len(users) > 1 else ''} {', '.join(users)} still "
+           f"run{'' if len(users) > 1 else 's'} code written against it" if users
+           else "no other workspace uses it now, but deployed code (and the old version during a rollout) may")
+    name = workspace or "NAME"
+    hatches = (f"to merge it anyway: `sandbox merge {name} --allow-destructive \"REASON\"`, or a "
+               f"`# sandbox: allow {finding.rule} reason: …` comment in the revision file")
+    return finding.with_(message=f"{finding.message} ({now}; {hatches})")
+
+
 def default_severity(kind: Kind) -> Severity:
     """Under the default (additive) policy: destructive, ordering and apply are errors; lock warns."""
     return "warning" if kind == "lock" else "error"

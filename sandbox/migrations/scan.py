@@ -68,6 +68,29 @@ def _anchor(base: Path, value: str, here: Path) -> Path:
     return (p if p.is_absolute() else base / p).resolve()
 
 
+def _is_package_form(value: str) -> bool:
+    """``package.sub:path`` (alembic's package resource form), not ``C:\\path`` or ``%(here)s/x``."""
+    head, sep, _ = value.strip().partition(":")
+    return bool(sep) and len(head) > 1 and all(part.isidentifier() for part in head.split("."))
+
+
+def _package_dir(tree: Path, here: Path, value: str) -> Path:
+    """The folder of ``package:path`` inside the checkout, found where the project's interpreter
+    would import ``package`` from (the config's folder, the root, ``src/``). The package is not
+    imported: only ``sandbox init``/``doctor`` ask alembic, in the project's environment."""
+    package, *subs = value.strip().split(":")          # alembic: every further ":" is a path separator
+    parts = package.split(".")
+    rest = [part.strip() for sub in subs for part in sub.strip().split("/") if part.strip()]
+    for base in dict.fromkeys((here, tree, tree / "src", here / "src")):
+        candidate = base.joinpath(*parts)
+        if candidate.is_dir():
+            return candidate.joinpath(*rest).resolve()
+    raise MigrationError(f"script_location {value!r}: package {package!r} is not a folder of the checkout "
+                         "(looked beside the alembic config, at the root and under src/)",
+                         hint="`sandbox init` asks alembic where it is, in the project's environment; if the "
+                         "package is installed rather than in the checkout, its revisions cannot be gated")
+
+
 def read_layout(tree: Path, config_path: str) -> AlembicLayout | None:
     """The tree's alembic layout, or None when it has no such config (or names no scripts).
 
@@ -85,8 +108,10 @@ def read_layout(tree: Path, config_path: str) -> AlembicLayout | None:
     if ini.suffix == ".toml":
         try:
             section = tomllib.loads(text).get("tool", {}).get("alembic", {})
-        except tomllib.TOMLDecodeError:
-            return None
+        except tomllib.TOMLDecodeError as exc:
+            raise MigrationError(f"{ini}: not valid TOML: {exc}") from exc
+        if not section:
+            return None     # a pyproject.toml without [tool.alembic]: no alembic config here
         script = section.get("script_location")
         locs = section.get("version_locations")
         versions = " ".join(locs) if isinstance(locs, list) else locs
@@ -95,16 +120,24 @@ def read_layout(tree: Path, config_path: str) -> AlembicLayout | None:
         parser = configparser.ConfigParser(interpolation=None)
         try:
             parser.read_string(text)
-        except configparser.Error:
-            return None
-        if not parser.has_option("alembic", "script_location"):
-            return None
-        script = parser.get("alembic", "script_location")
+        except configparser.Error as exc:
+            raise MigrationError(f"{ini}: not a valid alembic config: {str(exc).splitlines()[0]}") from exc
+        if not parser.has_section("alembic"):
+            raise MigrationError(f"{ini}: no [alembic] section",
+                                 hint="point [migrations] config in sandbox.toml at the project's alembic config")
+        script = parser.get("alembic", "script_location", fallback=None)
         versions = parser.get("alembic", "version_locations", fallback=None)
         sep = parser.get("alembic", "version_path_separator", fallback="os")
     if not isinstance(script, str) or not script.strip():
-        return None
-    script_dir = _anchor(here, script, here)
+        if (here / "env.py").is_file():
+            # Flask-Migrate's layout: no script_location, env.py beside the ini (its Config
+            # points alembic at the ini's folder)
+            script = str(here)
+        else:
+            raise MigrationError(f"{ini}: no script_location in its [alembic] section, and no env.py beside it",
+                                 hint="set script_location (a folder, or package:folder) in it, or [migrations] "
+                                 "config in sandbox.toml to the alembic config the project uses")
+    script_dir = _package_dir(tree, here, script) if _is_package_form(script) else _anchor(here, script, here)
     if versions:
         if ini.suffix != ".toml" and sep not in ("os", "space", "newline"):
             raw = versions.split({"colon": ":", "semicolon": ";"}.get(sep, os.pathsep))
@@ -112,7 +145,8 @@ def read_layout(tree: Path, config_path: str) -> AlembicLayout | None:
             raw = versions.split(os.pathsep)
         else:
             raw = versions.split()
-        version_dirs = tuple(_anchor(here, v, here) for v in raw if v.strip())
+        version_dirs = tuple(_package_dir(tree, here, v) if _is_package_form(v) else _anchor(here, v, here)
+                             for v in raw if v.strip())
     else:
         version_dirs = (script_dir / "versions",)
     for p in (script_dir, *version_dirs):

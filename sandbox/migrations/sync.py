@@ -8,8 +8,9 @@ the workspace then fast-forwards to them (inside its container for a Docker work
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterator
 
 from ..errors import MigrationError, SandboxError, UsageError, WorkspaceError
 from ..intents import STEPS, Operation
@@ -66,7 +67,10 @@ def rebase(ctx: GateContext, name: str) -> RebaseResult:
         op.step("rewritten", dirty=bool(old), old=old)
         if old is None and not merged:
             return RebaseResult(name, False, f"{name}: already on main's head")
-        cp = rebuild_db(ctx, rec, save_point("pre-rebase"), op)
+        ctx.ws.recopy(rec)            # generated, git-ignored files the database step may import
+        with _database_step(op, f"{name}: rebased onto main's head (its files are committed), but its database "
+                            "could not be rebuilt", name):
+            cp = rebuild_db(ctx, rec, save_point("pre-rebase"), op)
     _, heads = ctx.trees.main()
     msg = f"{name}: " + (f"root moved from {old} onto {heads[0]}" if old else "main merged in")
     msg += "; database reset to the baseline and upgraded" + (f" (previous data in checkpoint {cp})" if cp else "")
@@ -83,12 +87,15 @@ def sync(ctx: GateContext, name: str) -> SyncResult:
         op.step("rewritten", dirty=bool(old), old=old)
         cp = None
         if merged or old:
-            if old:
-                cp = rebuild_db(ctx, rec, save_point("pre-sync"), op)
-            elif rec.strategy:
-                # nothing of ours to move: bring the database forward in place, keeping its data
-                upgrade_workspace(ctx, rec, ctx.db.info(name, rec.data.get("network")))
-                op.step("upgraded")
+            ctx.ws.recopy(rec)
+            with _database_step(op, f"{name}: main merged in (its files are committed), but its database could "
+                                "not be brought to the new head", name):
+                if old:
+                    cp = rebuild_db(ctx, rec, save_point("pre-sync"), op)
+                elif rec.strategy:
+                    # nothing of ours to move: bring the database forward in place, keeping its data
+                    upgrade_workspace(ctx, rec, ctx.db.info(name, rec.data.get("network")))
+                    op.step("upgraded")
     parts = [f"{name}: " + ("main merged in" if merged else "already up to date with main")]
     if old:
         parts.append(f"migration root moved from {old} onto main's head")
@@ -96,6 +103,20 @@ def sync(ctx: GateContext, name: str) -> SyncResult:
     elif merged:
         parts.append("database upgraded in place")
     return SyncResult(name, merged, bool(old), cp, "; ".join(parts))
+
+
+@contextlib.contextmanager
+def _database_step(op: Operation, what: str, name: str) -> Iterator[None]:
+    """The database step of rebase/sync. Its files are rebased (or synced) and committed by then:
+    when the step fails, the operation is finished (the workspace stays usable, not ``broken``) and
+    the error says the whole reason and that ``sandbox db reset NAME`` redoes the step."""
+    try:
+        yield
+    except MigrationError as exc:
+        op.done()
+        raise MigrationError(f"{what}: {exc.message}",
+                             hint=(exc.hint + "; then " if exc.hint else "fix the cause, then ")
+                             + f"`sandbox db reset {name}`") from exc
 
 
 def merge_main_into(ctx: GateContext, rec: WorkspaceRecord) -> bool:

@@ -117,6 +117,8 @@ class ProjectImage:
             dockerfile = root / ws.dockerfile
             context = root / ws.context if ws.context else dockerfile.parent
             return "dockerfile", dockerfile, context
+        if explicit_image(self.config):
+            return ws.image, None, None        # an explicit key in sandbox.toml wins over .devcontainer/
         dc = root / ".devcontainer" / "devcontainer.json"
         if dc.is_file() and not os.environ.get("SANDBOX_WORKSPACE_IMAGE"):
             try:
@@ -160,6 +162,7 @@ class ProjectImage:
                               key="workspace.dockerfile")
         if not context.is_dir():
             raise ConfigError(f"sandbox.toml: [workspace] context: {context} is not a folder", key="workspace.context")
+        refuse_heredocs(dockerfile)
         buildargs = self._buildargs()
         tag = f"sandbox-project/{self.config.project_id}:{inputs_hash(dockerfile, context, buildargs)}"
         from .docker import shared_client
@@ -206,14 +209,104 @@ class ProjectImage:
                         raise WorkspaceError(f"building the project's image failed: {chunk['error'].strip()}",
                                              hint=tail or None)
             except docker.errors.APIError as exc:
+                # Docker's own message; "run scripts/build-images" only when a sandbox/ base is missing
                 raise WorkspaceError(f"building the project's image failed: {exc.explanation or exc}",
-                                     hint=BUILD_HINT) from exc
+                                     hint=BUILD_HINT if _missing_sandbox_base(client, dockerfile) else None) from exc
             except docker.errors.DockerException as exc:
                 raise ServiceUnavailable(f"Docker engine not reachable: {exc}", hint=BUILD_HINT) from exc
             log_file = self.config.state_dir / "logs" / "image-build.log"
             log_file.parent.mkdir(parents=True, exist_ok=True)
             log_file.write_text("\n".join(log) + "\n")
             return tag
+
+
+def explicit_image(config: Config) -> bool:
+    """Whether sandbox.toml sets ``[workspace] image`` itself (then it wins over .devcontainer/)."""
+    import tomllib
+    path = config.config_file
+    if path is None or not Path(path).is_file():
+        return False
+    try:
+        data = tomllib.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return False
+    workspace = data.get("workspace")
+    return isinstance(workspace, dict) and "image" in workspace
+
+
+_FROM = re.compile(r"^\s*FROM\s+(?:--\S+\s+)*(\S+)", re.IGNORECASE | re.MULTILINE)
+_HEREDOC = re.compile(r"^\s*(?:RUN|COPY|ADD)\b[^\n]*?<<-?[\"']?([A-Za-z_]\w*)", re.IGNORECASE)
+
+
+def _missing_sandbox_base(client: Any, dockerfile: Path) -> bool:
+    try:
+        bases = _FROM.findall(dockerfile.read_text(errors="replace"))
+    except OSError:
+        return False
+    for base in bases:
+        if base.startswith("sandbox/"):
+            try:
+                client.images.get(base)
+            except Exception:  # noqa: BLE001 - any failure to find it: the hint applies
+                return True
+    return False
+
+
+def refuse_heredocs(dockerfile: Path) -> None:
+    """The Docker SDK builds with the legacy builder, which has no heredocs (``RUN <<EOF``): say so
+    clearly instead of Docker's "unknown instruction"."""
+    try:
+        text = dockerfile.read_text(errors="replace")
+    except OSError:
+        return
+    lines = text.splitlines()
+    line = None
+    for n, text_line in enumerate(lines, 1):
+        m = _HEREDOC.match(text_line)
+        # a heredoc only if its delimiter closes it on a later line of its own
+        if m is not None and any(later.strip() == m.group(1) for later in lines[n:]):
+            line = n
+            break
+    if line is not None:
+        raise WorkspaceError(f"{dockerfile.name}:{line}: a heredoc (`<<EOF`) needs BuildKit, and sandbox builds with "
+                             "the Docker engine's legacy builder, which does not support it",
+                             hint="write the step as one RUN with && (or COPY a script), or build the image yourself "
+                             "(docker buildx build -t NAME …) and set [workspace] image = \"NAME\"")
+
+
+def remove_project_images(project_id: str) -> list[str]:
+    """Remove the images sandbox built for the project (label ``dev.sandbox.project``); their tags."""
+    from .docker import shared_client
+    from .errors import translated
+    import docker.errors
+    removed: list[str] = []
+    with translated("removing the project's images"):
+        client = shared_client()
+        for image in client.images.list(filters={"label": f"{LABEL_PROJECT}={project_id}"}):
+            tags = list(image.tags) or [str(image.id)]
+            try:
+                client.images.remove(str(image.id), force=True)
+            except docker.errors.APIError:
+                continue
+            removed += tags
+    return removed
+
+
+def precedence(config: Config) -> str:
+    """One line for init and doctor: which image the project's code runs in, and why."""
+    what, dockerfile, _ = ProjectImage(config).source()
+    root = config.root
+    has_dc = (root / ".devcontainer" / "devcontainer.json").is_file()
+    if config.workspace.dockerfile:
+        why = "[workspace] dockerfile" + (" (wins over .devcontainer/)" if has_dc else "")
+    elif explicit_image(config):
+        why = "[workspace] image" + (" (wins over .devcontainer/)" if has_dc else "")
+    elif has_dc:
+        why = ".devcontainer/devcontainer.json (no image or dockerfile key in sandbox.toml)"
+    else:
+        why = "the default [workspace] image"
+    shown = str(dockerfile.relative_to(root)) if dockerfile is not None and dockerfile.is_relative_to(root) else what
+    return f"project image: {shown}, from {why}"
 
 
 def describe(config: Config) -> dict[str, Any]:

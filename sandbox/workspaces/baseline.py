@@ -10,7 +10,9 @@ from .. import config as config_mod
 from ..core import Project
 from ..databases.base import ConnInfo
 from ..errors import ConfigError, DatabaseError, SandboxError, UsageError
+from ..migrations.discover import discover, find_configs
 from ..results import BaselineResult, GrowResult, InitResult, StorageResult
+from ..runtime.images import precedence
 
 
 def init(p: Project, *, strategy: str | None = None, runtime: str | None = None,
@@ -21,7 +23,7 @@ def init(p: Project, *, strategy: str | None = None, runtime: str | None = None,
     if not p.git.has_commits():
         raise UsageError("the repository has no commits yet: commit something first")
     if not cfg_path.exists():
-        mig = migrations or "alembic.ini"
+        mig = migrations or next(iter(find_configs(p.root)), "alembic.ini")
         seed = '"db/seed.sql"'
         text = config_mod.DEFAULT_TOML.format(runtime=runtime or "docker", strategy=strategy or "auto",
                                               migrations=mig, seed=seed)
@@ -44,11 +46,20 @@ def init(p: Project, *, strategy: str | None = None, runtime: str | None = None,
         p.git.ensure_excluded(env_file)
     p.open_registry(create=True)
     p.registry.set_meta("project_id", p.config.project_id)
+    if p.config.workspace.runtime == "docker":
+        p.progress(precedence(p.config))
+    found = discover(p.tool, p.root, env=p.base_env())
+    if found is None:
+        p.progress(f"no {p.config.migrations.config} and no other alembic config: no migrations to gate")
+    elif found.env_error:
+        p.warn(f"env.py failed when run offline ({found.env_error}); the locations init states are alembic's "
+               "without it")
     build_baseline(p)
     return InitResult(config=str(cfg_path), wrote_config=wrote, strategy=p.db.name,
                       state_dir=str(p.config.state_dir), env_file=env_file,
                       baseline_head=p.registry.get_meta("baseline_head"),
-                      baseline_verified=p.registry.get_meta("baseline_verified") == "1")
+                      baseline_verified=p.registry.get_meta("baseline_verified") == "1",
+                      migrations=found)
 
 # -- baseline ------------------------------------------------------------------------------
 def _populate(p: Project, tree: Path) -> Callable[[ConnInfo], None]:

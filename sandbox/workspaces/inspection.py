@@ -6,9 +6,11 @@ import os
 import shutil
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any, Callable, Mapping, Protocol, Sequence, runtime_checkable
 
 from ..core import Project
+from ..git import user as git_user
 from ..errors import (
     SandboxError,
     ServiceUnavailable,
@@ -162,6 +164,17 @@ def exec_in(p: Project, name: str, argv: Sequence[str], *, interactive: bool = F
             raise UnknownWorkspace(name)
         p.db.info(name, p.network(rec))
     return runtime.exec(spec, argv, env=spec.env, interactive=interactive, output=output, errors=errors)
+
+
+def git_in(p: Project, name: str, args: Sequence[str]) -> int:
+    """``sandbox git NAME -- ARGS``: git inside a Docker workspace's container (through the runtime's
+    exec), or hardened on the host in a ``runtime = "none"`` worktree; git's exit code."""
+    rec = p.record(name)
+    if rec.runtime == "none":
+        if rec.state == "creating":
+            raise WorkspaceError(f"workspace {name!r} is still being created")
+        return git_user.on_host(Path(rec.path), args)
+    return git_user.in_container(lambda argv: exec_in(p, name, argv), args)
 
 
 def shell(p: Project, name: str) -> int:

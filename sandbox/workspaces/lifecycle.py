@@ -225,6 +225,15 @@ def advance(p: Project, rec: WorkspaceRecord, commit: str) -> None:
         fast_forward(rec.path, rec.name, commit)
 
 
+def recopy(p: Project, rec: WorkspaceRecord) -> list[str]:
+    """``[workspace] copy`` again (``sync``, ``rebase``): git-ignored files the install generated
+    in main's checkout since the workspace was made. A file the workspace has is kept; what is
+    copied is made and handed to the container's user by descriptor, as on ``up``."""
+    owner = unprivileged_ids() if rec.runtime == "docker" else None
+    return p.git.copy_ignored(Path(rec.path), p.config.workspace.copy, owner=owner,
+                              warn=lambda msg: p.progress(f"{rec.name}: {msg}"))
+
+
 def _warn_stale_baseline(p: Project) -> None:
     """New workspaces start from the baseline: say so when it is not at main's head."""
     from ..health import baseline_state  # psycopg: loaded in the background by `up`

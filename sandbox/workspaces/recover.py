@@ -164,7 +164,7 @@ def _recover_checkpoint(p: Project, it: IntentRecord) -> tuple[str, str]:
 
 
 def _recover_deinit(p: Project, it: IntentRecord) -> tuple[str, str]:
-    deinit(p, force=bool(it.data.get("force")), resume=it.step)
+    deinit(p, force=bool(it.data.get("force")), resume=it.step, keep_images=bool(it.data.get("keep_images")))
     return "roll-forward", "deinit finished: the project is no longer initialised"
 
 

@@ -87,8 +87,10 @@ def teardown(p: Project, rec: WorkspaceRecord, *, delete_branch: bool = False, f
     step("deleted")
 
 
-def deinit(p: Project, *, force: bool = False, resume: str | None = None) -> DeinitResult:
-    """Remove every workspace, the baseline, the servers, the storage pool and ``.sandbox/``.
+def deinit(p: Project, *, force: bool = False, resume: str | None = None,
+           keep_images: bool = False) -> DeinitResult:
+    """Remove every workspace, the baseline, the servers, the storage pool, ``.sandbox/`` and the
+    project images sandbox built (unless ``keep_images``).
 
     Refuses (before touching anything) while a workspace holds uncommitted changes or
     unmerged commits, unless ``force``. ``sandbox.toml`` and branches are kept.
@@ -97,12 +99,24 @@ def deinit(p: Project, *, force: bool = False, resume: str | None = None) -> Dei
     if resume is None:
         with p.registry.lock("deinit", blocking=False):
             p.recover(None)
-            with p.operation("deinit", None, force=force) as op:
-                return _deinit(p, force, op, "begin")
-    return _deinit(p, force, None, resume)
+            with p.operation("deinit", None, force=force, keep_images=keep_images) as op:
+                return _deinit(p, force, op, "begin", keep_images)
+    return _deinit(p, force, None, resume, keep_images)
 
 
-def _deinit(p: Project, force: bool, op: Operation | None, reached: str) -> DeinitResult:
+def _remove_images(p: Project) -> list[str]:
+    """The project images sandbox built (their tags); a failure is a warning: the images stay."""
+    if p.config.workspace.runtime != "docker":
+        return []
+    from ..runtime.images import remove_project_images   # the Docker SDK: loaded when used
+    try:
+        return remove_project_images(p.config.project_id)
+    except SandboxError as exc:
+        p.warn(f"the project's images were kept: {exc}")
+        return []
+
+
+def _deinit(p: Project, force: bool, op: Operation | None, reached: str, keep_images: bool) -> DeinitResult:
     order = STEPS["deinit"]
 
     def step(name: str) -> bool:
@@ -158,6 +172,7 @@ def _deinit(p: Project, force: bool, op: Operation | None, reached: str) -> Dein
     if pending("storage"):
         destroy_storage(p.config, p.built_strategy(), data_home(p.config, server_kind))
         step("storage")
+    images = [] if keep_images else _remove_images(p)
     p.git.prune()
     shutil.rmtree(p.config.state_dir, ignore_errors=True)
     p.forget_state()
@@ -166,7 +181,7 @@ def _deinit(p: Project, force: bool, op: Operation | None, reached: str) -> Dein
     kept = [r.branch for r in recs if p.git.branch_exists(r.branch)]
     if kept:
         p.progress(f"kept branches: {', '.join(kept)} (delete with `git branch -D`)")
-    return DeinitResult([r.name for r in recs], kept)
+    return DeinitResult([r.name for r in recs], kept, images)
 
 
 

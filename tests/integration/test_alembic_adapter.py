@@ -92,8 +92,12 @@ def test_is_a_migration_tool(tool: AlembicTool) -> None:
 def test_available(tool: AlembicTool, project: Path, tmp_path: Path) -> None:
     assert tool.available(project)
     assert not tool.available(tmp_path)
+    # issue #19: a config that exists but cannot be resolved is never "no migrations": every use
+    # of it fails with the reason
     (tmp_path / "alembic.ini").write_text("[alembic]\nsqlalchemy.url = x\n")
-    assert not tool.available(tmp_path)
+    assert tool.available(tmp_path)
+    with pytest.raises(MigrationError, match="no script_location"):
+        tool.revisions(tmp_path)
 
 
 def test_linear_history(tool: AlembicTool, project: Path) -> None:
@@ -424,3 +428,22 @@ def test_rewrite_down_revision_of_a_root_and_of_a_merge() -> None:
     assert rewrite_down_revision(merge, "c") == b'"""m\n\nRevises: c\n"""\ndown_revision = "c"\nx = 1\n'
     with pytest.raises(ValueError):
         rewrite_down_revision(b"revision = 'x'\n", "c")
+
+
+def test_a_wrong_view_of_the_revisions_is_not_blamed_on_the_url(project: Path, db: str, tmp_path: Path) -> None:
+    """Issue #19: the database is at the real head, but sandbox read the revisions from the wrong
+    place (here: a recorded layout pointing at an empty folder). The error says that sandbox's view is
+    wrong and where it looked, not "did not reach … honour DATABASE_URL"."""
+    import json
+    (project / "elsewhere").mkdir()
+    layout_file = tmp_path / "alembic-layout.json"
+    layout_file.write_text(json.dumps({"config": "alembic.ini", "script_location": "migrations",
+                                       "version_locations": ["elsewhere"]}))
+    config = parse(tmp_path, {"migrations": {"python": sys.executable}}, environ={})
+    tool = AlembicTool(runner=HostProjectRunner(config), layout_file=layout_file)
+    with pytest.raises(MigrationError) as info:
+        tool.upgrade(project, ci(db))
+    assert not isinstance(info.value, MigrationsMisdirected)
+    message = str(info.value)
+    assert "view of the revisions is wrong" in message and "elsewhere" in message, message
+    assert INITIAL_REVISION in message and "DATABASE_URL" not in message

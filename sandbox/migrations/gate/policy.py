@@ -11,7 +11,7 @@ from ...databases.pgadmin import count_rows
 from ...errors import MigrationError, SandboxError, WorkspaceError
 from ...registry import WorkspaceRecord
 from ..context import GateContext
-from ..findings import Finding, Report
+from ..findings import Finding, Report, explain_destructive
 
 
 def apply_policy(ctx: GateContext, rec: WorkspaceRecord | None, report: Report, allow: str | None) -> list[Finding]:
@@ -31,6 +31,7 @@ def apply_policy(ctx: GateContext, rec: WorkspaceRecord | None, report: Report, 
             if allow and f.severity == "error":
                 f = f.with_(severity="warning", suppressed=f"--allow-destructive: {allow}")
                 allowed.append(f)
+            f = explain_destructive(f, rec.name if rec is not None else None)
         out.append(f)
     report.findings = out
     return allowed
