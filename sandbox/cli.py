@@ -6,86 +6,38 @@ stderr and its exit code. ``--debug`` shows the traceback instead.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
-from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any, Callable, NoReturn, Optional
+from typing import Annotated, Any, NoReturn, Optional
 
 import typer
-from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
 from .api import Sandbox
-from .errors import SandboxError, UsageError
-from .migrations.findings import describe_evidence
-from .results import Event, EventKind
-
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+from .cli_base import (
+    EnvFormat,
+    JsonOpt,
+    RuntimeKind,
+    Strategy,
+    err,
+    fail,
+    open_sandbox,
+    out,
+    print_json,
+    render_event,
+    run,
+    state,
+)
+from .cli_db import db_app
+from .cli_migrate import migrate_app, render_report
+from .errors import UsageError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
                   help="Parallel workspaces, each with its own worktree, container and PostgreSQL database, "
                        "and a migration gate before merge.")
-db_app = typer.Typer(no_args_is_help=True, help="A workspace's database: url, reset, checkpoints, psql, baseline.")
-migrate_app = typer.Typer(no_args_is_help=True, help="The migration coordinator: status, check, lint, rebase.")
 app.add_typer(db_app, name="db")
 app.add_typer(migrate_app, name="migrate")
-
-
-class _State:
-    project: Optional[Path] = None
-    debug: bool = False
-    quiet: bool = False
-
-
-state = _State()
-
-
-class Strategy(str, Enum):
-    auto = "auto"
-    snapshot = "snapshot"
-    template = "template"
-    schema = "schema"
-
-
-class RuntimeKind(str, Enum):
-    docker = "docker"
-    none = "none"
-
-
-class EnvFormat(str, Enum):
-    dotenv = "dotenv"
-    json = "json"
-    shell = "shell"
-
-
-JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
-
-
-def _render_event(event: Event) -> None:
-    """Warnings are shown even with --quiet; progress is dimmed."""
-    if event.kind is EventKind.WARNING:
-        err.print(event.text(), markup=False, highlight=False)
-    elif not state.quiet:
-        err.print(f"[dim]· {escape(event.text())}[/dim]", markup=True, highlight=False)
-
-
-def _sandbox() -> Sandbox:
-    return Sandbox.open(state.project, events=_render_event)
-
-
-def _print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
-
-
-def _fail(exc: SandboxError) -> NoReturn:
-    if state.debug:
-        raise exc
-    err.print(f"error: {exc}", markup=False)
-    raise typer.Exit(exc.exit_code)
 
 
 @app.callback()
@@ -96,23 +48,6 @@ def _root(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress lines.")] = False,
 ) -> None:
     state.project, state.debug, state.quiet = project, debug, quiet
-
-
-def _run(fn: Callable[[], Any]) -> Any:
-    from .disk import is_disk_full
-    from .errors import DiskFull
-    try:
-        return fn()
-    except DiskFull as exc:
-        _fail(exc)
-    except SandboxError as exc:
-        if exc.exit_code != 3 and is_disk_full(exc):   # a backend that did not say so
-            _fail(DiskFull(exc.message))
-        _fail(exc)
-    except OSError as exc:
-        if is_disk_full(exc):
-            _fail(DiskFull(f"writing {exc.filename}" if exc.filename else "writing"))
-        raise
 
 
 @app.command()
@@ -133,14 +68,14 @@ def init(
         if migrations is not None:
             config_mod._check_inside(root, "migrations", "config", migrations, "--migrations")
         if (root / config_mod.CONFIG_FILE).exists():
-            sb = Sandbox(config_mod.load(root), events=_render_event)
+            sb = Sandbox(config_mod.load(root), events=render_event)
         else:
-            sb = Sandbox(config_mod.parse(root, {}), events=_render_event)
+            sb = Sandbox(config_mod.parse(root, {}), events=render_event)
         return sb.init(strategy=strategy.value if strategy else None,
                        runtime=runtime.value if runtime else None, migrations=migrations).to_json()
-    res = _run(go)
+    res = run(go)
     if json_:
-        _print_json(res)
+        print_json(res)
     else:
         verified = " (verified in its alembic_version)" if res.get("baseline_verified") and res["baseline_head"] else ""
         found = res.get("migrations")
@@ -163,10 +98,10 @@ def up(
     json_: JsonOpt = False,
 ) -> None:
     """Create workspaces, or start them again if they exist. Several names are created concurrently."""
-    text = _run(lambda: _text_arg(brief, "--brief")) if brief is not None else None
-    results = _run(lambda: _sandbox().up(names, from_ref=from_, container=not no_container, brief=text))
+    text = run(lambda: _text_arg(brief, "--brief")) if brief is not None else None
+    results = run(lambda: open_sandbox().up(names, from_ref=from_, container=not no_container, brief=text))
     if json_:
-        _print_json([r.to_json() for r in results])
+        print_json([r.to_json() for r in results])
     else:
         for r in results:
             if r.ok:
@@ -198,13 +133,13 @@ def brief(
 ) -> None:
     """Show or set a workspace's brief: its goal and context, the first thing its agent reads."""
     def go() -> str | None:
-        sb = _sandbox()
+        sb = open_sandbox()
         if text is not None:
             sb.set_brief([name], _text_arg(text, "brief"))
         return sb.brief(name)
-    current = _run(go)
+    current = run(go)
     if json_:
-        _print_json({"name": name, "brief": current})
+        print_json({"name": name, "brief": current})
     elif text is None:
         out.print(current if current is not None else f"{name}: no brief", markup=False)
     else:
@@ -218,9 +153,9 @@ def merge_request(
     json_: JsonOpt = False,
 ) -> None:
     """Run the gate and record a request for a person to merge the workspace. Never moves main."""
-    res = _run(lambda: _sandbox().merge_request(name, note))
+    res = run(lambda: open_sandbox().merge_request(name, note))
     if json_:
-        _print_json(res.to_json())
+        print_json(res.to_json())
     else:
         req = res.request
         out.print(f"{name}: merge request #{req.id} recorded for commit {req.commit[:12]} "
@@ -233,9 +168,9 @@ def merge_request(
 
 
 def _render_requests(json_: bool) -> None:
-    reqs = _run(lambda: _sandbox().merge_requests())
+    reqs = run(lambda: open_sandbox().merge_requests())
     if json_:
-        _print_json([r.to_json() for r in reqs])
+        print_json([r.to_json() for r in reqs])
         return
     if not reqs:
         out.print("no open merge requests", markup=False)
@@ -250,9 +185,9 @@ def _render_requests(json_: bool) -> None:
 @app.command("ls")
 def ls_(json_: JsonOpt = False) -> None:
     """Every workspace and its state."""
-    rows = [r.to_json() for r in _run(lambda: _sandbox().ls())]
+    rows = [r.to_json() for r in run(lambda: open_sandbox().ls())]
     if json_:
-        _print_json(rows)
+        print_json(rows)
         return
     if not rows:
         out.print("no workspaces (create one with `sandbox up NAME`)")
@@ -288,9 +223,9 @@ def env(
 ) -> None:
     """The workspace's environment as seen from the host."""
     from .envfile import render
-    data = _run(lambda: _sandbox().env(name))
+    data = run(lambda: open_sandbox().env(name))
     if format is EnvFormat.json:
-        _print_json(data)
+        print_json(data)
     else:
         sys.stdout.write(render(data, format.value))
 
@@ -298,34 +233,34 @@ def env(
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def exec(name: str, cmd: Annotated[list[str], typer.Argument(help="The command, after --.")]) -> None:
     """Run CMD inside the workspace (its container, or the worktree) and return CMD's exit code."""
-    code = _run(lambda: _sandbox().exec(name, cmd))
+    code = run(lambda: open_sandbox().exec(name, cmd))
     raise typer.Exit(code)
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def compose(name: str, args: Annotated[list[str], typer.Argument(help="compose's arguments, after --.")]) -> None:
     """docker compose for the workspace's own stack ([compose] in sandbox.toml): ps, logs, exec…"""
-    raise typer.Exit(_run(lambda: _sandbox().compose(name, args)))
+    raise typer.Exit(run(lambda: open_sandbox().compose(name, args)))
 
 
 @app.command(name="git", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def git_(name: str, args: Annotated[list[str], typer.Argument(help="git's arguments, after --.")]) -> None:
     """Run git inside the workspace (its container: the checkout's files are its user's), e.g. to
     commit from the host without weakening git's ownership check."""
-    code = _run(lambda: _sandbox().git_command(name, args))
+    code = run(lambda: open_sandbox().git_command(name, args))
     raise typer.Exit(code)
 
 
 @app.command()
 def shell(name: str) -> None:
     """An interactive shell in the workspace."""
-    raise typer.Exit(_run(lambda: _sandbox().shell(name)))
+    raise typer.Exit(run(lambda: open_sandbox().shell(name)))
 
 
 @app.command()
 def stop(name: str) -> None:
     """Stop the workspace's containers and keep everything."""
-    _run(lambda: _sandbox().stop(name))
+    run(lambda: open_sandbox().stop(name))
     out.print(f"{name}: stopped")
 
 
@@ -336,7 +271,7 @@ def rm(
     delete_branch: Annotated[bool, typer.Option("--delete-branch", help="Also delete the branch.")] = False,
 ) -> None:
     """Remove the workspace's container, database and worktree (refuses to lose work unless --force)."""
-    res = _run(lambda: _sandbox().rm(name, force=force, delete_branch=delete_branch)).to_json()
+    res = run(lambda: open_sandbox().rm(name, force=force, delete_branch=delete_branch)).to_json()
     out.print(f"{name}: removed" + (" (branch deleted)" if res["branch_deleted"] else " (branch kept)"))
 
 
@@ -349,9 +284,9 @@ def gc(
     json_: JsonOpt = False,
 ) -> None:
     """Remove what the registry does not know, and repair what a crash left half-done."""
-    actions = _run(lambda: _sandbox().gc(dry_run=dry_run, trust_registry=trust_registry))
+    actions = run(lambda: open_sandbox().gc(dry_run=dry_run, trust_registry=trust_registry))
     if json_:
-        _print_json([a.to_json() for a in actions])
+        print_json([a.to_json() for a in actions])
         return
     if not actions:
         out.print("nothing to collect")
@@ -370,7 +305,7 @@ def storage_init(
     size: Annotated[Optional[str], typer.Option("--size", help="Size of the pool image, e.g. 20G.")] = None,
 ) -> None:
     """Make a loop-mounted btrfs pool for snapshot clones when .sandbox is not on copy-on-write storage (root)."""
-    res = _run(lambda: _sandbox().storage_init(size)).to_json()
+    res = run(lambda: open_sandbox().storage_init(size)).to_json()
     verb = "created" if res["created"] else "already on copy-on-write storage"
     out.print(f"{res['pool']}: {verb} ({res['kind']})", markup=False)
 
@@ -380,7 +315,7 @@ def storage_grow(
     size: Annotated[str, typer.Argument(help="The pool's new size, e.g. 40G, or +10G to add 10G.")],
 ) -> None:
     """Grow the loop-mounted copy-on-write pool (image file, loop device, btrfs; needs root)."""
-    res = _run(lambda: _sandbox().storage_grow(size)).to_json()
+    res = run(lambda: open_sandbox().storage_grow(size)).to_json()
     out.print(f"{res['pool']}: grown from {res['old_size'] // 1024 ** 2}M to {res['new_size'] // 1024 ** 2}M",
               markup=False)
 
@@ -392,7 +327,7 @@ def deinit(
 ) -> None:
     """Remove every workspace, the baseline, servers, storage pool, .sandbox/ and the project images
     sandbox built (sandbox.toml and branches stay)."""
-    res = _run(lambda: _sandbox().deinit(force=force, keep_images=keep_images)).to_json()
+    res = run(lambda: open_sandbox().deinit(force=force, keep_images=keep_images)).to_json()
     images = res.get("removed_images") or []
     out.print(f"removed {len(res['removed_workspaces'])} workspace(s) and all of sandbox's state"
               + (f", and {len(images)} project image tag(s)" if images else ""))
@@ -406,10 +341,10 @@ def doctor(
 ) -> None:
     """Check Docker, Postgres, copy-on-write storage, git and config, and say what to do about each."""
     from .doctor import run_checks_standalone
-    checks = _run(lambda: run_checks_standalone(lambda: Sandbox.open(state.project, events=_render_event),
+    checks = run(lambda: run_checks_standalone(lambda: Sandbox.open(state.project, events=render_event),
                                                 repair=repair))
     if json_:
-        _print_json({"ok": all(c.ok for c in checks if c.required), "checks": [c.to_json() for c in checks]})
+        print_json({"ok": all(c.ok for c in checks if c.required), "checks": [c.to_json() for c in checks]})
     else:
         for c in checks:
             mark = "[green]ok[/green]" if c.ok else ("[red]FAIL[/red]" if c.required else "[yellow]warn[/yellow]")
@@ -421,176 +356,6 @@ def doctor(
 
 
 # -- db -----------------------------------------------------------------------------------------
-@db_app.command("url")
-def db_url(name: str) -> None:
-    """Print the workspace's database URL."""
-    out.print(_run(lambda: _sandbox().db_url(name)), markup=False)
-
-
-@db_app.command("reset")
-def db_reset(name: str) -> None:
-    """Make the workspace's database a fresh clone of the current baseline (the old state is kept as auto-…)."""
-    _run(lambda: _sandbox().db_reset(name))
-    out.print(f"{name}: database reset to the baseline")
-
-
-@db_app.command("checkpoint")
-def db_checkpoint(
-    name: str, label: str,
-    force: Annotated[bool, typer.Option("--force", help="Replace an existing checkpoint of that label.")] = False,
-) -> None:
-    """Save the workspace's database as a named checkpoint (an existing label needs --force)."""
-    _run(lambda: _sandbox().db_checkpoint(name, label, force=force))
-    out.print(f"{name}: checkpoint {label} saved")
-
-
-@db_app.command("restore")
-def db_restore(name: str, label: str) -> None:
-    """Return the workspace's database to a named checkpoint (the state it replaces is kept as auto-…)."""
-    _run(lambda: _sandbox().db_restore(name, label))
-    out.print(f"{name}: restored checkpoint {label}")
-
-
-@db_app.command("drop-checkpoint")
-def db_drop_checkpoint(name: str, label: str) -> None:
-    """Delete a checkpoint of the workspace's database and free its space."""
-    _run(lambda: _sandbox().db_drop_checkpoint(name, label))
-    out.print(f"{name}: checkpoint {label} dropped")
-
-
-@db_app.command("checkpoints")
-def db_checkpoints(name: str, json_: JsonOpt = False) -> None:
-    """List the workspace's checkpoints."""
-    rows = [c.to_json() for c in _run(lambda: _sandbox().db_checkpoints(name))]
-    if json_:
-        _print_json(rows)
-        return
-    for r in rows:
-        out.print(f"{r['label']}\t{r['created_at']}" + ("\tautomatic" if r.get("auto") else ""), markup=False)
-
-
-@db_app.command("psql")
-def db_psql(name: str) -> None:
-    """Open psql connected to the workspace's database."""
-    raise typer.Exit(_run(lambda: _sandbox().db_psql(name)))
-
-
-@db_app.command("baseline")
-def db_baseline(
-    refresh: Annotated[bool, typer.Option("--refresh", help="Rebuild from main (migrations plus seeds).")] = False,
-    import_: Annotated[Optional[Path], typer.Option("--import", help="Load a pg_dump file (plain or custom).")] = None,
-) -> None:
-    """Rebuild the baseline from main, or load a dump into it."""
-    res = _run(lambda: _sandbox().db_baseline(refresh=refresh, import_file=import_)).to_json()
-    out.print(f"baseline ({res['strategy']}) at {res['baseline_head'] or '(no migration head)'}")
-
-
-# -- migrate ----------------------------------------------------------------------------------------
-def _render_report(report: Any, json_: bool) -> None:
-    data = report.to_json()
-    if json_:
-        _print_json(data)
-    else:
-        head = f"workspace {data['workspace']}: " if data.get("workspace") else ""
-        out.print(f"{head}{'ok' if data['ok'] else 'FAILED'}"
-                  + (f" (base {data['base_head']}, revisions {', '.join(data['revisions']) or '-'})"
-                     if data.get("workspace") else ""), markup=False)
-        if data.get("judged"):
-            out.print(f"  judged: commit {data['judged'][:12]} of branch {data.get('branch', '?')}", markup=False)
-        for f in data["findings"]:
-            where = f" [{f['revision']}]" if f.get("revision") else ""
-            obj = f" {f['object']}" if f.get("object") else ""
-            out.print(f"  {f['severity']}: {f['rule']} ({f['kind']}){where}{obj}: {f['message']}", markup=False)
-            if f.get("affected_workspaces"):
-                out.print(f"      affects workspaces: {', '.join(f['affected_workspaces'])}", markup=False)
-            if f.get("suppressed"):
-                out.print(f"      allowed: {f['suppressed']}", markup=False)
-            if f.get("evidence"):
-                out.print(f"      evidence: {describe_evidence(f['evidence'])}", markup=False)
-        if data.get("merged"):
-            out.print(f"merged into main at {str(data.get('commit', ''))[:12]}", markup=False)
-        elif data.get("dry_run") and data["ok"]:
-            out.print("dry run: the gate passes; nothing was merged", markup=False)
-        if data.get("baseline_error"):
-            err.print(f"warning: {data['baseline_error']}", markup=False)
-        for note in data.get("notes", []):
-            out.print(f"  note: {note}", markup=False)
-    if not data["ok"]:
-        raise typer.Exit(1)
-
-
-@migrate_app.command("status")
-def migrate_status(json_: JsonOpt = False) -> None:
-    """Per workspace: its new revisions, main's head, how far behind it is, conflicts."""
-    data = _run(lambda: _sandbox().migrate_status()).to_json()
-    if json_:
-        _print_json(data)
-        return
-    out.print(f"main head: {data['main_head'] or '-'}" + (f" (HEADS: {', '.join(data['main_heads'])})"
-                                                           if len(data["main_heads"]) > 1 else ""), markup=False)
-    for w in data["workspaces"]:
-        if w.get("error"):
-            out.print(f"{w['name']}: cannot read its migrations: {w['error']}", markup=False)
-            continue
-        out.print(f"{w['name']}: {len(w['new'])} new ({', '.join(w['new']) or '-'}), behind {w['behind']}"
-                  + (f"; {'; '.join(w['conflicts'])}" if w["conflicts"] else ""), markup=False)
-
-
-@migrate_app.command("check")
-def migrate_check(name: str, json_: JsonOpt = False) -> None:
-    """Run the merge gate's checks without merging."""
-    _render_report(_run(lambda: _sandbox().migrate_check(name)), json_)
-
-
-@migrate_app.command("lint")
-def migrate_lint(
-    file: Annotated[Optional[str], typer.Argument(help="A SQL file, or - for stdin (default).")] = None,
-    json_: JsonOpt = False,
-) -> None:
-    """Lint raw PostgreSQL migration SQL; needs no workspace.
-
-    alembic --sql output of several revisions is linted revision by revision.
-    """
-    from .migrations.gate.static import lint_report
-    from .migrations.lint import decode_sql
-    def go() -> Any:
-        if file in (None, "-"):
-            data = sys.stdin.buffer.read() if hasattr(sys.stdin, "buffer") else sys.stdin.read().encode()
-            source = "stdin"
-        else:
-            p = Path(file)
-            if not p.is_file():
-                raise UsageError(f"{file}: no such file")
-            try:
-                data, source = p.read_bytes(), file
-            except OSError as exc:
-                raise UsageError(f"{file}: cannot read: {exc}") from exc
-        return lint_report(decode_sql(data, source))
-    _render_report(_run(go), json_)
-
-
-@migrate_app.command("up")
-def migrate_up(
-    name: str,
-    to: Annotated[Optional[str], typer.Option("--to", metavar="REV", help="Stop at this revision "
-                                              "(default: the workspace's heads).")] = None,
-    json_: JsonOpt = False,
-) -> None:
-    """Apply the workspace's own revisions to its own database, in the project's environment, verified."""
-    res = _run(lambda: _sandbox().migrate_up(name, to))
-    if json_:
-        _print_json(res.to_json())
-    else:
-        out.print(res.message, markup=False)
-
-
-@migrate_app.command("rebase")
-def migrate_rebase(name: str) -> None:
-    """Move the workspace's new revisions onto main's current head and re-apply them to its database."""
-    res = _run(lambda: _sandbox().migrate_rebase(name)).to_json()
-    out.print(res.get("message", "rebased"), markup=False)
-
-
 @app.command()
 def merge(
     name: Annotated[Optional[str], typer.Argument(help="The workspace to merge.")] = None,
@@ -605,21 +370,21 @@ def merge(
     With --requests: the open merge requests (stale once the branch moved since the request)."""
     if requests:
         if name is not None:
-            _fail(UsageError("--requests lists every open request; it takes no NAME"))
+            fail(UsageError("--requests lists every open request; it takes no NAME"))
         _render_requests(json_)
         return
     if name is None:
-        _fail(UsageError("merge needs a NAME (or --requests)"))
+        fail(UsageError("merge needs a NAME (or --requests)"))
     if allow_destructive is not None and not allow_destructive.strip():
-        _fail(UsageError("--allow-destructive needs a reason"))
-    _render_report(_run(lambda: _sandbox().merge(name, dry_run=dry_run, allow_destructive=allow_destructive)),
+        fail(UsageError("--allow-destructive needs a reason"))
+    render_report(run(lambda: open_sandbox().merge(name, dry_run=dry_run, allow_destructive=allow_destructive)),
                    json_)
 
 
 @app.command()
 def sync(name: str) -> None:
     """Bring main's new commits and migrations into the workspace and its database."""
-    res = _run(lambda: _sandbox().sync(name)).to_json()
+    res = run(lambda: open_sandbox().sync(name)).to_json()
     out.print(res.get("message", "synced"), markup=False)
 
 
@@ -631,15 +396,15 @@ def overview(
     """Every workspace against main and every pair against each other: textual conflicts (committed
     and uncommitted) and schema collisions, with a risk and a sentence each."""
     if json_:
-        _print_json(_run(lambda: _sandbox().overview()).to_json())
+        print_json(run(lambda: open_sandbox().overview()).to_json())
         return
-    sb = _run(_sandbox)
+    sb = run(open_sandbox)
     if watch:
         from .overview.watch import watch_terminal
-        _run(lambda: watch_terminal(out, sb.overview, sb.watched_paths))
+        run(lambda: watch_terminal(out, sb.overview, sb.watched_paths))
         return
     from .overview.render import render
-    out.print(render(_run(sb.overview)))
+    out.print(render(run(sb.overview)))
 
 
 @app.command()
@@ -649,9 +414,9 @@ def dashboard(
     """The overview as a live, read-only web page on 127.0.0.1, behind a token printed at start."""
     from .overview.dashboard import serve
     if not 0 <= port <= 65535:
-        _fail(UsageError(f"--port {port}: not a port number"))
-    sb = _run(_sandbox)
-    _run(lambda: serve(sb, port=port, announce=lambda line: out.print(line, markup=False)))
+        fail(UsageError(f"--port {port}: not a port number"))
+    sb = run(open_sandbox)
+    run(lambda: serve(sb, port=port, announce=lambda line: out.print(line, markup=False)))
 
 
 @app.command()
@@ -664,14 +429,14 @@ def mcp(
     from .agents.stdio import claim_stdio
     wire = claim_stdio()         # fd 1 goes to stderr before anything runs; protocol goes to a dup
     if workspace is not None and lead:
-        _fail(UsageError("--workspace and --lead exclude each other"))
+        fail(UsageError("--workspace and --lead exclude each other"))
     try:
         from .agents.mcp import serve
     except ImportError as exc:
         if (exc.name or "").split(".")[0] not in ("mcp", "mcp_types", "pydantic", "anyio"):
             raise
-        _fail(UsageError(f"the MCP SDK is not installed ({exc.name or exc}): pip install 'sandbox[mcp]'"))
-    _run(lambda: serve(state.project, workspace=workspace, lead=lead, wire=wire))
+        fail(UsageError(f"the MCP SDK is not installed ({exc.name or exc}): pip install 'sandbox[mcp]'"))
+    run(lambda: serve(state.project, workspace=workspace, lead=lead, wire=wire))
 
 
 def _leave(code: int) -> NoReturn:
