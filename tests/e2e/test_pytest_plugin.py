@@ -157,12 +157,12 @@ def test_outside_sandbox_a_throwaway_container(pytester: pytest.Pytester, docker
     shutil.copytree(DEMO, project)
     (project / "tests_pl").mkdir()
     (project / "tests_pl" / "test_db.py").write_text(TESTS)
-    before = {c.id for c in docker_client.containers.list(all=True)}
+    before = {c.id for c in docker_client.containers.list(all=True, ignore_removed=True)}
     pytester._monkeypatch.delenv("SANDBOX_TEST_DATABASE_URL", raising=False)
     res = _run(pytester, project, {}, tmp_path / "events")
     res.assert_outcomes(passed=5)
     assert len(_builds(tmp_path / "events")) == 1
-    mine = [c for c in docker_client.containers.list(all=True) if c.id not in before
+    mine = [c for c in docker_client.containers.list(all=True, ignore_removed=True) if c.id not in before
             and any(k.startswith("org.testcontainers") for k in c.labels)
             and any("sandbox/postgres" in t for t in (c.image.tags if c.image else []))]
     assert mine == []
