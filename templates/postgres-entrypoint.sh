@@ -86,6 +86,14 @@ remove_stale_pid() {
         log "removing stale $PGDATA/postmaster.pid"
         rm -f "$PGDATA/postmaster.pid"
     fi
+    # The socket's lock names the PID of a postmaster that died with a killed container; in the
+    # restarted container that PID can be alive (this script), and postgres would refuse to start.
+    local lock
+    for lock in /var/run/postgresql/.s.PGSQL.*.lock; do
+        [[ -e $lock ]] || continue
+        log "removing stale $lock"
+        rm -f "$lock" "${lock%.lock}"
+    done
 }
 
 init_cluster() {

