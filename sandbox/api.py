@@ -116,10 +116,6 @@ class Sandbox(Project):
         Requests(self.registry).forget(name)
         return result
 
-    def remove_parts(self, rec: WorkspaceRecord, *, delete_branch: bool = False, force: bool = False) -> None:
-        """The one teardown (:func:`sandbox.workspaces.remove.teardown`)."""
-        remove.teardown(self, rec, delete_branch=delete_branch, force=force)
-
     def deinit(self, *, force: bool = False, resume: str | None = None, keep_images: bool = False) -> DeinitResult:
         """Remove every workspace, the baseline, the servers, the storage pool, ``.sandbox/`` and the
         project images sandbox built (unless ``keep_images``)."""

@@ -156,14 +156,13 @@ class Project:
     def unsaved_work(self, rec: WorkspaceRecord) -> list[Unsaved]:
         """What the workspace's checkout holds beyond its branch (typed; fails closed)."""
         if self.isolated(rec):
-            return self.repos.find_unsaved(rec.name, Path(rec.path), rec.branch, ignore=self._managed_files())
-        return self.git.find_unsaved(Path(rec.path), ignore=self._managed_files())
+            return self.repos.find_unsaved(rec.name, Path(rec.path), rec.branch, ignore=self.managed_files())
+        return self.git.find_unsaved(Path(rec.path), ignore=self.managed_files())
 
     def managed_files(self) -> tuple[str, ...]:
         """Files sandbox writes into a checkout (never counted as the workspace's work)."""
         return (self.env_file(),)
 
-    _managed_files = managed_files
 
     def env_file(self) -> str:
         """The file the managed block goes to: ``env_file``, or ``.env.sandbox`` when that is tracked."""

@@ -83,7 +83,7 @@ class GateContext:
         how a workspace's checkout is fast-forwarded (default: the project's ``advance``)."""
         p = project
         ops = WorkspaceOps(record=p.record, locked=p.locked, operation=p.operation, collect=p.collect,
-                           advance=advance or p.advance, base_env=p.base_env, managed_files=p._managed_files,
+                           advance=advance or p.advance, base_env=p.base_env, managed_files=p.managed_files,
                            recopy=p.recopy)
         return cls(config=p.config, registry=p.registry, git=p.git, repos=p.repos, ws=ops, progress=p.progress,
                    who=_who, make_tool=lambda: p.tool, make_db=lambda: p.db, make_runner=lambda: p.runner)
