@@ -13,10 +13,13 @@ nowhere else), or the superuser of a throwaway container outside sandbox.
 * **Warm pool.** A background thread keeps ``pool_size`` clones ready and drops used ones, so a
   test's setup is a queue ``get`` and its teardown a queue ``put``: the ``CREATE DATABASE`` and
   ``DROP DATABASE … WITH (FORCE)`` run off the test's path.
-* **Names.** ``sbxt_<run>_<n>``. A run holds an advisory lock keyed by ``<run>`` on its admin
-  session for as long as it lives, so :func:`stale` tells a killed run's databases (nobody holds
-  its lock; the server released it with the session) from a running one's, wherever the run's
-  process is (a workspace container, the host): the next run's start and ``sandbox gc`` drop them.
+* **Names.** ``sbxt_<run>_<n>``. A run holds an advisory lock keyed by ``<run>`` for as long as
+  it lives, on a session of its own that runs nothing else (a statement that fails on another
+  session can never take the lock with it), so :func:`stale` tells a killed run's databases
+  (nobody holds its lock; the server released it with the session) from a running one's,
+  wherever the run's process is (a workspace container, the host): the next run's start and
+  ``sandbox gc`` drop them. Dropping old templates and killed runs' databases is done by one run
+  at a time (pytest-xdist workers start together and would otherwise race on the same drops).
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ PREFIX = "sbxt_"
 TEMPLATE_PREFIX = "sbxt_tpl_"
 _RUN = re.compile(r"^sbxt_([0-9a-f]{8})_\d+$")
 _LOCK_SPACE = 0x5b7e57        # the first key of the runs' advisory locks (the second: the run)
+_HOUSEKEEPING = 0x5b7e57_0000_0001   # one bigint key: dropping old templates and stale databases
 
 
 def _run_key(run: str) -> int:
@@ -118,12 +122,19 @@ def file_digest(paths: Iterable[str], extra: Iterable[str] = ()) -> str:
 
 
 def stale(conn: psycopg.Connection[Any]) -> list[str]:
-    """The test databases on ``conn``'s server whose run is over (its advisory lock is free)."""
+    """The test databases on ``conn``'s server whose run is over (its advisory lock is free).
+
+    The databases are listed before the locks are read: a run takes its lock before it creates
+    its first database, so a database listed here whose lock is free a moment later belongs to a
+    run that is over. (Read the other way round, a run starting in between would lose its first
+    clones to another worker's sweep.)
+    """
+    names = [n for (n,) in conn.execute("SELECT datname FROM pg_database WHERE datname LIKE 'sbxt\\_%'")]
     held = {int(k) for (k,) in conn.execute(
-        "SELECT objid FROM pg_locks WHERE locktype = 'advisory' AND classid = %s AND objsubid = 2",
+        "SELECT objid FROM pg_locks WHERE locktype = 'advisory' AND classid = %s AND objsubid = 2 AND granted",
         [_LOCK_SPACE])}
     out = []
-    for (name,) in conn.execute("SELECT datname FROM pg_database WHERE datname LIKE 'sbxt\\_%'"):
+    for name in names:
         m = _RUN.match(name)
         if m and _run_key(m.group(1)) not in held:
             out.append(name)
@@ -139,12 +150,16 @@ def drop(conn: psycopg.Connection[Any], name: str) -> None:
 
 def sweep(admin_url: str) -> list[str]:
     """Drop the test databases of runs that are over (killed runs); their names."""
-    dropped = []
     with connect(admin_url, autocommit=True) as c:
-        for name in stale(c):
-            with contextlib.suppress(psycopg.Error):
-                drop(c, name)
-                dropped.append(name)
+        return _sweep(c)
+
+
+def _sweep(c: psycopg.Connection[Any]) -> list[str]:
+    dropped = []
+    for name in stale(c):
+        with contextlib.suppress(psycopg.Error):
+            drop(c, name)
+            dropped.append(name)
     return dropped
 
 
@@ -170,6 +185,7 @@ class TestDatabases:
         self._worker: threading.Thread | None = None
         self._error: BaseException | None = None
         self._admin: psycopg.Connection[Any] | None = None
+        self._holder: psycopg.Connection[Any] | None = None      # holds the run's lock, runs nothing else
         self.template = ""
         self.kept: list[TestDatabase] = []
         self._shared: TestDatabase | None = None
@@ -184,8 +200,9 @@ class TestDatabases:
 
     def prepare(self) -> str:
         """The template for this run (built if missing or incomplete); starts the warm pool."""
+        self._holder = connect(self.admin_url, autocommit=True)
+        self._holder.execute("SELECT pg_advisory_lock(%s, %s)", [_LOCK_SPACE, _run_key(self.run)])
         c = self._conn()
-        c.execute("SELECT pg_advisory_lock(%s, %s)", [_LOCK_SPACE, _run_key(self.run)])   # held while we live
         version = str(c.execute("SHOW server_version_num").fetchone()[0])  # type: ignore[index]
         key = hashlib.sha256(f"{version}\0{self._parts}".encode()).hexdigest()[:16]
         self.template = f"{TEMPLATE_PREFIX}{key}"
@@ -197,11 +214,18 @@ class TestDatabases:
                 self._build_template(c)
         finally:
             c.execute("SELECT pg_advisory_unlock(%s)", [lock])
-        self._drop_other_templates(c)
-        sweep(self.admin_url)
+        self._housekeeping()
         self._worker = threading.Thread(target=self._work, name="sandbox-testdbs", daemon=True)
         self._worker.start()
         return self.template
+
+    def _housekeeping(self) -> None:
+        """Old templates and killed runs' databases go: one run at a time, on a session of its own
+        (best effort: what is left is dropped by the next run's start or by ``sandbox gc``)."""
+        with contextlib.suppress(DatabaseError, psycopg.Error), connect(self.admin_url, autocommit=True) as h:
+            h.execute("SELECT pg_advisory_lock(%s)", [_HOUSEKEEPING])     # released with the session
+            self._drop_other_templates(h)
+            _sweep(h)
 
     def _build_template(self, c: psycopg.Connection[Any]) -> None:
         tpl = sql.Identifier(self.template)
@@ -341,6 +365,9 @@ class TestDatabases:
                     self._drop_now(c, name)
                     dropped.append(name)
             c.close()
+        if self._holder is not None:        # the run is over: its lock goes with the session
+            with contextlib.suppress(psycopg.Error):
+                self._holder.close()
         return dropped
 
 
