@@ -110,11 +110,10 @@ def status(ctx: GateContext) -> MigrateStatus:
                              message=f"no {ctx.config.migrations.config}: migrations are not coordinated")
     main_revs, main_heads = ctx.trees.main()
     recs = ctx.registry.all()
-    for rec in recs:
-        try:
-            ctx.ws.collect(rec)
-        except SandboxError:
-            pass              # its summary shows what it can; the branch is read as it was
+    # batched (only repositories whose refs main lacks are fetched); a workspace that cannot be
+    # read keeps its summary of what it can: its branch is read as it was
+    ctx.repos.collect_many([(rec.name, Path(rec.path), rec.branch) for rec in recs
+                            if ctx.isolated(rec) and Path(rec.path).exists()])
     rows = []
     by_base: dict[str, list[str]] = {}
     by_rev: dict[str, list[str]] = {}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any, Callable, Mapping, Protocol, Sequence, runtime_checkable
 
 from ..core import Project
@@ -22,7 +22,7 @@ from ..results import WorkspaceInfo
 from . import stacks
 from ..runtime.base import OutputSink
 
-# How many workspaces' repositories ``ls`` reads at once (each a ``git fetch`` into main's).
+# How many workspaces' repositories ``ls`` fetches at once (those whose refs main lacks).
 PARALLEL_READS = 8
 
 
@@ -61,20 +61,18 @@ def container_statuses(p: Project, recs: Sequence[WorkspaceRecord]) -> list[str]
 
 
 def _collect_all(p: Project, recs: Sequence[WorkspaceRecord]) -> list[tuple[str | None, str | None]]:
-    """Bring every isolated workspace's commits into main's repository, several at once:
-    (git error, unsafe) of each."""
-    def one(rec: WorkspaceRecord) -> tuple[str | None, str | None]:
-        try:
-            p.collect(rec)        # commits made inside are on its branch before it is read
-        except UnsafeToTell as exc:  # a hostile or unreadable repository: reported, never followed
-            return exc.message, exc.message
-        except SandboxError as exc:
-            return str(exc), None
-        return None, None
-    if sum(1 for rec in recs if p.isolated(rec)) <= 1:
-        return [one(rec) for rec in recs]
-    with ThreadPoolExecutor(max_workers=PARALLEL_READS) as pool:
-        return list(pool.map(one, recs))
+    """Bring every isolated workspace's commits into main's repository (batched: only those whose
+    refs main does not already have are fetched, several at once): (git error, unsafe) of each."""
+    items = [(rec.name, Path(rec.path), rec.branch) for rec in recs if p.isolated(rec) and Path(rec.path).exists()]
+    found = p.repos.collect_many(items, PARALLEL_READS) if items else {}
+    out: list[tuple[str | None, str | None]] = []
+    for rec in recs:
+        exc = found.get(rec.name)
+        if isinstance(exc, UnsafeToTell):   # a hostile or unreadable repository: reported, never followed
+            out.append((exc.message, exc.message))
+        else:
+            out.append((str(exc) if exc is not None else None, None))
+    return out
 
 
 def _behind_all(p: Project, recs: Sequence[WorkspaceRecord]) -> list[int]:
