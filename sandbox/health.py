@@ -67,6 +67,7 @@ class Health:
     database_error: str | None = None
     interrupted: list[dict[str, Any]] = field(default_factory=list)
     running: dict[str, Any] | None = None     # an operation at work on it right now
+    database: ConnInfo | None = field(default=None, repr=False)   # where it was probed (not in JSON)
 
     @property
     def ok(self) -> bool:
@@ -101,6 +102,7 @@ def workspace_health(sb: "Sandbox", rec: WorkspaceRecord, container_status: str,
         except SandboxError as exc:
             info, why = None, str(exc)
         h.database_answers = why is None
+        h.database = info
         h.database_error = why
         if why is not None and rec.state == "ready" and h.running is None:
             where = f" (container {info.container})" if info is not None and info.container else ""

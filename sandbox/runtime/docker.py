@@ -385,12 +385,13 @@ class DockerRuntime:
         one list call filtered by the project's label (``ls`` of many workspaces); a workspace
         without a container is absent (``none``)."""
         with translated("listing the workspaces' containers"):
+            # sparse: the list's own fields (labels, state), no inspection of each container
             containers = self.client.containers.list(
-                all=True, ignore_removed=True,
+                all=True, sparse=True,
                 filters={"label": [f"{LABEL_PROJECT}={project}", f"{LABEL_ROLE}={ROLE_WORKSPACE}"]})
         out: dict[str, str] = {}
         for c in containers:
-            ws = (c.labels or {}).get(LABEL_WORKSPACE)
+            ws = (c.attrs.get("Labels") or {}).get(LABEL_WORKSPACE)
             if ws:
                 out[ws] = "running" if c.status == "running" else "exited"
         return out

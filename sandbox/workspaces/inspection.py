@@ -111,7 +111,9 @@ def ls(p: Project, summaries: Callable[[list[WorkspaceRecord]], list[Any]], *,
     for rec, status, health, (git_error, unsafe), late, summary in zip(recs, statuses, healths, collected,
                                                                        behind, migrations):
         url = None
-        if rec.strategy:
+        if health.database is not None:
+            url = health.database.url(secret=False)       # the probe's own address: not asked twice
+        elif rec.strategy:
             try:
                 url = p.db.info(rec.name, p.network(rec)).url(secret=False)
             except SandboxError:
