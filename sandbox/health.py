@@ -97,7 +97,7 @@ def workspace_health(sb: "Sandbox", rec: WorkspaceRecord, container_status: str,
         info: ConnInfo | None
         why: str | None
         try:
-            info = sb.db.info(rec.name, rec.data.get("network"))
+            info = sb.db.info(rec.name, None)     # the host's view: no Docker call, no attaching
             why = answers(info)
         except SandboxError as exc:
             info, why = None, str(exc)

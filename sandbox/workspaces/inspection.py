@@ -112,7 +112,7 @@ def ls(p: Project, summaries: Callable[[list[WorkspaceRecord]], list[Any]], *,
                                                                        behind, migrations):
         url = None
         if health.database is not None:
-            url = health.database.url(secret=False)       # the probe's own address: not asked twice
+            url = health.database.url(secret=False)       # the probe's own (host) address: not asked twice
         elif rec.strategy:
             try:
                 url = p.db.info(rec.name, p.network(rec)).url(secret=False)
