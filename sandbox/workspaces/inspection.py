@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Mapping, Protocol, Sequence, runtime_checkable
 
@@ -103,11 +104,14 @@ def ls(p: Project, summaries: Callable[[list[WorkspaceRecord]], list[Any]], *,
     p.recover_project()            # a killed merge's baseline, a killed deinit (workspaces: only reported)
     recs = p.registry.all()
     statuses = container_statuses(p, recs)
-    healths = check_all(p, list(zip(recs, statuses)))
+    # the probes (the databases' work, mostly) run while the repositories are read here
+    with ThreadPoolExecutor(max_workers=1) as probing:
+        probed = probing.submit(check_all, p, list(zip(recs, statuses)))
+        collected = _collect_all(p, recs)
+        behind = _behind_all(p, recs)
+        migrations = summaries(recs)
+        healths = probed.result()
     baseline = baseline_state(p)
-    collected = _collect_all(p, recs)
-    behind = _behind_all(p, recs)
-    migrations = summaries(recs)
     for rec, status, health, (git_error, unsafe), late, summary in zip(recs, statuses, healths, collected,
                                                                        behind, migrations):
         url = None
