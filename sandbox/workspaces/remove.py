@@ -189,7 +189,23 @@ def remove_all(p: Project, names: Sequence[str], *, everything: bool = False) ->
                 runtime.remove_every_workspace(p.config.project_id, PARALLEL_TEARDOWNS)
         except SandboxError as exc:          # each workspace's teardown below removes what is left
             p.progress(f"could not remove the workspaces' containers at once: {exc}")
-    if len(names) <= 1:
-        return [rm(p, n, force=True) for n in names]
-    with ThreadPoolExecutor(max_workers=min(PARALLEL_TEARDOWNS, len(names))) as pool:
-        return results_of([pool.submit(rm, p, n, force=True) for n in names])
+    with _reclaiming_once(p) if everything and names else contextlib.nullcontext():
+        if len(names) <= 1:
+            return [rm(p, n, force=True) for n in names]
+        with ThreadPoolExecutor(max_workers=min(PARALLEL_TEARDOWNS, len(names))) as pool:
+            return results_of([pool.submit(rm, p, n, force=True) for n in names])
+
+
+@runtime_checkable
+class ReclaimsOnce(Protocol):
+    """A database strategy whose drops can share one wait for the freed space (``deinit``)."""
+
+    def reclaiming_once(self) -> contextlib.AbstractContextManager[None]: ...
+
+
+def _reclaiming_once(p: Project) -> contextlib.AbstractContextManager[None]:
+    try:
+        db = p.db
+    except SandboxError:
+        return contextlib.nullcontext()        # each teardown says what is wrong with it
+    return db.reclaiming_once() if isinstance(db, ReclaimsOnce) else contextlib.nullcontext()
