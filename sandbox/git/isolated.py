@@ -216,11 +216,17 @@ class IsolatedRepos:
         fetch = set()
         for name, lines in changes.items():
             branch = snaps[name][0]
+            # Without a fetch, a ref may only move to an object this workspace already had in main
+            # (one of its mirrored refs, or its branch): every object sits in main's one store, and
+            # a ref file naming another workspace's commit must not bring that commit in. Anything
+            # else is fetched, and git's fetch decides what the repository really holds.
+            own = {oid for ref, oid in have.items() if ref.startswith(self.prefix(name))}
+            own.add(have.get(f"refs/heads/{branch}", ""))
             for line in lines:
                 verb, ref, *rest = line.split()
-                if verb == "update" and (types.get(rest[0]) is None or (
+                if verb == "update" and (rest[0] not in own or types.get(rest[0]) is None or (
                         ref in (f"refs/heads/{branch}", self.prefix(name) + "HEAD") and types[rest[0]] != "commit")):
-                    fetch.add(name)         # an object main lacks (new commits), or not a commit: fetched
+                    fetch.add(name)         # new commits, another's object, or not a commit: fetched
         batch = "".join(line for name, lines in changes.items() if name not in fetch for line in lines)
         if batch and self._git("update-ref", "--stdin", input=batch).returncode != 0:
             return set(changes)
