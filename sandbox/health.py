@@ -67,6 +67,7 @@ class Health:
     database_error: str | None = None
     interrupted: list[dict[str, Any]] = field(default_factory=list)
     running: dict[str, Any] | None = None     # an operation at work on it right now
+    database: ConnInfo | None = field(default=None, repr=False)   # where it was probed (not in JSON)
 
     @property
     def ok(self) -> bool:
@@ -96,11 +97,12 @@ def workspace_health(sb: "Sandbox", rec: WorkspaceRecord, container_status: str,
         info: ConnInfo | None
         why: str | None
         try:
-            info = sb.db.info(rec.name, rec.data.get("network"))
+            info = sb.db.info(rec.name, None)     # the host's view: no Docker call, no attaching
             why = answers(info)
         except SandboxError as exc:
             info, why = None, str(exc)
         h.database_answers = why is None
+        h.database = info
         h.database_error = why
         if why is not None and rec.state == "ready" and h.running is None:
             where = f" (container {info.container})" if info is not None and info.container else ""

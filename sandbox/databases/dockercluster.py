@@ -331,10 +331,9 @@ class DockerCluster:
         if container is None:
             raise DatabaseError(f"container {self.container_name} does not exist")
         with _translated(f"cannot attach {self.container_name} to network {network}"):
-            net = self.docker.networks.get(network)
-            container.reload()
-            if network not in container.attrs["NetworkSettings"]["Networks"]:
-                net.connect(container, aliases=["db"])
+            # the lookup above inspected the container: already on the network, nothing more to ask
+            if network not in (container.attrs.get("NetworkSettings") or {}).get("Networks", {}):
+                self.docker.networks.get(network).connect(container, aliases=["db"])
         self._attached.add(network)
         return self.address(network)
 

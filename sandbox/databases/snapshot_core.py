@@ -11,7 +11,7 @@ import functools
 import json
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
@@ -88,6 +88,8 @@ class MeasuredOnRead(CheckpointInfo):
 
 class SnapshotCore:
     """Paths, locks, secrets, ports and cluster objects of one snapshot pool."""
+
+    _reclaim_deferred = False          # see reclaiming_once
 
     name = "snapshot"
 
@@ -379,7 +381,19 @@ class SnapshotCore:
             self.secrets.delete(self._secret_name(f"ws-{ws}"))
             self.secrets.delete(self._secret_name(f"test-{ws}"))
             self._forget(ws)
-        self.storage.reclaim()
+        if not self._reclaim_deferred:
+            self.storage.reclaim()
+
+    @contextlib.contextmanager
+    def reclaiming_once(self) -> Iterator[None]:
+        """Drops inside do not each wait for btrfs to free their space: one wait at the end
+        (``deinit``, which drops every workspace's database at once)."""
+        self._reclaim_deferred = True
+        try:
+            yield
+        finally:
+            self._reclaim_deferred = False
+            self.storage.reclaim()
 
     # -- checkpoints -----------------------------------------------------------------------
 

@@ -26,7 +26,9 @@ Layout
   and ``find_unsaved(path, ignore) -> list[Unsaved]``.
 - :mod:`.isolated`: :class:`IsolatedRepos`, Docker workspaces' own repositories, seen from main's
   side (the host never runs git inside them): ``add``, ``remove``, ``collect`` (``git fetch`` of
-  their refs), ``check_repository``, ``find_unsaved(name, path, branch, ignore) ->
+  their refs), ``collect_many(items) -> {name: error|None}`` (many at once: refs read from the
+  files by :mod:`.refread`, mirrored with one ``update-ref`` when main has their objects, only the
+  others fetched), ``check_repository``, ``find_unsaved(name, path, branch, ignore) ->
   list[Unsaved]``, ``export``, ``commit_file``, ``merge_commit``, ``show``, ``orphans``.
 - :mod:`.unsaved`: :class:`Unsaved` (frozen: ``kind: UnsavedKind``, ``what`` the line to show,
   ``subject`` the path/commit/branch; ``to_json()``), ``UnsavedKind`` (CHANGES, UNTRACKED, STASH,

@@ -7,13 +7,15 @@ import os
 import shutil
 import stat
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from .. import hostfs
-from ..errors import UnsafeToTell, WorkspaceError
+from ..errors import SandboxError, UnsafeToTell, WorkspaceError
 from ..runtime.base import unprivileged_ids
 from .files import chown_tree
+from .refread import RefSnapshot, read_refs
 from .runner import LONG, call, failure, git_timeout
 from .unsaved import Unsaved, UnsavedKind, stash
 from .worktrees import Worktrees
@@ -146,6 +148,103 @@ class IsolatedRepos:
             if upd.returncode != 0:
                 raise WorkspaceError(f"cannot update branch {branch!r} in main's repository: {failure(upd)}")
         return head
+
+    def collect_many(self, items: Sequence[tuple[str, Path, str]],
+                     parallel: int = 8) -> dict[str, SandboxError | None]:
+        """:meth:`collect` of many workspaces ``(name, path, branch)``: the error of each (None: done).
+
+        A workspace whose refs (read from its files, see :mod:`.refread`) are already mirrored in
+        main is not fetched at all; one whose refs point only at objects main already has gets
+        them with one ``update-ref`` transaction for all; the others are fetched, several at once.
+        """
+        out: dict[str, SandboxError | None] = {}
+        snaps: dict[str, tuple[str, RefSnapshot]] = {}
+        fetch: list[tuple[str, Path, str]] = []
+        for name, path, branch in items:
+            try:
+                self.check_repository(_unresolved_leaf(path))
+            except UnsafeToTell as exc:
+                out[name] = UnsafeToTell(f"workspace {name!r}: {exc.message}")
+                continue
+            snap = read_refs(_unresolved_leaf(path))
+            if snap is None:
+                fetch.append((name, path, branch))
+            else:
+                snaps[name] = (branch, snap)
+        if snaps:
+            unmirrored = self._mirror(snaps)
+            fetch += [(n, p, b) for n, p, b in items if n in unmirrored]
+            out.update({n: None for n in snaps if n not in unmirrored})
+
+        def one(item: tuple[str, Path, str]) -> SandboxError | None:
+            try:
+                self.collect(*item)
+            except SandboxError as exc:
+                return exc
+            return None
+        if len(fetch) <= 1:
+            out.update({item[0]: one(item) for item in fetch})
+        else:
+            with ThreadPoolExecutor(max_workers=min(parallel, len(fetch))) as pool:
+                out.update(zip([item[0] for item in fetch], pool.map(one, fetch)))
+        return out
+
+    def _mirror(self, snaps: dict[str, tuple[str, RefSnapshot]]) -> set[str]:
+        """Make main's refs of each snapshot's workspace what its files say, without a fetch,
+        when main has every object they name; the names of those that still need a fetch."""
+        listed = self._git("for-each-ref", "--format=%(objectname) %(refname)", WS_REFS + "/", "refs/heads/")
+        if listed.returncode != 0:
+            return set(snaps)
+        have = {ref: oid for oid, _, ref in (line.partition(" ") for line in listed.stdout.splitlines())}
+        changes: dict[str, list[str]] = {}
+        for name, (branch, snap) in snaps.items():
+            prefix = self.prefix(name)
+            want = {prefix + ref: oid for ref, oid in snap.refs.items()}
+            if snap.head is not None:
+                want[prefix + "HEAD"] = snap.head
+            tip = snap.refs.get(f"refs/heads/{branch}")
+            if tip is not None:
+                want[f"refs/heads/{branch}"] = tip
+            lines = [f"update {ref} {oid}\n" for ref, oid in want.items() if have.get(ref) != oid]
+            lines += [f"delete {ref}\n" for ref in have if ref.startswith(prefix) and ref not in want]
+            if lines:
+                changes[name] = lines
+        if not changes:
+            return set()
+        needed = sorted({line.split()[2] for lines in changes.values() for line in lines if line.startswith("update")})
+        types = self._object_types(needed)
+        fetch = set()
+        for name, lines in changes.items():
+            branch = snaps[name][0]
+            # Without a fetch, a ref may only move to an object this workspace already had in main
+            # (one of its mirrored refs, or its branch): every object sits in main's one store, and
+            # a ref file naming another workspace's commit must not bring that commit in. Anything
+            # else is fetched, and git's fetch decides what the repository really holds.
+            own = {oid for ref, oid in have.items() if ref.startswith(self.prefix(name))}
+            own.add(have.get(f"refs/heads/{branch}", ""))
+            for line in lines:
+                verb, ref, *rest = line.split()
+                if verb == "update" and (rest[0] not in own or types.get(rest[0]) is None or (
+                        ref in (f"refs/heads/{branch}", self.prefix(name) + "HEAD") and types[rest[0]] != "commit")):
+                    fetch.add(name)         # new commits, another's object, or not a commit: fetched
+        batch = "".join(line for name, lines in changes.items() if name not in fetch for line in lines)
+        if batch and self._git("update-ref", "--stdin", input=batch).returncode != 0:
+            return set(changes)
+        return fetch
+
+    def _object_types(self, oids: list[str]) -> dict[str, str]:
+        """The type of each of ``oids`` that main's object store holds (one ``cat-file``)."""
+        if not oids:
+            return {}
+        res = self._git("cat-file", "--batch-check", input="".join(f"{oid}\n" for oid in oids))
+        if res.returncode != 0:
+            return {}
+        out = {}
+        for line in res.stdout.splitlines():
+            parts = line.split()
+            if len(parts) == 3:
+                out[parts[0]] = parts[1]
+        return out
 
     def owner_uid(self) -> int:
         """The uid a workspace's repository belongs to: the container's user (see :meth:`add`)."""

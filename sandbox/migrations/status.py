@@ -74,10 +74,10 @@ def workspace_summary(ctx: GateContext, rec: WorkspaceRecord,
         main_revs, main_heads = ctx.trees.main()
         main_head = main_heads[0] if len(main_heads) == 1 else None
         tree = ctx.trees.revisions_tree(rec)
+        if memo is not None and tree in memo:       # the same migrations, read already
+            return replace(memo[tree])
         if tree is None or not tree.exists() or not ctx.tool.available(tree):
             return MigrationSummary(base_head=main_head)
-        if memo is not None and tree in memo:
-            return replace(memo[tree])
         ws_heads = ctx.tool.heads(tree)
         new = chain_order({k: v for k, v in ctx.tool.revisions(tree).items() if k not in main_revs})
         starts = roots(new)
@@ -110,11 +110,10 @@ def status(ctx: GateContext) -> MigrateStatus:
                              message=f"no {ctx.config.migrations.config}: migrations are not coordinated")
     main_revs, main_heads = ctx.trees.main()
     recs = ctx.registry.all()
-    for rec in recs:
-        try:
-            ctx.ws.collect(rec)
-        except SandboxError:
-            pass              # its summary shows what it can; the branch is read as it was
+    # batched (only repositories whose refs main lacks are fetched); a workspace that cannot be
+    # read keeps its summary of what it can: its branch is read as it was
+    ctx.repos.collect_many([(rec.name, Path(rec.path), rec.branch) for rec in recs
+                            if ctx.isolated(rec) and Path(rec.path).exists()])
     rows = []
     by_base: dict[str, list[str]] = {}
     by_rev: dict[str, list[str]] = {}

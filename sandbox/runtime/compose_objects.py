@@ -11,9 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import docker.errors
-
-from .docker import shared_client
 from .errors import translated
 from .labels import LABEL_PROJECT, LABEL_ROLE, LABEL_WORKSPACE, ROLE_COMPOSE
 
@@ -60,6 +57,7 @@ def _filters(project: str, workspace: str | None = None) -> dict[str, str | list
 
 def owned(project: str, workspace: str | None = None) -> list[StackObject]:
     """Every stack object of ``project`` (of one ``workspace`` when given)."""
+    from .docker import shared_client    # the SDK: loaded when used, not at startup
     client = shared_client()
     found: list[StackObject] = []
     with translated("listing compose stacks"):
@@ -80,6 +78,9 @@ def owned(project: str, workspace: str | None = None) -> list[StackObject]:
 
 def remove(obj: StackObject) -> None:
     """Remove one stack object (already gone is fine)."""
+    import docker.errors
+
+    from .docker import shared_client    # the SDK: loaded when used, not at startup
     client = shared_client()
     with translated(f"removing {obj.kind} {obj.detail or obj.id}"):
         try:
@@ -106,6 +107,7 @@ def states(project: str, workspace: str, *, tail: int = 20) -> list[ServiceState
     """Each stack container's state; the last ``tail`` lines of its logs when it failed.
 
     One list call; only containers that are not running are inspected (exit code, logs)."""
+    from .docker import shared_client    # the SDK: loaded when used, not at startup
     client = shared_client()
     out: list[ServiceState] = []
     with translated("reading the compose stack's state"):

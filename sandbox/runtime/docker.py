@@ -25,6 +25,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import docker
@@ -36,7 +37,7 @@ from ..checks import Check, OwnedResource
 from ..errors import SandboxError, ServiceUnavailable, UsageError, WorkspaceError
 from .base import OutputSink, WorkspaceSpec
 from .errors import BUILD_HINT, INSTALL_HINT, reason, translated
-from .labels import LABEL_PROJECT, LABEL_ROLE, LABEL_WORKSPACE, ROLE_NETWORK, ROLE_WORKSPACE
+from .labels import LABEL_PROJECT, LABEL_ROLE, LABEL_WORKSPACE, ROLE_DATABASE, ROLE_NETWORK, ROLE_WORKSPACE
 from .subnets import SubnetPool
 
 __all__ = [
@@ -359,6 +360,33 @@ class DockerRuntime:
                 if labels.get(LABEL_PROJECT) == project:
                     self._remove_network(network)
 
+    def remove_every_workspace(self, project: str, parallel: int = 8) -> None:
+        """Kill and remove every workspace's container and its database's container (SIGKILL:
+        no grace period, everything is being destroyed), several at once, then the workspaces'
+        networks (``deinit --force``: each workspace's own teardown then finds them gone)."""
+        with translated("listing the workspaces' containers"):
+            containers = [c for c in self.client.containers.list(
+                              all=True, sparse=True, filters={"label": [f"{LABEL_PROJECT}={project}", LABEL_WORKSPACE]})
+                          if (c.attrs.get("Labels") or {}).get(LABEL_WORKSPACE)
+                          and (c.attrs.get("Labels") or {}).get(LABEL_ROLE) in (ROLE_WORKSPACE, ROLE_DATABASE)]
+
+        def remove_container(c: Any) -> None:
+            with translated(f"removing container {c.id[:12]}"):
+                try:
+                    self.client.api.remove_container(c.id, force=True, v=True)
+                except docker.errors.NotFound:
+                    pass
+
+        def remove_network(n: Any) -> None:
+            with translated(f"removing network {n.name}"):
+                self._remove_network(n)
+        with ThreadPoolExecutor(max_workers=parallel) as pool:
+            list(pool.map(remove_container, containers))
+            with translated("listing the workspaces' networks"):
+                networks = self.client.networks.list(
+                    filters={"label": [f"{LABEL_PROJECT}={project}", f"{LABEL_ROLE}={ROLE_NETWORK}"]})
+            list(pool.map(remove_network, networks))
+
     def _remove_network(self, network: Any) -> None:
         """Remove a network, first detaching whatever is still attached (the workspace is going away);
         its subnet goes back to the pool."""
@@ -385,12 +413,13 @@ class DockerRuntime:
         one list call filtered by the project's label (``ls`` of many workspaces); a workspace
         without a container is absent (``none``)."""
         with translated("listing the workspaces' containers"):
+            # sparse: the list's own fields (labels, state), no inspection of each container
             containers = self.client.containers.list(
-                all=True, ignore_removed=True,
+                all=True, sparse=True,
                 filters={"label": [f"{LABEL_PROJECT}={project}", f"{LABEL_ROLE}={ROLE_WORKSPACE}"]})
         out: dict[str, str] = {}
         for c in containers:
-            ws = (c.labels or {}).get(LABEL_WORKSPACE)
+            ws = (c.attrs.get("Labels") or {}).get(LABEL_WORKSPACE)
             if ws:
                 out[ws] = "running" if c.status == "running" else "exited"
         return out

@@ -10,9 +10,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-import docker.errors
-import requests.exceptions
-
 from ..errors import SandboxError, ServiceUnavailable, WorkspaceError
 
 __all__ = ["BUILD_HINT", "INSTALL_HINT", "reason", "translated"]
@@ -23,6 +20,8 @@ BUILD_HINT = "run scripts/build-images"
 
 def reason(exc: BaseException) -> str:
     """The engine's own words for an error (its explanation, or the first line)."""
+    import docker.errors          # the SDK is loaded by the commands that use Docker, not at startup
+
     if isinstance(exc, docker.errors.APIError):
         return str(exc.explanation or exc)
     text = str(exc).strip()
@@ -38,10 +37,15 @@ def translated(what: str, error: type[SandboxError] = WorkspaceError) -> Iterato
         yield
     except SandboxError:
         raise
-    except docker.errors.APIError as exc:  # before RequestException: APIError is an HTTPError too
-        raise error(f"{what}: {reason(exc)}") from exc
-    except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
-        raise ServiceUnavailable(f"{what}: Docker engine not reachable: {reason(exc)}",
-                                 hint=INSTALL_HINT) from exc
-    except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
-        raise error(f"{what}: {reason(exc)}") from exc
+    except Exception as exc:
+        import docker.errors      # loaded already: whatever raised here used the SDK
+        import requests.exceptions
+
+        if isinstance(exc, docker.errors.APIError):   # before RequestException: APIError is an HTTPError too
+            raise error(f"{what}: {reason(exc)}") from exc
+        if isinstance(exc, (requests.exceptions.ConnectionError, requests.exceptions.Timeout)):
+            raise ServiceUnavailable(f"{what}: Docker engine not reachable: {reason(exc)}",
+                                     hint=INSTALL_HINT) from exc
+        if isinstance(exc, (docker.errors.DockerException, requests.exceptions.RequestException)):
+            raise error(f"{what}: {reason(exc)}") from exc
+        raise

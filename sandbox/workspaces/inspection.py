@@ -24,7 +24,7 @@ from ..results import WorkspaceInfo
 from . import stacks
 from ..runtime.base import OutputSink
 
-# How many workspaces' repositories ``ls`` reads at once (each a ``git fetch`` into main's).
+# How many workspaces' repositories ``ls`` fetches at once (those whose refs main lacks).
 PARALLEL_READS = 8
 
 
@@ -63,20 +63,18 @@ def container_statuses(p: Project, recs: Sequence[WorkspaceRecord]) -> list[str]
 
 
 def _collect_all(p: Project, recs: Sequence[WorkspaceRecord]) -> list[tuple[str | None, str | None]]:
-    """Bring every isolated workspace's commits into main's repository, several at once:
-    (git error, unsafe) of each."""
-    def one(rec: WorkspaceRecord) -> tuple[str | None, str | None]:
-        try:
-            p.collect(rec)        # commits made inside are on its branch before it is read
-        except UnsafeToTell as exc:  # a hostile or unreadable repository: reported, never followed
-            return exc.message, exc.message
-        except SandboxError as exc:
-            return str(exc), None
-        return None, None
-    if sum(1 for rec in recs if p.isolated(rec)) <= 1:
-        return [one(rec) for rec in recs]
-    with ThreadPoolExecutor(max_workers=PARALLEL_READS) as pool:
-        return list(pool.map(one, recs))
+    """Bring every isolated workspace's commits into main's repository (batched: only those whose
+    refs main does not already have are fetched, several at once): (git error, unsafe) of each."""
+    items = [(rec.name, Path(rec.path), rec.branch) for rec in recs if p.isolated(rec) and Path(rec.path).exists()]
+    found = p.repos.collect_many(items, PARALLEL_READS) if items else {}
+    out: list[tuple[str | None, str | None]] = []
+    for rec in recs:
+        exc = found.get(rec.name)
+        if isinstance(exc, UnsafeToTell):   # a hostile or unreadable repository: reported, never followed
+            out.append((exc.message, exc.message))
+        else:
+            out.append((str(exc) if exc is not None else None, None))
+    return out
 
 
 def _behind_all(p: Project, recs: Sequence[WorkspaceRecord]) -> list[int]:
@@ -107,15 +105,20 @@ def ls(p: Project, summaries: Callable[[list[WorkspaceRecord]], list[Any]], *,
     p.recover_project()            # a killed merge's baseline, a killed deinit (workspaces: only reported)
     recs = p.registry.all()
     statuses = container_statuses(p, recs)
-    healths = check_all(p, list(zip(recs, statuses)))
+    # the probes (the databases' work, mostly) run while the repositories are read here
+    with ThreadPoolExecutor(max_workers=1) as probing:
+        probed = probing.submit(check_all, p, list(zip(recs, statuses)))
+        collected = _collect_all(p, recs)
+        behind = _behind_all(p, recs)
+        migrations = summaries(recs)
+        healths = probed.result()
     baseline = baseline_state(p)
-    collected = _collect_all(p, recs)
-    behind = _behind_all(p, recs)
-    migrations = summaries(recs)
     for rec, status, health, (git_error, unsafe), late, summary in zip(recs, statuses, healths, collected,
                                                                        behind, migrations):
         url = None
-        if rec.strategy:
+        if health.database is not None:
+            url = health.database.url(secret=False)       # the probe's own (host) address: not asked twice
+        elif rec.strategy:
             try:
                 url = p.db.info(rec.name, p.network(rec)).url(secret=False)
             except SandboxError:

@@ -7,7 +7,7 @@ import contextlib
 import shutil
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Sequence
+from typing import Protocol, Sequence, runtime_checkable
 
 from ..core import Project
 from ..errors import SandboxError, ServiceUnavailable, UnsafeRemoval, WorkspaceError
@@ -142,7 +142,7 @@ def _deinit(p: Project, force: bool, op: Operation | None, reached: str, keep_im
             if reasons:
                 raise UnsafeRemoval(rec.name, reasons)
     if pending("workspaces"):
-        remove_all(p, [rec.name for rec in recs])
+        remove_all(p, [rec.name for rec in recs], everything=True)   # every check passed: all goes
         step("workspaces")
     server_kind = p.registry.get_meta("db.server") or "local"
     if pending("databases"):
@@ -185,10 +185,42 @@ def _deinit(p: Project, force: bool, op: Operation | None, reached: str, keep_im
 
 
 
-def remove_all(p: Project, names: Sequence[str]) -> list[RmResult]:
+@runtime_checkable
+class RemovesEverything(Protocol):
+    """A runtime that removes every workspace's containers and networks at once (``deinit``)."""
+
+    def remove_every_workspace(self, project: str, parallel: int = ...) -> None: ...
+
+
+def remove_all(p: Project, names: Sequence[str], *, everything: bool = False) -> list[RmResult]:
     """``rm --force`` of every one of ``names``, several at once (a bounded pool); the first
-    failure is raised once all have finished."""
-    if len(names) <= 1:
-        return [rm(p, n, force=True) for n in names]
-    with ThreadPoolExecutor(max_workers=min(PARALLEL_TEARDOWNS, len(names))) as pool:
-        return results_of([pool.submit(rm, p, n, force=True) for n in names])
+    failure is raised once all have finished. ``everything`` (``deinit``, after its checks): the project's
+    workspace and database containers are killed and removed first, all together, unless
+    teardown hooks must still run in them."""
+    if everything and names and not p.config.workspace.teardown and p.config.workspace.runtime != "none":
+        try:
+            runtime = p.runtime_for(p.config.workspace.runtime)
+            if isinstance(runtime, RemovesEverything):
+                runtime.remove_every_workspace(p.config.project_id, PARALLEL_TEARDOWNS)
+        except SandboxError as exc:          # each workspace's teardown below removes what is left
+            p.progress(f"could not remove the workspaces' containers at once: {exc}")
+    with _reclaiming_once(p) if everything and names else contextlib.nullcontext():
+        if len(names) <= 1:
+            return [rm(p, n, force=True) for n in names]
+        with ThreadPoolExecutor(max_workers=min(PARALLEL_TEARDOWNS, len(names))) as pool:
+            return results_of([pool.submit(rm, p, n, force=True) for n in names])
+
+
+@runtime_checkable
+class ReclaimsOnce(Protocol):
+    """A database strategy whose drops can share one wait for the freed space (``deinit``)."""
+
+    def reclaiming_once(self) -> contextlib.AbstractContextManager[None]: ...
+
+
+def _reclaiming_once(p: Project) -> contextlib.AbstractContextManager[None]:
+    try:
+        db = p.db
+    except SandboxError:
+        return contextlib.nullcontext()        # each teardown says what is wrong with it
+    return db.reclaiming_once() if isinstance(db, ReclaimsOnce) else contextlib.nullcontext()

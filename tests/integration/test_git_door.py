@@ -148,3 +148,43 @@ def test_fast_forward_in_runs_through_exec(repo: Path, tmp_path: Path) -> None:
     assert seen and seen[0][0] == "sh"
     with pytest.raises(WorkspaceError):
         door.fast_forward_in(exec_, "ws", "main", "0" * 40)
+
+
+def test_collect_many_fetches_only_what_it_must(repo: Path, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """Unchanged workspaces are mirrored from their ref files; new commits, and a ref file naming
+    an object the workspace never had in main (another workspace's commit), go through git's fetch."""
+    from sandbox.runtime.base import unprivileged_ids
+
+    wt = Worktrees(repo)
+    repos = door.IsolatedRepos(wt)
+    owner = unprivileged_ids() if os.geteuid() == 0 else None
+    paths = {n: tmp_path / n for n in ("a", "b", "c")}
+    for name, path in paths.items():
+        repos.add(path, name, None, owner=owner)
+
+    def ws_git(name: str, *args: str) -> str:
+        return git(paths[name], "-c", "safe.directory=*", *args)
+
+    fetched: list[str] = []
+    real = repos.collect
+    monkeypatch.setattr(repos, "collect", lambda name, path, branch: fetched.append(name) or real(name, path, branch))
+    items = [(n, p, n) for n, p in paths.items()]
+    assert repos.collect_many(items) == {"a": None, "b": None, "c": None}
+    assert fetched == []                                    # nothing new anywhere: no fetch at all
+    base = git(repo, "rev-parse", "main").strip()
+    assert git(repo, "rev-parse", f"{door.WS_REFS}/a/HEAD").strip() == base
+
+    (paths["b"] / "work-b").write_text("b\n")
+    ws_git("b", "add", "-A")
+    ws_git("b", "commit", "-qm", "b")
+    b_tip = ws_git("b", "rev-parse", "HEAD").strip()
+    assert repos.collect_many(items) == {"a": None, "b": None, "c": None}
+    assert fetched == ["b"]                                 # only the workspace with new commits
+    assert git(repo, "rev-parse", "refs/heads/b").strip() == b_tip
+
+    # c's ref file names b's commit (main has it now): not taken from the file, fetched instead
+    (paths["c"] / ".git" / "refs" / "heads" / "c").write_text(b_tip + "\n")
+    fetched.clear()
+    repos.collect_many(items)
+    assert fetched == ["c"]
