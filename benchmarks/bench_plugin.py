@@ -15,8 +15,10 @@ real sandbox workspace (snapshot strategy, local server):
   migrated and seeded once, tables truncated and re-seeded between tests.
 
 Reported: the suite's wall time, the per-test overhead (median of setup + teardown, from the
-reports), and both as ratios to rollback per test. Goals (issue 21): a pooled database handed out
-in under 20 ms; the suite within 2× of rollback per test.
+reports), and both as ratios to rollback per test. The plugin runs twice: its first run builds the
+template from the migrations and seeds; the second, the inner loop's case (migrations unchanged),
+reuses it, and is the one the goals are judged on. Goals (issue 21): a pooled database handed out in
+under 20 ms; the suite within 2× of rollback per test.
 
 Usage: ``python benchmarks/bench_plugin.py [-n 200] [--quick] [--no-write]``.
 """
@@ -36,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
 
 SECTION = "plugin"
+COLD = "sandbox plugin, first run (builds the template)"
 WS = "pl"
 
 TIMING = '''
@@ -163,11 +166,12 @@ def main() -> int:
         rows = json.loads(C.sandbox_cli(project, "ls", "--json").stdout)
         rows = rows if isinstance(rows, list) else rows.get("workspaces", [])
         tree = Path(next(r for r in rows if r["name"] == WS)["path"])
-        # the plugin first: it builds the template the template-clone method clones too
-        for method in ("sandbox plugin", "rollback per test", "template clone per test", "testcontainers"):
+        # the plugin first: its first run builds the template (the template-clone method clones it
+        # too); the second is the inner loop (migrations unchanged: the template is reused)
+        for method in (COLD, "sandbox plugin", "rollback per test", "template clone per test", "testcontainers"):
             C.log(f"{method}: {n} tests")
             try:
-                results[method] = run_suite(tree, env, method, n)
+                results[method] = run_suite(tree, env, "sandbox plugin" if method == COLD else method, n)
             except Exception as exc:  # noqa: BLE001 - reported in the table
                 C.log(f"{method} failed: {exc}")
                 results[method] = {"total": float("nan"), "per_test": float("nan"), "note": str(exc)[:200]}

@@ -159,6 +159,15 @@ def _admin_url(request: pytest.FixtureRequest) -> str:
     return server.url
 
 
+def _pool_shape(pool: int) -> tuple[int, int]:
+    """(warm databases, pool threads) of this worker. Each costs a connection, and a workspace's
+    test role may hold 30 (its cluster is small): with more pytest-xdist workers, each keeps less."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
+    if workers <= 2:
+        return pool, 2
+    return (pool if workers <= 4 else min(pool, 1)), 1
+
+
 # -- fixtures -------------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="session")
@@ -167,9 +176,9 @@ def _sandbox_testdbs(request: pytest.FixtureRequest) -> Iterator[TestDatabases]:
     root = _project_root(Path(request.config.rootpath))
     files, cfg, seeds = _recipe(root)
     parts = file_digest(files, [PLUGIN_VERSION, *(os.path.relpath(f, root) for f in files)])
+    pool, threads = _pool_shape(request.config.getoption("--sandbox-pool"))
     dbs = TestDatabases(_admin_url(request), parts=parts, build=_builder(root, cfg, seeds),
-                        pool_size=request.config.getoption("--sandbox-pool"),
-                        events=_events(os.environ.get("SANDBOX_TEST_EVENTS")))
+                        pool_size=pool, threads=threads, events=_events(os.environ.get("SANDBOX_TEST_EVENTS")))
     dbs.prepare()
     yield dbs
     dbs.close()

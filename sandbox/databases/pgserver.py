@@ -22,7 +22,7 @@ Settings for sandboxes (:data:`SANDBOX_SETTINGS`) keep an idle cluster small
   recovers cleanly.
 * ``wal_level=minimal``, no WAL senders, ``wal_init_zero``/``wal_recycle`` off
   (cheaper on copy-on-write filesystems), small WAL.
-* ``shared_buffers=16MB``, ``max_connections=20``, few background workers, no JIT,
+* ``shared_buffers=16MB``, ``max_connections=50`` (the tests of a workspace take their own), few background workers, no JIT,
   autovacuum wakes every two minutes with one worker.
 """
 
@@ -42,7 +42,7 @@ from .base import ConnInfo
 
 SANDBOX_SETTINGS: dict[str, str] = {
     "shared_buffers": "16MB",
-    "max_connections": "20",
+    "max_connections": "50",
     "superuser_reserved_connections": "2",
     "fsync": "off",
     "synchronous_commit": "on",

@@ -303,7 +303,7 @@ class SnapshotCore:
         if test_role:
             verb = "ALTER" if test_role[0] in have else "CREATE"
             c.execute(sql.SQL(verb + " ROLE {} WITH LOGIN CREATEDB NOSUPERUSER NOCREATEROLE NOREPLICATION "
-                              "CONNECTION LIMIT 12 PASSWORD {}").format(
+                              "CONNECTION LIMIT 30 PASSWORD {}").format(
                 sql.Identifier(test_role[0]), sql.Literal(test_role[1])))
 
     def _test_role(self, ws: str) -> str:

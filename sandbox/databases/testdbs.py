@@ -169,20 +169,22 @@ class TestDatabases:
     __test__ = False
 
     def __init__(self, admin_url: str, *, parts: str, build: Callable[[str], None],
-                 pool_size: int = 2, events: Callable[[str], None] | None = None) -> None:
+                 pool_size: int = 2, threads: int = 2, events: Callable[[str], None] | None = None) -> None:
         self.admin_url = admin_url
         self.run = secrets.token_hex(4)
         self._parts = parts
         self._build = build
         self.pool_size = max(0, pool_size)
+        self.threads = max(1, min(threads, self.pool_size or 1))
         self._events = events or (lambda _: None)
         self._ready: queue.Queue[TestDatabase] = queue.Queue()
         self._drop: queue.Queue[str] = queue.Queue()
-        self._wake = threading.Event()
+        self._cond = threading.Condition()      # guards _making; wakes the pool's threads
+        self._making = 0                        # clones under way (counted against pool_size)
         self._stop = threading.Event()
         self._n = 0
         self._lock = threading.Lock()
-        self._worker: threading.Thread | None = None
+        self._workers: list[threading.Thread] = []
         self._error: BaseException | None = None
         self._admin: psycopg.Connection[Any] | None = None
         self._holder: psycopg.Connection[Any] | None = None      # holds the run's lock, runs nothing else
@@ -215,8 +217,12 @@ class TestDatabases:
         finally:
             c.execute("SELECT pg_advisory_unlock(%s)", [lock])
         self._housekeeping()
-        self._worker = threading.Thread(target=self._work, name="sandbox-testdbs", daemon=True)
-        self._worker.start()
+        if self.pool_size > 0:
+            c.close()           # the pool's threads have their own sessions: one connection slot less
+            self._workers = [threading.Thread(target=self._work, name=f"sandbox-testdbs-{i}", daemon=True)
+                             for i in range(self.threads)]
+            for t in self._workers:
+                t.start()
         return self.template
 
     def _housekeeping(self) -> None:
@@ -267,7 +273,9 @@ class TestDatabases:
         return TestDatabase(name, url_with_db(self.admin_url, name))
 
     def _work(self) -> None:
-        """Drops first (they give space and connection slots back), then refills the pool."""
+        """One of the pool's threads, each on a session of its own (CREATE DATABASE waits for
+        checkpoints, which several sessions share): drops first (they give space and connection
+        slots back), then refills the pool."""
         try:
             with connect(self.admin_url, autocommit=True) as c:
                 while not self._stop.is_set():
@@ -277,16 +285,26 @@ class TestDatabases:
                         name = ""
                     if name:
                         self._drop_now(c, name)
-                    elif self._ready.qsize() < self.pool_size:
+                        continue
+                    with self._cond:
+                        if self._ready.qsize() + self._making >= self.pool_size:
+                            self._cond.wait(0.5)
+                            continue
+                        self._making += 1
+                    try:
                         db = self._clone(c)
                         with contextlib.suppress(DatabaseError):     # the test connects itself then
                             self._conns[db.name] = connect(db.url)   # the handshake, off the test's path
                         self._ready.put(db)
-                    else:
-                        self._wake.wait(0.5)
-                        self._wake.clear()
+                    finally:
+                        with self._cond:
+                            self._making -= 1
         except BaseException as exc:  # noqa: BLE001 - handed to the test that waits for a database
             self._error = exc
+
+    def _wake(self) -> None:
+        with self._cond:
+            self._cond.notify_all()
 
     @staticmethod
     def _drop_now(c: psycopg.Connection[Any], name: str) -> None:
@@ -295,16 +313,15 @@ class TestDatabases:
 
     def take(self, timeout: float = 120.0) -> TestDatabase:
         """A fresh clone of the template: from the pool, or made now if the pool is off or dry."""
-        if self.pool_size == 0 or self._worker is None:
+        if not self._workers:
             return self._clone(self._conn())
-        self._wake.set()
         try:
             db = self._ready.get(timeout=timeout)
         except queue.Empty:
             if self._error is not None:
                 raise DatabaseError(f"the test database pool failed: {_first_line(self._error)}") from self._error
             raise DatabaseError(f"no test database within {timeout:.0f}s") from None
-        self._wake.set()
+        self._wake()
         return db
 
     def connection(self, db: TestDatabase) -> psycopg.Connection[Any]:
@@ -340,18 +357,18 @@ class TestDatabases:
                                                                            sql.Identifier(kept.name)))
                 self.kept.append(kept)
                 return
-        if self._worker is None:
+        if not self._workers:
             self._drop_now(self._conn(), db.name)
             return
         self._drop.put(db.name)
-        self._wake.set()
+        self._wake()
 
     def close(self) -> list[str]:
         """Stop the pool and drop every database of this run except the kept ones; their names."""
         self._stop.set()
-        self._wake.set()
-        if self._worker is not None:
-            self._worker.join(timeout=60)
+        self._wake()
+        for t in self._workers:
+            t.join(timeout=60)
         for name in list(self._conns):
             self._close_spare(TestDatabase(name, ""))
         kept = {d.name for d in self.kept}
