@@ -24,8 +24,12 @@ Nothing asserts timings; the table is printed and written to RESULTS.md (``<!-- 
 from __future__ import annotations
 
 import argparse
+import os
+import subprocess
 import sys
 import time
+
+from pathlib import Path
 
 import _common as C
 
@@ -44,9 +48,18 @@ def grow(project: C.Path, count: int) -> float:
     return time.perf_counter() - t0
 
 
+PROFILE: Path | None = None      # --profile: each timed command under cProfile, its .prof here
+
+
 def timed_cli(project: C.Path, *args: str) -> float:
     t0 = time.perf_counter()
-    C.sandbox_cli(project, *args, timeout=3600)
+    if PROFILE is None:
+        C.sandbox_cli(project, *args, timeout=3600)
+    else:
+        out = PROFILE / ("-".join(a.strip("-") for a in args) + ".prof")
+        subprocess.run([sys.executable, "-m", "cProfile", "-o", str(out), "-m", "sandbox", "--project", str(project),
+                        "-q", *args], timeout=3600, check=True, capture_output=True,
+                       env={**os.environ, "PYTHONPATH": str(C.REPO)})
     return time.perf_counter() - t0
 
 
@@ -57,7 +70,13 @@ def main(argv: list[str]) -> None:
     ap.add_argument("--runtime", default="docker", choices=("docker", "none"))
     ap.add_argument("--quick", action="store_true", help="one run of each")
     ap.add_argument("--no-write", action="store_true", help="print only")
+    ap.add_argument("--profile", type=Path, metavar="DIR",
+                    help="run the timed commands under cProfile, their .prof files in DIR (implies --no-write)")
     args = ap.parse_args(argv)
+    global PROFILE
+    if args.profile is not None:
+        args.profile.mkdir(parents=True, exist_ok=True)
+        PROFILE, args.no_write = args.profile.resolve(), True
     runs = 1 if args.quick else args.runs
     server = "docker" if args.runtime == "docker" else "local"
     project = C.make_project("many", strategy="auto", server=server, runtime=args.runtime, port_base=21000)

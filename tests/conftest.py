@@ -63,7 +63,12 @@ def free_port() -> int:
 @pytest.fixture(scope="session", autouse=True)
 def isolated_host_state(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """Host-wide port reservations of the tests live in a folder of their own (subprocesses inherit it)."""
-    path = tmp_path_factory.mktemp("host-state")
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        # one folder for every xdist worker: they share this host's ports and subnets, as projects do
+        path = tmp_path_factory.getbasetemp().parent / "host-state"
+        path.mkdir(exist_ok=True)
+    else:
+        path = tmp_path_factory.mktemp("host-state")
     old = os.environ.get("SANDBOX_HOST_STATE")
     os.environ["SANDBOX_HOST_STATE"] = str(path)
     yield path
