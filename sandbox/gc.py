@@ -24,6 +24,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
+from .config import STATE_DIR
 from .errors import SandboxError, ServiceUnavailable
 from .host import process_alive
 from .results import GcAction
@@ -216,8 +217,9 @@ class _Collector:
 
 
 def _run_containers(act: Callable[..., None], project: str) -> None:
-    """Containers that ran project code (``role=run``) whose starting process is gone: of any
-    project on this engine, so those of a deinit'ed or deleted project are found too."""
+    """Containers that ran project code (``role=run``) whose starting process is gone: this
+    project's, and those of a project that no longer exists (deleted, or deinit'ed), which no gc
+    of its own will ever see. Another live project's are its own gc's to judge."""
     from .project import LABEL_PROJECT_PATH, run_containers, run_owner_alive
     from .runtime.base import LABEL_PROJECT, LABEL_WORKSPACE
     from .runtime.docker import shared_client
@@ -234,12 +236,17 @@ def _run_containers(act: Callable[..., None], project: str) -> None:
         labels = c.labels or {}
         if run_owner_alive(labels):
             continue
-        if LABEL_PROJECT_PATH not in labels and labels.get(LABEL_PROJECT) != project:
-            continue        # made by an older sandbox for another project: that project's gc decides
+        if labels.get(LABEL_PROJECT) != project and not _project_gone(labels.get(LABEL_PROJECT_PATH)):
+            continue        # another project's (or an older sandbox's, without a path): its gc decides
         where = labels.get(LABEL_PROJECT_PATH) or labels.get(LABEL_PROJECT, "?")
         act(GcAction("run-container", str(c.name), labels.get(LABEL_WORKSPACE) or None, "remove",
                      f"project code container of {where} ({c.status}) whose sandbox process is gone"),
             partial(_remove_container, c))
+
+
+def _project_gone(path: str | None) -> bool:
+    """Whether the project at ``path`` is gone: its folder, or its state (``deinit`` removes it)."""
+    return bool(path) and not (Path(path) / STATE_DIR).is_dir()
 
 
 def _remove_container(container: object) -> None:

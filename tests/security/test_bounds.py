@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import os
 import signal
 import subprocess
@@ -240,6 +241,11 @@ def test_gc_in_another_project_removes_a_deinit_projects_orphan(spin: dict[str, 
     _wait_for_run(dc, project)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+    # while the project lives, its dead CLI's container is its own gc's business, not another's
+    live = _runs(dc, project)
+    assert live, "the killed CLI left no run container to judge"
+    seen = json.loads(cli(spin["other"], "gc", "--dry-run", "--json").stdout)
+    assert not [a for a in seen if a["id"] in {c.name for c in live}], seen
     # and one of a CLI killed during deinit's run survives it: simulate with a container made the
     # way a killed CLI leaves it, after the project is gone
     cli(repo, "deinit", "--force")
