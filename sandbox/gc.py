@@ -246,7 +246,7 @@ def _run_containers(act: Callable[..., None], project: str) -> None:
 
 def _project_gone(path: str | None) -> bool:
     """Whether the project at ``path`` is gone: its folder, or its state (``deinit`` removes it)."""
-    return bool(path) and not (Path(path) / STATE_DIR).is_dir()
+    return path is not None and path != "" and not (Path(path) / STATE_DIR).is_dir()
 
 
 def _remove_container(container: object) -> None:

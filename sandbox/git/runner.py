@@ -4,15 +4,20 @@ Every git process (on the host) starts here. ``LC_ALL=C`` (git's messages and wo
 "initializing" stay readable), ``GIT_TERMINAL_PROMPT=0`` (never interactive), a deadline
 (:func:`git_timeout`) after which the whole process group is killed, and, for anything that is
 not main's own repository and checkout (``trusted=False``), ``core.fsmonitor=false`` and
-``core.hooksPath=/dev/null``: nothing a workspace wrote runs on the host.
+``core.hooksPath=/dev/null``: nothing a workspace wrote runs on the host. Over a work tree
+sandbox does not trust, every filter driver the configuration defines is blanked too: a
+workspace's ``.gitattributes`` may name any of them (``* filter=lfs``), and git would run its
+``clean`` command on the host over the workspace's files.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -68,9 +73,56 @@ def argv(cwd: Path | str, args: tuple[str, ...] | list[str], *, trusted: bool,
     pre = ["git", "-C", str(cwd)]
     if not trusted:
         pre += HARDENED
+        if work_tree is not None:
+            pre += filters_blanked(cwd)
     if work_tree is not None:
         pre.append(f"--work-tree={work_tree}")
     return [*pre, *args]
+
+
+_FILTER_KEY = re.compile(r"^filter\.(.+)\.[^.]+$")
+_filters_seen: dict[str, tuple[tuple[Any, ...], tuple[str, ...]]] = {}
+
+
+def _config_stamp(cwd: Path | str) -> tuple[Any, ...]:
+    """When the configuration files git reads for ``cwd`` last changed (what a cached answer
+    of :func:`filters_blanked` depends on; an ``include`` elsewhere is read again each minute)."""
+    home = Path(os.environ.get("HOME", "/root"))
+    xdg = Path(os.environ.get("XDG_CONFIG_HOME") or home / ".config")
+    files = [Path(cwd) / ".git" / "config", Path(cwd) / "config", home / ".gitconfig", xdg / "git" / "config",
+             Path("/etc/gitconfig"), *(Path(os.environ[v]) for v in ("GIT_CONFIG_GLOBAL", "GIT_CONFIG_SYSTEM")
+                                        if os.environ.get(v))]
+    stamp: list[Any] = [int(time.monotonic() // 60)]
+    for f in files:
+        try:
+            st = f.stat()
+            stamp.append((st.st_mtime_ns, st.st_size))
+        except OSError:
+            stamp.append(None)
+    return tuple(stamp)
+
+
+def filters_blanked(cwd: Path | str) -> list[str]:
+    """``-c filter.NAME.clean=`` (and ``smudge``, ``process``, ``required=false``) for every
+    filter driver git's configuration for ``cwd`` defines: over an untrusted work tree no
+    filter runs, whatever its ``.gitattributes`` names. Fails closed: a configuration git cannot
+    read raises :class:`UnsafeToTell`."""
+    key, stamp = str(cwd), _config_stamp(cwd)
+    seen = _filters_seen.get(key)
+    if seen is None or seen[0] != stamp:
+        res = _spawn(["git", "-C", key, *HARDENED, "config", "--null", "--name-only", "--get-regexp", r"^filter\."],
+                     timeout=git_timeout(), env=environment(), input=None, text=True)
+        if res.returncode not in (0, 1):        # 1: no such key
+            raise UnsafeToTell(f"cannot read git's configuration in {cwd}: {meaningful(res.stderr, 'git config failed')}")
+        names = sorted({m.group(1) for k in res.stdout.split("\0") if (m := _FILTER_KEY.match(k.strip()))})
+        if any("=" in n for n in names):     # `-c` would split there: blanking it is not possible
+            raise UnsafeToTell(f"git's configuration in {cwd} names a filter with '=' in its name")
+        seen = _filters_seen[key] = (stamp, tuple(names))
+    out: list[str] = []
+    for name in seen[1]:
+        out += ["-c", f"filter.{name}.clean=", "-c", f"filter.{name}.smudge=", "-c", f"filter.{name}.process=",
+                "-c", f"filter.{name}.required=false"]
+    return out
 
 
 def _spawn(cmd: list[str], *, timeout: float, env: dict[str, str], input: str | bytes | None,

@@ -99,3 +99,35 @@ def test_snapshot_keeps_the_users_own_excludes(git_repo: Path, tmp_path: Path, m
     snap = snapshot(git_repo, tmp_path / "i.index", tree, head, exclude=(".env",),
                     also_excluded=user_excludes(git_repo))
     assert snap.untracked == ("work.txt",)
+
+
+def test_a_filter_defined_for_main_never_runs_over_a_workspace(git_repo: Path, tmp_path: Path,
+                                                                  monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Main's own config and the user's global config may define filters (git-lfs does); a
+    workspace's ``.gitattributes`` can name any of them, yet none runs over its files on the host."""
+    marker = tmp_path / "ran"
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / ".gitconfig").write_text(f'[filter "lfs"]\n\tprocess = "touch {marker}"\n\trequired = true\n')
+    monkeypatch.setenv("HOME", str(home))
+    git(git_repo, "config", "filter.evil.clean", f"touch {marker}; cat")
+    git(git_repo, "config", "filter.dotted.name.clean", f"touch {marker}; cat")
+    head = git(git_repo, "rev-parse", "main").strip()
+    tree = tmp_path / "ws"
+    subprocess.run(["git", "clone", "-q", "--shared", str(git_repo), str(tree)], check=True, env=ENV)
+    (tree / ".gitattributes").write_text("*.txt filter=evil\n*.md filter=lfs\n*.dat filter=dotted.name\n")
+    (tree / "README.md").write_text("changed\n")
+    (tree / "new.txt").write_text("untracked\n")
+    (tree / "x.dat").write_text("data\n")
+    # the hole this closes: plain git over the same tree runs main's filter
+    subprocess.run(["git", "-C", str(git_repo), f"--work-tree={tree}", "add", "-A", "--dry-run", "new.txt"],
+                   env={**ENV, "HOME": str(home), "GIT_INDEX_FILE": str(tmp_path / "probe.index")},
+                   capture_output=True, check=False)
+    proof = marker.exists()
+    marker.unlink(missing_ok=True)
+
+    snap = snapshot(git_repo, tmp_path / "sandbox.index", tree, head)
+    assert not marker.exists(), "a filter ran over the workspace's files"
+    assert snap.changed == ("README.md",) and set(snap.untracked) == {".gitattributes", "new.txt", "x.dat"}
+    assert git(git_repo, "show", f"{snap.commit}:new.txt") == "untracked\n"
+    assert proof, "the probe did not run the filter: this test proves nothing on this git"
