@@ -60,7 +60,8 @@ def docker_floor(count: int, ports: int, port_base: int = 43000, parallel: int =
     label = {"dev.sandbox.bench": "floor"}
 
     def make(i: int) -> None:
-        net = client.networks.create(f"sbx-floor-{i}", driver="bridge", labels=label)
+        ipam = docker.types.IPAMConfig(pool_configs=[docker.types.IPAMPool(subnet=f"10.251.{i}.0/24")])
+        net = client.networks.create(f"sbx-floor-{i}", driver="bridge", labels=label, ipam=ipam)
         base = port_base + i * (ports + 1)
         client.containers.run("sandbox/workspace:bookworm", ["sleep", "infinity"], detach=True, labels=label,
                               name=f"sbx-floor-ws-{i}", network=net.name,
